@@ -1,0 +1,284 @@
+"""Playback of raw Binance captures (``<recv_ts> <json>`` lines, gzip or plain).
+
+Why playback keeps its own book: a client may ask for a snapshot at any moment of the playback, not only when
+the capture's own REST snapshot went by. So the venue applies the captured diffs to the captured snapshot by
+Binance's local-book rules and answers ``/depth`` from that book, exactly as Binance answers from its own.
+Before the capture's snapshot has played, the book is unknown and a ``/depth`` request waits for it, which
+is what a slow snapshot looks like on the real exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import heapq
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nova.errors import NovaError
+from nova.markets import Market, Symbol
+from nova.venue.instruments import Instrument
+from nova.venue.source import FeedSource, Publish
+from nova.venue.streams import DEPTH_SPEEDS_MS, MARK_PRICE_SPEEDS_S, depth_key, mark_key
+
+
+@dataclass(frozen=True)
+class CaptureLine:
+    """One line of a capture: receive time in ns, the stream name if wrapped, and the bare payload."""
+
+    recv_ns: int
+    stream: str | None
+    payload: dict
+
+
+def to_ns(ts: int) -> int:
+    """Captures stamp receive times in ns, µs or ms since the epoch; normalize to ns by magnitude."""
+    if ts >= 10**17:
+        return ts
+    if ts >= 10**14:
+        return ts * 1_000
+    if ts >= 10**11:
+        return ts * 1_000_000
+    raise ValueError(f"receive time {ts} is not an epoch timestamp in ns, µs or ms")
+
+
+def read_capture(path: Path) -> Iterator[CaptureLine]:
+    """Yield the lines of one capture file; a malformed line raises NovaError naming file and line."""
+    opener = gzip.open if _is_gzip(path) else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    ts_text, _, body = line.partition(" ")
+                    recv_ns = to_ns(int(ts_text))
+                    obj = json.loads(body)
+                except (ValueError, json.JSONDecodeError) as exc:
+                    raise NovaError(f"{path}:{lineno} is not a '<recv_ts> <json>' capture line ({exc}); "
+                                    "check that the file is a raw Binance capture") from None
+                if isinstance(obj, dict) and "data" in obj and "stream" in obj:
+                    yield CaptureLine(recv_ns, obj["stream"], obj["data"])
+                elif isinstance(obj, dict):
+                    yield CaptureLine(recv_ns, None, obj)
+    except OSError as exc:
+        raise NovaError(f"cannot read capture {path}: {exc.strerror or exc}; check the path") from None
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError as exc:
+        raise NovaError(f"cannot read capture {path}: {exc.strerror or exc}; check the path") from None
+
+
+def stream_keys(line: CaptureLine, market: Market) -> list[str]:
+    """The venue stream keys a captured message is published under.
+
+    Playback serves what was captured: a depth subscription of any speed receives the captured depth
+    messages (they cannot be made finer), and a bare payload is routed by its event type.
+    """
+    p = line.payload
+    event = p.get("e")
+    if event == "depthUpdate":
+        return [depth_key(ms) for ms in DEPTH_SPEEDS_MS]
+    if event == "markPriceUpdate":
+        return [mark_key(s) for s in MARK_PRICE_SPEEDS_S]
+    if event in ("trade", "aggTrade", "bookTicker"):
+        return [event]
+    if event is None and "u" in p and "b" in p and "a" in p and not isinstance(p["b"], list):
+        return ["bookTicker"]
+    return []
+
+
+@dataclass
+class PlaybackBook:
+    """The book as Binance's local-book rules build it from the captured snapshot and diffs."""
+
+    market: Market
+    bids: dict[float, tuple[str, str]] = field(default_factory=dict)
+    asks: dict[float, tuple[str, str]] = field(default_factory=dict)
+    last_id: int | None = None
+    synced: bool = False  # the first diff after the snapshot has been applied
+    id_breaks: int = 0
+    snapshot_E: int | None = None
+    snapshot_T: int | None = None
+    last_time_ms: int = 0
+
+    def load_snapshot(self, snap: dict) -> None:
+        self.bids = {float(p): (p, q) for p, q in snap["bids"] if float(q) != 0}
+        self.asks = {float(p): (p, q) for p, q in snap["asks"] if float(q) != 0}
+        self.last_id = int(snap["lastUpdateId"])
+        self.synced = False
+        self.snapshot_E, self.snapshot_T = snap.get("E"), snap.get("T")
+
+    def apply(self, msg: dict) -> None:
+        if self.last_id is None:
+            return
+        first, last = int(msg["U"]), int(msg["u"])
+        if not self.synced:
+            if self.market == "spot":
+                if last <= self.last_id:
+                    return
+                if first > self.last_id + 1:
+                    self.id_breaks += 1
+            else:
+                if last < self.last_id:
+                    return
+                if first > self.last_id:
+                    self.id_breaks += 1
+            self.synced = True
+        elif self.market == "spot" and first != self.last_id + 1:
+            self.id_breaks += 1
+        elif self.market == "perp" and int(msg.get("pu", -1)) != self.last_id:
+            self.id_breaks += 1
+        for side, levels in ((self.bids, msg["b"]), (self.asks, msg["a"])):
+            for p, q in levels:
+                if float(q) == 0:
+                    side.pop(float(p), None)
+                else:
+                    side[float(p)] = (p, q)
+        self.last_id = last
+        self.last_time_ms = int(msg.get("T") or msg.get("E") or 0)
+
+    def levels(self, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+        bid_keys = sorted(self.bids, reverse=True)[:limit]
+        ask_keys = sorted(self.asks)[:limit]
+        return [list(self.bids[k]) for k in bid_keys], [list(self.asks[k]) for k in ask_keys]
+
+
+class CaptureSource(FeedSource):
+    """Plays capture files of one spot and/or one perp symbol, merged by receive time, at a chosen speed."""
+
+    def __init__(self, spot_files: list[Path], perp_files: list[Path], speed: float | None = 1.0,
+                 autostart: bool = False) -> None:
+        super().__init__()
+        if not spot_files and not perp_files:
+            raise NovaError("capture playback needs at least one --capture-spot or --capture-perp file")
+        if speed is not None and speed <= 0:
+            raise NovaError(f"--speed must be a positive number or 'max', not {speed}")
+        self.files: dict[Market, list[Path]] = {"spot": list(spot_files), "perp": list(perp_files)}
+        self.speed = speed
+        self.books: dict[Market, PlaybackBook] = {}
+        self.snapshot_ready: dict[Market, asyncio.Event] = {}
+        self.instruments = []
+        self.captured_streams: dict[Market, set[str]] = {}
+        self.sent = 0
+        self.total_lines = 0
+        self.finished = False
+        self.started = asyncio.Event()
+        self._depth_subscribed: set[Market] = set()
+        self._paused_for = 0.0
+        for market, files in self.files.items():
+            if not files:
+                continue
+            symbol = self._probe_symbol(market, files)
+            self.instruments.append(Instrument.for_symbol(symbol, market))
+            self.books[market] = PlaybackBook(market)
+            self.snapshot_ready[market] = asyncio.Event()
+            self.captured_streams[market] = set()
+        if autostart:
+            self.started.set()
+
+    @staticmethod
+    def _probe_symbol(market: Market, files: list[Path]) -> Symbol:
+        for line in read_capture(files[0]):
+            sym = line.payload.get("s")
+            if isinstance(sym, str):
+                try:
+                    return Symbol.parse(sym)
+                except ValueError:
+                    break
+        raise NovaError(f"found no symbol ('s' field) in {files[0]}; is it a Binance {market} capture?")
+
+    def _lines(self, market: Market) -> Iterator[tuple[int, int, Market, CaptureLine]]:
+        seq = 0
+        for path in self.files[market]:
+            for line in read_capture(path):
+                seq += 1
+                yield line.recv_ns, seq, market, line
+
+    def on_subscribe(self, market: Market, stream_id: str, key: str) -> None:
+        if key.startswith("depth@") and market in self.books:
+            self._depth_subscribed.add(market)
+            if self._depth_subscribed >= set(self.books):
+                self.started.set()
+
+    def start(self) -> None:
+        self.started.set()
+
+    async def run(self, publish: Publish) -> None:
+        self._publish = publish
+        await self.started.wait()
+        merged = heapq.merge(*(self._lines(m) for m in self.books), key=lambda t: (t[0], t[1]))
+        loop = asyncio.get_running_loop()
+        t0_data: int | None = None
+        t0_wall = loop.time()
+        for n, (recv_ns, _, market, line) in enumerate(merged):
+            self.total_lines += 1
+            if not self._resumed.is_set():
+                paused_at = loop.time()
+                await self._resumed.wait()
+                t0_wall += loop.time() - paused_at
+            if t0_data is None:
+                t0_data = recv_ns
+            if self.speed is not None:
+                due = t0_wall + (recv_ns - t0_data) / 1e9 / self.speed
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif n % 256 == 0:
+                await self.drain()
+            self._play(publish, market, line)
+        self.finished = True
+
+    def _play(self, publish: Publish, market: Market, line: CaptureLine) -> None:
+        p = line.payload
+        book = self.books[market]
+        if "lastUpdateId" in p and "bids" in p:
+            book.load_snapshot(p)
+            self.snapshot_ready[market].set()
+            return
+        if p.get("e") == "depthUpdate":
+            book.apply(p)
+        if line.stream:
+            self.captured_streams[market].add(line.stream)
+        stream_id = str(p.get("s", "")).lower()
+        for key in stream_keys(line, market):
+            publish(market, stream_id, key, p)
+        self.sent += 1
+
+    async def snapshot(self, market: Market, exchange_id: str, limit: int) -> dict:
+        await self.snapshot_ready[market].wait()
+        book = self.books[market]
+        bids, asks = book.levels(limit)
+        if market == "spot":
+            return {"lastUpdateId": book.last_id, "bids": bids, "asks": asks}
+        return {"lastUpdateId": book.last_id, "E": int(time.time() * 1000),
+                "T": book.last_time_ms or book.snapshot_T, "bids": bids, "asks": asks}
+
+    def truth(self, market: Market, exchange_id: str) -> dict:
+        book = self.books[market]
+        bids, asks = book.levels()
+        return {"lastUpdateId": book.last_id, "bids": bids, "asks": asks}
+
+    def pause(self, market: Market | None = None) -> None:
+        """Playback is one merged timeline, so pausing any market pauses the whole playback."""
+        super().pause(None)
+
+    def status(self) -> dict:
+        return {
+            "source": "capture",
+            "speed": "max" if self.speed is None else self.speed,
+            "started": self.started.is_set(),
+            "finished": self.finished,
+            "messages_played": self.sent,
+            "captured_streams": {m: sorted(s) for m, s in self.captured_streams.items()},
+            "id_breaks": {m: b.id_breaks for m, b in self.books.items()},
+        }
+

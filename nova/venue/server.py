@@ -1,0 +1,575 @@
+"""The simulated Binance venue: REST and WebSocket endpoints on the paths ccxt expects, plus a control API.
+
+Paths (DESIGN §3): spot REST under ``/api/v3``, USDT-M REST under ``/fapi/v1``, spot WebSocket under
+``/stream/ws/{n}`` (ccxt recognises spot connections by ``/stream`` in the URL) and USDT-M WebSocket under
+``/fstream/{public|market}/ws/{n}``. Replies, errors and keep-alive follow Binance's documented behaviour,
+so that the real ccxt.pro client, unchanged but for its URLs, cannot tell the difference.
+
+The control API under ``/_venue`` exposes the truth (the venue's own book), pause/resume, and the faults
+tests inject: a dropped message (sequence gap), closed connections, a stalled stream, slow or failing
+snapshots, and Binance's ``serverShutdown`` notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from nova.markets import Market
+from nova.venue.instruments import exchange_info
+from nova.venue.source import FeedSource
+from nova.venue.streams import parse_stream
+
+log = logging.getLogger("nova.venue")
+
+_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+_WELL_FORMED_STREAM = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@_!-")
+MAX_STREAMS_PER_CONNECTION = 1024
+
+
+@dataclass
+class VenueConfig:
+    """Keep-alive and flow-control settings; the defaults are Binance's."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    ping_interval_s: dict[str, float] = field(default_factory=lambda: {"spot": 20.0, "perp": 180.0})
+    pong_timeout_s: dict[str, float] = field(default_factory=lambda: {"spot": 60.0, "perp": 600.0})
+    max_queued_frames: int = 500_000  # a client this far behind is disconnected, as Binance does
+    shutdown_grace_s: float = 1.0  # between a serverShutdown notice and the close
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _ws_error(code: int, msg: str, req_id: Any = None) -> str:
+    return _dumps({"error": {"code": code, "msg": msg}, "id": req_id})
+
+
+class Connection:
+    """One client WebSocket: its subscriptions, an outgoing queue and a writer that honours stalls."""
+
+    def __init__(self, venue: Venue, ws: web.WebSocketResponse, market: Market, combined: bool,
+                 transport: asyncio.BaseTransport | None) -> None:
+        self.venue = venue
+        self.ws = ws
+        self.transport = transport
+        self.market = market
+        self.combined = combined
+        self.streams: dict[str, tuple[str, str]] = {}  # stream name as written -> (stream_id, key)
+        self.queue: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.last_pong = time.monotonic()
+        self.frames_sent = 0
+        self.closing = False
+
+    def send(self, frame: str) -> None:
+        if self.closing:
+            return
+        self.queue.append(frame)
+        self.wake.set()
+        if len(self.queue) > self.venue.config.max_queued_frames:
+            log.warning("disconnecting a %s client that is %d frames behind", self.market, len(self.queue))
+            self.closing = True
+            asyncio.get_running_loop().create_task(self.ws.close(code=1008, message=b"slow consumer"))
+
+    async def writer(self) -> None:
+        ws, queue = self.ws, self.queue
+        try:
+            while not ws.closed:
+                if not queue:
+                    self.wake.clear()
+                    await self.wake.wait()
+                await self.venue.wait_unstalled(self.market)
+                while queue and not ws.closed:
+                    await ws.send_str(queue.popleft())
+                    self.frames_sent += 1
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away; the handler cleans up
+
+    async def pinger(self) -> None:
+        interval = self.venue.config.ping_interval_s[self.market]
+        timeout = self.venue.config.pong_timeout_s[self.market]
+        while not self.ws.closed:
+            await asyncio.sleep(min(interval, timeout))
+            await self.venue.wait_unstalled(self.market)
+            if time.monotonic() - self.last_pong > timeout:
+                log.info("closing a %s connection: no pong for %.0f s", self.market, timeout)
+                await self.ws.close(code=1000, message=b"pong timeout")
+                return
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.ping(str(int(time.time() * 1000)).encode())
+
+
+@dataclass
+class MarketStats:
+    frames_sent: int = 0
+    messages_published: int = 0
+    dropped: int = 0
+    snapshots_served: int = 0
+    snapshots_inside: int = 0  # snapshots whose lastUpdateId fell strictly inside the next message's [U, u]
+    snapshots_failed: int = 0
+    connections_total: int = 0
+    last_u: dict[str, int] = field(default_factory=dict)
+
+
+class Venue:
+    """The server. Use ``async with Venue(source) as venue:`` in-process, or ``nova venue`` from a shell."""
+
+    def __init__(self, source: FeedSource, config: VenueConfig | None = None) -> None:
+        self.source = source
+        self.config = config or VenueConfig()
+        self.connections: set[Connection] = set()
+        self._subs: dict[tuple[Market, str, str], dict[Connection, str]] = {}
+        self.stats: dict[Market, MarketStats] = {"spot": MarketStats(), "perp": MarketStats()}
+        self._drop_next: set[tuple[Market, str, str]] = set()
+        self._snapshot_checks: dict[tuple[Market, str], list[int]] = {}
+        self._stalled_until: dict[Market, float] = {"spot": 0.0, "perp": 0.0}
+        self._snapshot_delay: dict[Market, list[float]] = {"spot": [], "perp": []}
+        self._snapshot_fail: dict[Market, list[int]] = {"spot": [], "perp": []}
+        self._runner: web.AppRunner | None = None
+        self._feed_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.url = ""
+        source.drain = self.wait_drained  # type: ignore[method-assign]
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application()
+        r = app.router
+        for prefix, market in (("/api/v3", "spot"), ("/fapi/v1", "perp")):
+            r.add_get(f"{prefix}/exchangeInfo", self._exchange_info(market))
+            r.add_get(f"{prefix}/depth", self._depth(market))
+            r.add_get(f"{prefix}/ping", self._ping)
+            r.add_get(f"{prefix}/time", self._time)
+        r.add_get("/dapi/v1/exchangeInfo", self._empty_exchange_info)  # ccxt's default load_markets asks
+        r.add_get("/stream/ws", self._ws("spot", combined=False))
+        r.add_get("/stream/ws/{name}", self._ws("spot", combined=False))
+        r.add_get("/stream/stream", self._ws("spot", combined=True))
+        for cat in ("", "/public", "/market"):
+            r.add_get(f"/fstream{cat}/ws", self._ws("perp", combined=False))
+            r.add_get(f"/fstream{cat}/ws/{{name}}", self._ws("perp", combined=False))
+            r.add_get(f"/fstream{cat}/stream", self._ws("perp", combined=True))
+        r.add_get("/_venue/book", self._ctl_book)
+        r.add_get("/_venue/status", self._ctl_status)
+        r.add_post("/_venue/pause", self._ctl_pause)
+        r.add_post("/_venue/resume", self._ctl_resume)
+        r.add_post("/_venue/start", self._ctl_start)
+        r.add_post("/_venue/fault/{kind}", self._ctl_fault)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        host, port = sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        self._feed_task = asyncio.get_running_loop().create_task(self.source.run(self.publish))
+        self._feed_task.add_done_callback(self._feed_done)
+        return self.url
+
+    def _feed_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the venue's feed stopped: %s", task.exception())
+
+    async def stop(self) -> None:
+        if self._feed_task:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._feed_task
+        for conn in list(self.connections):
+            conn.closing = True
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1001, message=b"venue stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Venue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---- the feed's outlet --------------------------------------------------------------------------------
+    def publish(self, market: Market, stream_id: str, key: str, payload: dict) -> None:
+        stats = self.stats[market]
+        stats.messages_published += 1
+        sub_key = (market, stream_id, key)
+        if key.startswith("depth@"):
+            self._note_depth(market, stream_id, payload)
+            if sub_key in self._drop_next:
+                self._drop_next.discard(sub_key)
+                stats.dropped += 1
+                return
+        subs = self._subs.get(sub_key)
+        if not subs:
+            return
+        frame = _dumps(payload)
+        for conn, name in subs.items():
+            conn.send(_dumps({"stream": name, "data": payload}) if conn.combined else frame)
+        stats.frames_sent += len(subs)
+
+    def _note_depth(self, market: Market, stream_id: str, payload: dict) -> None:
+        first, last = payload["U"], payload["u"]
+        self.stats[market].last_u[stream_id] = last
+        pending = self._snapshot_checks.get((market, stream_id))
+        if pending:
+            keep = []
+            for lid in pending:
+                if last <= lid:
+                    keep.append(lid)
+                elif first <= lid:
+                    self.stats[market].snapshots_inside += 1
+            self._snapshot_checks[(market, stream_id)] = keep
+
+    async def wait_drained(self, low_water: int = 2000) -> None:
+        """Block a max-speed playback while any client still has many frames queued."""
+        while any(len(c.queue) > low_water for c in self.connections if not c.ws.closed):
+            await asyncio.sleep(0.001)
+
+    async def wait_unstalled(self, market: Market) -> None:
+        while (delay := self._stalled_until[market] - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+    # ---- REST -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _rest_error(status: int, code: int, msg: str) -> web.Response:
+        return web.json_response({"code": code, "msg": msg}, status=status, dumps=_dumps)
+
+    def _exchange_info(self, market: Market):  # noqa: ANN202 - aiohttp handler factory
+        async def handler(request: web.Request) -> web.Response:
+            body = exchange_info(self.source.instruments, market, int(time.time() * 1000))
+            wanted = request.query.get("symbol")
+            if wanted is not None and market == "spot":
+                body["symbols"] = [s for s in body["symbols"] if s["symbol"] == wanted]
+                if not body["symbols"]:
+                    return self._rest_error(400, -1121, "Invalid symbol.")
+            return web.json_response(body, dumps=_dumps)
+        return handler
+
+    async def _empty_exchange_info(self, request: web.Request) -> web.Response:
+        return web.json_response({"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
+                                  "exchangeFilters": [], "symbols": []}, dumps=_dumps)
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": int(time.time() * 1000)})
+
+    def _depth(self, market: Market):  # noqa: ANN202 - aiohttp handler factory
+        async def handler(request: web.Request) -> web.Response:
+            symbol = request.query.get("symbol", "")
+            if not symbol:
+                return self._rest_error(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
+                                                    "or malformed.")
+            limit_text = request.query.get("limit")
+            limit = 100 if market == "spot" else 500
+            if limit_text is not None:
+                if not limit_text.isdigit() or len(limit_text) > 20:
+                    return self._rest_error(400, -1100, "Illegal characters found in parameter 'limit'; legal "
+                                                        "range is '^[0-9]{1,20}$'.")
+                limit = int(limit_text)
+                if market == "spot":
+                    if limit < 1:
+                        return self._rest_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+                    limit = min(limit, 5000)
+                elif limit > 1000 or limit < 1:
+                    return self._rest_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+                elif limit not in (5, 10, 20, 50, 100, 500, 1000):
+                    return self._rest_error(400, -4021, f"{limit} is not valid depth limit")
+            if self.source.instrument(market, symbol) is None:
+                return self._rest_error(400, -1121, "Invalid symbol.")
+            if self._snapshot_delay[market]:
+                await asyncio.sleep(self._snapshot_delay[market].pop(0))
+            if self._snapshot_fail[market]:
+                status = self._snapshot_fail[market].pop(0)
+                self.stats[market].snapshots_failed += 1
+                if status == 429:
+                    return self._rest_error(429, -1003, "Too much request weight used; current limit is 6000 "
+                                            "request weight per 1 MINUTE. Please use WebSocket Streams for live "
+                                            "updates to avoid polling the API.")
+                return self._rest_error(status, -1001, "Internal error; unable to process your request. "
+                                                       "Please try again.")
+            body = await self.source.snapshot(market, symbol, limit)
+            self.stats[market].snapshots_served += 1
+            self._snapshot_checks.setdefault((market, symbol.lower()), []).append(body["lastUpdateId"])
+            return web.json_response(body, dumps=_dumps)
+        return handler
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    # ---- WebSocket ------------------------------------------------------------------------------------------
+    def _ws(self, market: Market, combined: bool):  # noqa: ANN202 - aiohttp handler factory
+        async def handler(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
+            await ws.prepare(request)
+            conn = Connection(self, ws, market, combined, request.transport)
+            self.connections.add(conn)
+            self.stats[market].connections_total += 1
+            initial = request.match_info.get("name", "")
+            names = request.query.get("streams", "").split("/") if combined else [initial]
+            for name in names:
+                if name and parse_stream(name, market):
+                    self._subscribe(conn, name)
+            writer = self._spawn(conn.writer())
+            pinger = self._spawn(conn.pinger())
+            try:
+                async for msg in ws:
+                    if msg.type == WSMsgType.TEXT:
+                        reply = self._handle_request(conn, msg.data)
+                        if reply is not None:
+                            conn.send(reply)
+                            if market == "perp" and reply.startswith('{"error":{"code":3'):
+                                await asyncio.sleep(0.05)  # USDT-M disconnects on invalid JSON
+                                break
+                    elif msg.type == WSMsgType.PING:
+                        await ws.pong(msg.data)
+                    elif msg.type == WSMsgType.PONG:
+                        conn.last_pong = time.monotonic()
+                    elif msg.type == WSMsgType.BINARY:
+                        conn.send(_ws_error(3, "Invalid JSON: expected value at line 1 column 1"))
+            finally:
+                conn.closing = True
+                self.connections.discard(conn)
+                for name in list(conn.streams):
+                    self._unsubscribe(conn, name)
+                writer.cancel()
+                pinger.cancel()
+                if not ws.closed:
+                    await ws.close()
+            return ws
+        return handler
+
+    def _subscribe(self, conn: Connection, name: str) -> None:
+        parsed = parse_stream(name, conn.market)
+        if parsed is None or name in conn.streams:
+            conn.streams.setdefault(name, ("", ""))
+            return
+        conn.streams[name] = (parsed.stream_id, parsed.key)
+        self._subs.setdefault((conn.market, parsed.stream_id, parsed.key), {})[conn] = name
+        self.source.on_subscribe(conn.market, parsed.stream_id, parsed.key)
+
+    def _unsubscribe(self, conn: Connection, name: str) -> None:
+        stream_id, key = conn.streams.pop(name, ("", ""))
+        subs = self._subs.get((conn.market, stream_id, key))
+        if subs is not None:
+            subs.pop(conn, None)
+
+    def _handle_request(self, conn: Connection, text: str) -> str | None:
+        """Answer one client request the way Binance's stream servers do (replies are JSON text)."""
+        try:
+            req = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
+            return _ws_error(3, f"Invalid JSON: expected value at line {line} column {col}")
+        if not isinstance(req, dict):
+            return _ws_error(2, f"Invalid request: invalid type: expected struct Request at line 1 column {len(text)}")
+        req_id = req.get("id")
+        if not (req_id is None or (isinstance(req_id, int) and not isinstance(req_id, bool))
+                or (isinstance(req_id, str) and len(req_id) <= 36 and req_id.isalnum())):
+            return _ws_error(2, "Invalid request: request ID must be an unsigned integer", None)
+        method = req.get("method")
+        if method is None:
+            return _ws_error(2, f"Invalid request: missing field `method` at line 1 column {len(text)}", req_id)
+        if method not in _METHODS:
+            col = text.find(str(method)) + len(str(method)) + 1
+            return _ws_error(2, f"Invalid request: unknown variant `{method}`, expected one of `SUBSCRIBE`, "
+                                f"`UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` at line 1 "
+                                f"column {col}", req_id)
+        params = req.get("params", [])
+        if not isinstance(params, list):
+            return _ws_error(2, "Invalid request: invalid type: expected a sequence", req_id)
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not all(isinstance(p, str) and p and set(p) <= _WELL_FORMED_STREAM and "@" in p for p in params):
+                return _ws_error(2, "Invalid request: invalid stream", req_id)
+            if method == "SUBSCRIBE":
+                if len(set(conn.streams) | set(params)) > MAX_STREAMS_PER_CONNECTION:
+                    return _ws_error(4, "Too many subscriptions", req_id)
+                for name in params:
+                    self._subscribe(conn, name)
+            else:
+                for name in params:
+                    self._unsubscribe(conn, name)
+            return _dumps({"result": None, "id": req_id})
+        if method == "LIST_SUBSCRIPTIONS":
+            if params:
+                return _ws_error(2, "Invalid request: too many parameters", req_id)
+            return _dumps({"result": list(conn.streams), "id": req_id})
+        if not params or not isinstance(params[0], str):
+            return _ws_error(2, "Invalid request: property name must be a string", req_id)
+        if params[0] != "combined":
+            return _ws_error(0, "Unknown property", req_id)
+        if method == "GET_PROPERTY":
+            return _dumps({"result": conn.combined, "id": req_id})
+        if len(params) != 2 or not isinstance(params[1], bool):
+            return _ws_error(1, "Invalid value type: expected Boolean", req_id)
+        conn.combined = params[1]
+        return _dumps({"result": None, "id": req_id})
+
+    # ---- control API (also callable in-process) ---------------------------------------------------------------
+    def truth(self, market: Market, exchange_id: str) -> dict:
+        return self.source.truth(market, exchange_id)
+
+    def status(self) -> dict:
+        out: dict[str, Any] = {"url": self.url, **self.source.status(), "markets": {}}
+        for market in ("spot", "perp"):
+            s = self.stats[market]
+            conns = [c for c in self.connections if c.market == market]
+            out["markets"][market] = {
+                "symbols": [i.symbol.exchange_id for i in self.source.instruments if i.market == market],
+                "paused": self.source.is_paused(market),
+                "messages_published": s.messages_published,
+                "messages_sent": s.frames_sent,
+                "last_u": s.last_u,
+                "connections": len(conns),
+                "connections_total": s.connections_total,
+                "subscriptions": sorted({n for c in conns for n in c.streams}),
+                "dropped": s.dropped,
+                "snapshots_served": s.snapshots_served,
+                "snapshots_inside": s.snapshots_inside,
+                "snapshots_failed": s.snapshots_failed,
+                "stalled": self._stalled_until[market] > time.monotonic(),
+            }
+        return out
+
+    def pause(self, market: Market | None = None) -> None:
+        self.source.pause(market)
+
+    def resume(self, market: Market | None = None) -> None:
+        self.source.resume(market)
+
+    def drop_next(self, market: Market, exchange_id: str, stream: str = "depth") -> int:
+        """Drop the next message of ``stream`` (``depth`` means every depth speed clients listen to)."""
+        stream_id = exchange_id.lower()
+        keys = {k for (m, s, k), subs in self._subs.items() if m == market and s == stream_id and subs
+                and (k == stream or k.startswith(stream + "@"))}
+        if not keys and stream == "depth":
+            keys = {f"depth@{ms}ms" for ms in (0, 100, 250, 500, 1000)}
+        elif not keys:
+            keys = {stream}
+        for key in keys:
+            self._drop_next.add((market, stream_id, key))
+        return len(keys)
+
+    async def close_connections(self, market: Market | None = None, abort: bool = False) -> int:
+        victims = [c for c in self.connections if market is None or c.market == market]
+        for conn in victims:
+            conn.closing = True
+            if abort and isinstance(conn.transport, asyncio.Transport):
+                conn.transport.abort()  # a network drop: no close frame
+            else:
+                await conn.ws.close(code=1001, message=b"closed by venue")
+        return len(victims)
+
+    def stall(self, market: Market, seconds: float) -> None:
+        self._stalled_until[market] = time.monotonic() + seconds
+
+    def snapshot_fault(self, market: Market, delay: float = 0.0, fail: int = 0, status: int = 503,
+                       count: int = 1) -> None:
+        if delay > 0:
+            self._snapshot_delay[market].extend([delay] * count)
+        self._snapshot_fail[market].extend([status] * fail)
+
+    async def server_shutdown(self, market: Market | None = None, grace_s: float | None = None) -> int:
+        """Send ``serverShutdown`` to every connection of the market, then close them after a grace period."""
+        victims = [c for c in self.connections if market is None or c.market == market]
+        event = {"e": "serverShutdown", "E": int(time.time() * 1000)}
+        for conn in victims:
+            conn.send(_dumps({"stream": "!serverShutdown", "data": event}) if conn.combined else _dumps(event))
+        await asyncio.sleep(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        for conn in victims:
+            conn.closing = True
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1001, message=b"server shutdown")
+        return len(victims)
+
+    # ---- control API over HTTP ------------------------------------------------------------------------------
+    @staticmethod
+    def _market_arg(request: web.Request, required: bool) -> Market | None:
+        market = request.query.get("market")
+        if market in ("spot", "perp"):
+            return market  # type: ignore[return-value]
+        if market in (None, "", "all") and not required:
+            return None
+        raise web.HTTPBadRequest(text=_dumps({"error": "market must be spot or perp"}),
+                                 content_type="application/json")
+
+    async def _ctl_book(self, request: web.Request) -> web.Response:
+        market = self._market_arg(request, required=True)
+        assert market is not None
+        symbol = request.query.get("symbol", "")
+        if self.source.instrument(market, symbol) is None:
+            return web.json_response({"error": f"no {market} symbol {symbol!r}"}, status=404)
+        return web.json_response(self.truth(market, symbol), dumps=_dumps)
+
+    async def _ctl_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status(), dumps=_dumps)
+
+    async def _ctl_pause(self, request: web.Request) -> web.Response:
+        self.pause(self._market_arg(request, required=False))
+        return web.json_response(self.status(), dumps=_dumps)
+
+    async def _ctl_resume(self, request: web.Request) -> web.Response:
+        self.resume(self._market_arg(request, required=False))
+        return web.json_response(self.status(), dumps=_dumps)
+
+    async def _ctl_start(self, request: web.Request) -> web.Response:
+        start = getattr(self.source, "start", None)
+        if start is not None:
+            start()
+        return web.json_response(self.status(), dumps=_dumps)
+
+    async def _ctl_fault(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        q = request.query
+        try:
+            if kind == "drop":
+                market = self._market_arg(request, required=True)
+                assert market is not None
+                n = self.drop_next(market, q.get("symbol", "ETHUSDT"), q.get("stream", "depth"))
+                return web.json_response({"dropping": n})
+            if kind == "close":
+                n = await self.close_connections(self._market_arg(request, required=False),
+                                                 abort=q.get("abort", "0") in ("1", "true"))
+                return web.json_response({"closed": n})
+            if kind == "stall":
+                market = self._market_arg(request, required=True)
+                assert market is not None
+                self.stall(market, float(q.get("seconds", "5")))
+                return web.json_response({"stalled": market})
+            if kind == "snapshot":
+                market = self._market_arg(request, required=True)
+                assert market is not None
+                self.snapshot_fault(market, delay=float(q.get("delay", "0")), fail=int(q.get("fail", "0")),
+                                    status=int(q.get("status", "503")), count=int(q.get("count", "1")))
+                return web.json_response({"snapshot_fault": market})
+            if kind == "shutdown":
+                market = self._market_arg(request, required=False)
+                task = self._spawn(self.server_shutdown(market, float(q["grace"]) if "grace" in q else None))
+                del task
+                return web.json_response({"shutdown": market or "all"})
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"error": f"unknown fault {kind!r}; use drop, close, stall, snapshot or "
+                                  "shutdown"}, status=404)

@@ -1,0 +1,70 @@
+"""What the venue's server needs from a feed source (the synthetic market or a capture playback)."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from nova.markets import Market
+from nova.venue.instruments import Instrument
+
+# publish(market, stream_id, key, payload): hand one message to the server for every subscriber of the
+# stream ``stream_id@key`` on ``market``. Payloads are the exact JSON objects Binance sends.
+Publish = Callable[[Market, str, str, dict], None]
+
+
+class FeedSource(ABC):
+    """A source of Binance market data for a set of instruments, with the book as the venue knows it."""
+
+    instruments: list[Instrument]
+
+    def __init__(self) -> None:
+        self._paused: dict[Market, bool] = {"spot": False, "perp": False}
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._publish: Publish | None = None
+
+    def on_subscribe(self, market: Market, stream_id: str, key: str) -> None:  # noqa: B027
+        """A client subscribed to ``stream_id@key`` on ``market`` (a capture playback waits for this)."""
+
+    async def drain(self) -> None:
+        """Wait until clients have room for more; the server replaces this (used by ``--speed max``)."""
+
+    def instrument(self, market: Market, exchange_id: str) -> Instrument | None:
+        for inst in self.instruments:
+            if inst.market == market and inst.symbol.exchange_id == exchange_id:
+                return inst
+        return None
+
+    @abstractmethod
+    async def run(self, publish: Publish) -> None:
+        """Produce messages until cancelled."""
+
+    @abstractmethod
+    async def snapshot(self, market: Market, exchange_id: str, limit: int) -> dict:
+        """The REST depth body (strings, best first), as Binance would answer ``/depth`` right now."""
+
+    @abstractmethod
+    def truth(self, market: Market, exchange_id: str) -> dict:
+        """The venue's whole current book: ``{"lastUpdateId", "bids", "asks"}`` with string levels."""
+
+    def status(self) -> dict:
+        """Source-specific facts for ``/_venue/status``."""
+        return {}
+
+    # Pausing stops the feed of a market after flushing every open depth window, so that a client that has
+    # read everything holds exactly the truth book.
+    def pause(self, market: Market | None = None) -> None:
+        for m in (market,) if market else ("spot", "perp"):
+            self._paused[m] = True
+        self._resumed.clear()
+
+    def resume(self, market: Market | None = None) -> None:
+        for m in (market,) if market else ("spot", "perp"):
+            self._paused[m] = False
+        if not any(self._paused.values()):
+            self._resumed.set()
+
+    def is_paused(self, market: Market) -> bool:
+        return self._paused[market]

@@ -1,0 +1,107 @@
+"""Stream names and the coalescing of fine-grained book updates into diff-depth messages.
+
+Binance's matching engine updates a book many times between two diff-depth messages; a message carries the
+final size of every level touched in its window and the range ``[U, u]`` of update ids it covers. A REST
+snapshot reads the book between two internal updates, so its ``lastUpdateId`` can fall strictly inside the
+next message's range. Both feed sources of the venue publish under the normalized stream keys defined here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from nova.markets import Market
+
+DEPTH_SPEEDS_MS = (0, 100, 250, 500, 1000)
+DEFAULT_DEPTH_SPEED = {"spot": 1000, "perp": 250}
+MARK_PRICE_SPEEDS_S = (1, 3)
+
+_STREAM_RE = re.compile(
+    r"^(?P<sym>[a-z0-9]+)@(?:"
+    r"(?P<depth>depth)(?:@(?P<dspeed>\d+)ms)?"
+    r"|(?P<kind>bookTicker|trade|aggTrade)"
+    r"|(?P<mark>markPrice)(?:@(?P<mspeed>\d+)s)?"
+    r")$"
+)
+
+
+def depth_key(speed_ms: int) -> str:
+    return f"depth@{speed_ms}ms"
+
+
+def mark_key(speed_s: int) -> str:
+    return f"markPrice@{speed_s}s"
+
+
+@dataclass(frozen=True)
+class StreamName:
+    """A parsed subscription: the lowercase symbol and the normalized key the feeds publish under."""
+
+    stream_id: str
+    key: str
+
+
+def parse_stream(name: str, market: Market) -> StreamName | None:
+    """Parse a Binance stream name as ``market`` understands it, or None if Binance would reject it."""
+    m = _STREAM_RE.match(name)
+    if m is None:
+        return None
+    sym = m.group("sym")
+    if m.group("depth"):
+        speed = m.group("dspeed")
+        ms = DEFAULT_DEPTH_SPEED[market] if speed is None else int(speed)
+        return StreamName(sym, depth_key(ms)) if ms in DEPTH_SPEEDS_MS else None
+    if m.group("mark"):
+        if market != "perp":
+            return None
+        speed = m.group("mspeed")
+        s = 3 if speed is None else int(speed)
+        return StreamName(sym, mark_key(s)) if s in MARK_PRICE_SPEEDS_S else None
+    return StreamName(sym, m.group("kind"))
+
+
+@dataclass
+class DepthWindow:
+    """Accumulates level changes between two messages of one diff-depth stream.
+
+    ``prev_u`` is the last id of the previous message on this stream (the perp ``pu``); it starts at the
+    book's id when the stream starts so that the chain holds from the first message on.
+    """
+
+    speed_ms: int
+    prev_u: int
+    bids: dict = field(default_factory=dict)
+    asks: dict = field(default_factory=dict)
+    first_id: int | None = None
+    last_id: int = 0
+    last_time_ms: int = 0
+
+    def add(self, update_id: int, time_ms: int, changes: list[tuple[bool, int, int]]) -> None:
+        """Record one internal update; ``changes`` holds (is_bid, price, size) in integer units."""
+        if self.first_id is None:
+            self.first_id = update_id
+        self.last_id = update_id
+        self.last_time_ms = time_ms
+        bids, asks = self.bids, self.asks
+        for is_bid, price, size in changes:
+            if is_bid:
+                bids[price] = size
+            else:
+                asks[price] = size
+
+    @property
+    def empty(self) -> bool:
+        return self.first_id is None
+
+    def take(self) -> tuple[int, int, int, int, list[tuple[int, int]], list[tuple[int, int]]] | None:
+        """Close the window: (U, u, pu, T, bids, asks) sorted by price ascending, or None if nothing changed."""
+        if self.first_id is None:
+            return None
+        out = (self.first_id, self.last_id, self.prev_u, self.last_time_ms,
+               sorted(self.bids.items()), sorted(self.asks.items()))
+        self.prev_u = self.last_id
+        self.first_id = None
+        self.bids = {}
+        self.asks = {}
+        return out

@@ -1,0 +1,55 @@
+"""Where the recorder's ccxt.pro clients connect: real Binance, its testnet, or any DESIGN §3 venue URL.
+
+The recorder knows nothing about the simulated venue; it only sees URLs. A venue at ``http://HOST:PORT``
+serves Binance's paths under fixed prefixes (``/api/v3``, ``/fapi/v1``, ``/stream/ws``, ``/fstream/ws``),
+so pointing ccxt at it is a matter of rewriting the handful of URLs that market data uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from nova.errors import NovaError
+from nova.markets import Market
+
+Endpoint = Literal["binance", "testnet"] | str
+
+
+def check_venue_url(url: str) -> str:
+    """Normalize ``--venue``; raise NovaError with a hint if it is not an http(s) base URL."""
+    parsed = urlparse(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise NovaError(f"--venue '{url}' is not a base URL; write it like http://127.0.0.1:8765")
+    return f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
+
+
+def ccxt_options(market: Market, depth_rate_ms: int) -> dict[str, Any]:
+    """Options that make ``load_markets`` one request and pick the diff-depth stream speed."""
+    return {
+        "fetchMarkets": {"types": ["spot" if market == "spot" else "linear"]},
+        "fetchCurrencies": False,
+        "fetchMargins": False,
+        "watchOrderBookRate": str(depth_rate_ms),
+    }
+
+
+def point_at_venue(exchange: Any, venue_url: str) -> None:
+    """Rewrite a ccxt.pro binance instance's market-data URLs to a DESIGN §3 venue."""
+    base = check_venue_url(venue_url)
+    ws = "ws" + base[4:]  # http -> ws, https -> wss
+    api = exchange.urls["api"]
+    api["public"] = f"{base}/api/v3"
+    api["fapiPublic"] = f"{base}/fapi/v1"
+    api["ws"]["spot"] = f"{ws}/stream/ws"
+    api["ws"]["linear"] = f"{ws}/fstream/ws"  # ccxt inserts /public or /market itself
+
+
+def configure(exchange: Any, endpoint: Endpoint) -> None:
+    """Apply ``endpoint``: real Binance (nothing to do), ccxt's sandbox URLs, or a venue base URL."""
+    if endpoint == "binance":
+        return
+    if endpoint == "testnet":
+        exchange.set_sandbox_mode(True)
+        return
+    point_at_venue(exchange, endpoint)
