@@ -5,18 +5,26 @@ the capture's own REST snapshot went by. So the venue applies the captured diffs
 Binance's local-book rules and answers ``/depth`` from that book, exactly as Binance answers from its own.
 Before the capture's snapshot has played, the book is unknown and a ``/depth`` request waits for it, which
 is what a slow snapshot looks like on the real exchange.
+
+To reproduce the recorded session exactly, playback holds at each captured snapshot until a client asks for
+it (at most ``SNAPSHOT_HOLD_S``) and serves it verbatim: the client then holds the same snapshot and the
+same buffered diffs the original recorder held, and rebuilds the very book Binance's rules give. Snapshot
+requests after that (a resync after a gap) are answered from the venue's current book.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import heapq
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import orjson
 
 from nova.errors import NovaError
 from nova.markets import Market, Symbol
@@ -24,9 +32,10 @@ from nova.venue.instruments import Instrument
 from nova.venue.source import FeedSource, Publish
 from nova.venue.streams import DEPTH_SPEEDS_MS, MARK_PRICE_SPEEDS_S, depth_key, mark_key
 
+SNAPSHOT_HOLD_S = 10.0
 
-@dataclass(frozen=True)
-class CaptureLine:
+
+class CaptureLine(NamedTuple):
     """One line of a capture: receive time in ns, the stream name if wrapped, and the bare payload."""
 
     recv_ns: int
@@ -57,8 +66,8 @@ def read_capture(path: Path) -> Iterator[CaptureLine]:
                 try:
                     ts_text, _, body = line.partition(" ")
                     recv_ns = to_ns(int(ts_text))
-                    obj = json.loads(body)
-                except (ValueError, json.JSONDecodeError) as exc:
+                    obj = orjson.loads(body)
+                except (ValueError, orjson.JSONDecodeError) as exc:
                     raise NovaError(f"{path}:{lineno} is not a '<recv_ts> <json>' capture line ({exc}); "
                                     "check that the file is a raw Binance capture") from None
                 if isinstance(obj, dict) and "data" in obj and "stream" in obj:
@@ -101,55 +110,56 @@ class PlaybackBook:
     """The book as Binance's local-book rules build it from the captured snapshot and diffs."""
 
     market: Market
-    bids: dict[float, tuple[str, str]] = field(default_factory=dict)
-    asks: dict[float, tuple[str, str]] = field(default_factory=dict)
+    bids: dict[str, str] = field(default_factory=dict)  # price string as Binance wrote it -> size string
+    asks: dict[str, str] = field(default_factory=dict)
     last_id: int | None = None
     synced: bool = False  # the first diff after the snapshot has been applied
     id_breaks: int = 0
     snapshot_E: int | None = None
     snapshot_T: int | None = None
     last_time_ms: int = 0
+    buffered: list[dict] = field(default_factory=list)
 
     def load_snapshot(self, snap: dict) -> None:
-        self.bids = {float(p): (p, q) for p, q in snap["bids"] if float(q) != 0}
-        self.asks = {float(p): (p, q) for p, q in snap["asks"] if float(q) != 0}
+        """Take the captured snapshot, then the diffs that were received before it (its REST reply came
+        back after they did), exactly as a client following Binance's procedure would."""
+        self.bids = {p: q for p, q in snap["bids"] if float(q) != 0}
+        self.asks = {p: q for p, q in snap["asks"] if float(q) != 0}
         self.last_id = int(snap["lastUpdateId"])
         self.synced = False
         self.snapshot_E, self.snapshot_T = snap.get("E"), snap.get("T")
+        pending, self.buffered = self.buffered, []
+        for msg in pending:
+            self.apply(msg)
 
     def apply(self, msg: dict) -> None:
         if self.last_id is None:
+            self.buffered.append(msg)
             return
         first, last = int(msg["U"]), int(msg["u"])
+        spot = self.market == "spot"
         if not self.synced:
-            if self.market == "spot":
-                if last <= self.last_id:
-                    return
-                if first > self.last_id + 1:
-                    self.id_breaks += 1
-            else:
-                if last < self.last_id:
-                    return
-                if first > self.last_id:
-                    self.id_breaks += 1
+            if (last <= self.last_id) if spot else (last < self.last_id):
+                return  # older than the snapshot
+            chained = first <= self.last_id + 1 if spot else first <= self.last_id
             self.synced = True
-        elif self.market == "spot" and first != self.last_id + 1:
-            self.id_breaks += 1
-        elif self.market == "perp" and int(msg.get("pu", -1)) != self.last_id:
-            self.id_breaks += 1
+        else:
+            chained = first == self.last_id + 1 if spot else int(msg.get("pu", -1)) == self.last_id
+        if not chained:
+            self.id_breaks += 1  # the capture itself has a gap; keep applying, the status reports it
         for side, levels in ((self.bids, msg["b"]), (self.asks, msg["a"])):
             for p, q in levels:
                 if float(q) == 0:
-                    side.pop(float(p), None)
+                    side.pop(p, None)
                 else:
-                    side[float(p)] = (p, q)
+                    side[p] = q
         self.last_id = last
         self.last_time_ms = int(msg.get("T") or msg.get("E") or 0)
 
     def levels(self, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
-        bid_keys = sorted(self.bids, reverse=True)[:limit]
-        ask_keys = sorted(self.asks)[:limit]
-        return [list(self.bids[k]) for k in bid_keys], [list(self.asks[k]) for k in ask_keys]
+        bid_keys = sorted(self.bids, key=float, reverse=True)[:limit]
+        ask_keys = sorted(self.asks, key=float)[:limit]
+        return [[k, self.bids[k]] for k in bid_keys], [[k, self.asks[k]] for k in ask_keys]
 
 
 class CaptureSource(FeedSource):
@@ -166,6 +176,8 @@ class CaptureSource(FeedSource):
         self.speed = speed
         self.books: dict[Market, PlaybackBook] = {}
         self.snapshot_ready: dict[Market, asyncio.Event] = {}
+        self._held: dict[Market, dict] = {}  # market -> captured snapshot the playback is holding at
+        self._hold_released = asyncio.Event()
         self.instruments = []
         self.captured_streams: dict[Market, set[str]] = {}
         self.sent = 0
@@ -235,6 +247,13 @@ class CaptureSource(FeedSource):
             elif n % 256 == 0:
                 await self.drain()
             self._play(publish, market, line)
+            if market in self._held:
+                held_at = loop.time()
+                self._hold_released.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hold_released.wait(), SNAPSHOT_HOLD_S)
+                self._held.pop(market, None)
+                t0_wall += loop.time() - held_at
         self.finished = True
 
     def _play(self, publish: Publish, market: Market, line: CaptureLine) -> None:
@@ -242,6 +261,8 @@ class CaptureSource(FeedSource):
         book = self.books[market]
         if "lastUpdateId" in p and "bids" in p:
             book.load_snapshot(p)
+            if market in self._depth_subscribed:  # someone will ask for it: wait for them
+                self._held[market] = p
             self.snapshot_ready[market].set()
             return
         if p.get("e") == "depthUpdate":
@@ -255,6 +276,10 @@ class CaptureSource(FeedSource):
 
     async def snapshot(self, market: Market, exchange_id: str, limit: int) -> dict:
         await self.snapshot_ready[market].wait()
+        held = self._held.get(market)
+        if held is not None:  # the playback waits at the captured snapshot: hand it over as recorded
+            self._hold_released.set()
+            return {**held, "bids": held["bids"][:limit], "asks": held["asks"][:limit]}
         book = self.books[market]
         bids, asks = book.levels(limit)
         if market == "spot":

@@ -214,13 +214,15 @@ class Venue:
         stats = self.stats[market]
         stats.messages_published += 1
         sub_key = (market, stream_id, key)
+        subs = self._subs.get(sub_key)
         if key.startswith("depth@"):
-            self._note_depth(market, stream_id, payload)
+            stats.last_u[stream_id] = payload["u"]
             if sub_key in self._drop_next:
                 self._drop_next.discard(sub_key)
                 stats.dropped += 1
                 return
-        subs = self._subs.get(sub_key)
+            if subs:
+                self._check_snapshots(market, stream_id, payload)
         if not subs:
             return
         frame = _dumps(payload)
@@ -228,9 +230,9 @@ class Venue:
             conn.send(_dumps({"stream": name, "data": payload}) if conn.combined else frame)
         stats.frames_sent += len(subs)
 
-    def _note_depth(self, market: Market, stream_id: str, payload: dict) -> None:
+    def _check_snapshots(self, market: Market, stream_id: str, payload: dict) -> None:
+        """Count snapshots whose id fell strictly inside the [U, u] of the next message clients saw."""
         first, last = payload["U"], payload["u"]
-        self.stats[market].last_u[stream_id] = last
         pending = self._snapshot_checks.get((market, stream_id))
         if pending:
             keep = []
@@ -255,7 +257,7 @@ class Venue:
     def _rest_error(status: int, code: int, msg: str) -> web.Response:
         return web.json_response({"code": code, "msg": msg}, status=status, dumps=_dumps)
 
-    def _exchange_info(self, market: Market):  # noqa: ANN202 - aiohttp handler factory
+    def _exchange_info(self, market: Market):
         async def handler(request: web.Request) -> web.Response:
             body = exchange_info(self.source.instruments, market, int(time.time() * 1000))
             wanted = request.query.get("symbol")
@@ -276,7 +278,7 @@ class Venue:
     async def _time(self, request: web.Request) -> web.Response:
         return web.json_response({"serverTime": int(time.time() * 1000)})
 
-    def _depth(self, market: Market):  # noqa: ANN202 - aiohttp handler factory
+    def _depth(self, market: Market):
         async def handler(request: web.Request) -> web.Response:
             symbol = request.query.get("symbol", "")
             if not symbol:
@@ -320,7 +322,7 @@ class Venue:
         return web.Response(status=404)
 
     # ---- WebSocket ------------------------------------------------------------------------------------------
-    def _ws(self, market: Market, combined: bool):  # noqa: ANN202 - aiohttp handler factory
+    def _ws(self, market: Market, combined: bool):
         async def handler(request: web.Request) -> web.WebSocketResponse:
             ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
             await ws.prepare(request)

@@ -28,7 +28,7 @@ class FeedSource(ABC):
     def on_subscribe(self, market: Market, stream_id: str, key: str) -> None:  # noqa: B027
         """A client subscribed to ``stream_id@key`` on ``market`` (a capture playback waits for this)."""
 
-    async def drain(self) -> None:
+    async def drain(self) -> None:  # noqa: B027
         """Wait until clients have room for more; the server replaces this (used by ``--speed max``)."""
 
     def instrument(self, market: Market, exchange_id: str) -> Instrument | None:

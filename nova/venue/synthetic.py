@@ -145,10 +145,8 @@ class SyntheticBook:
         """Place, resize or cancel resting liquidity, mostly near the top."""
         rng = self.rng
         is_bid = rng.random() < 0.5
-        if rng.random() < 0.03:
-            dist = rng.randrange(50, 3000)  # far-away resting orders, like the real book's 200.00 bids
-        else:
-            dist = int(rng.expovariate(0.12))
+        # Mostly near the top; now and then far away, like the real book's 200.00 bids.
+        dist = rng.randrange(50, 3000) if rng.random() < 0.03 else int(rng.expovariate(0.12))
         best = self.best_bid if is_bid else self.best_ask
         px = best - dist if is_bid else best + dist
         if px <= 0:
@@ -362,6 +360,7 @@ class SyntheticSource(FeedSource):
         a = [[ps(p * tu), qs(q * su)] for p, q in asks]
         sym = inst.symbol.exchange_id
         if inst.market == "spot":
+            b.reverse()  # spot lists bids best first; USDT-M lists both sides ascending
             payload = {"e": "depthUpdate", "E": now_ms, "s": sym, "U": first, "u": last, "b": b, "a": a}
         else:
             payload = {"e": "depthUpdate", "E": now_ms, "T": t_ms, "s": sym, "U": first, "u": last,
