@@ -38,7 +38,7 @@ def _root() -> None:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence saying what is wrong and what to do, and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
     return typer.Exit(code)
 
 

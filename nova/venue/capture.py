@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import gzip
 import heapq
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,14 +34,18 @@ from nova.venue.source import FeedSource, Publish
 from nova.venue.streams import DEPTH_SPEEDS_MS, MARK_PRICE_SPEEDS_S, depth_key, mark_key
 
 SNAPSHOT_HOLD_S = 10.0
+PENDING_LIMIT_CHARS = 256 << 20
+_DEPTH_IDS = re.compile(r'"U":(\d+),"u":(\d+)')
 
 
 class CaptureLine(NamedTuple):
-    """One line of a capture: receive time in ns, the stream name if wrapped, and the bare payload."""
+    """One line of a capture: receive time in ns, the stream name if wrapped, the bare payload and, when it
+    can be cut out of the line as is, the payload's JSON text (so playback need not re-encode it)."""
 
     recv_ns: int
     stream: str | None
     payload: dict
+    raw: str | None = None
 
 
 def to_ns(ts: int) -> int:
@@ -54,8 +59,8 @@ def to_ns(ts: int) -> int:
     raise ValueError(f"receive time {ts} is not an epoch timestamp in ns, µs or ms")
 
 
-def read_capture(path: Path) -> Iterator[CaptureLine]:
-    """Yield the lines of one capture file; a malformed line raises NovaError naming file and line."""
+def read_capture_text(path: Path) -> Iterator[tuple[int, int, str]]:
+    """(line number, receive ns, JSON text) per line of a capture; a malformed line raises NovaError."""
     opener = gzip.open if _is_gzip(path) else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
@@ -63,19 +68,33 @@ def read_capture(path: Path) -> Iterator[CaptureLine]:
                 line = line.strip()
                 if not line:
                     continue
+                ts_text, _, body = line.partition(" ")
                 try:
-                    ts_text, _, body = line.partition(" ")
                     recv_ns = to_ns(int(ts_text))
-                    obj = orjson.loads(body)
-                except (ValueError, orjson.JSONDecodeError) as exc:
+                    if not body.startswith("{"):
+                        raise ValueError("no JSON object after the timestamp")
+                except ValueError as exc:
                     raise NovaError(f"{path}:{lineno} is not a '<recv_ts> <json>' capture line ({exc}); "
                                     "check that the file is a raw Binance capture") from None
-                if isinstance(obj, dict) and "data" in obj and "stream" in obj:
-                    yield CaptureLine(recv_ns, obj["stream"], obj["data"])
-                elif isinstance(obj, dict):
-                    yield CaptureLine(recv_ns, None, obj)
+                yield lineno, recv_ns, body
     except OSError as exc:
         raise NovaError(f"cannot read capture {path}: {exc.strerror or exc}; check the path") from None
+
+
+def read_capture(path: Path) -> Iterator[CaptureLine]:
+    """Yield the decoded lines of one capture file; a malformed line raises NovaError naming file and line."""
+    for lineno, recv_ns, body in read_capture_text(path):
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise NovaError(f"{path}:{lineno} holds no valid JSON ({exc}); check that the file is a raw "
+                            "Binance capture") from None
+        if isinstance(obj, dict) and "data" in obj and "stream" in obj:
+            # Binance writes {"stream":...,"data":{...}}: the payload text is the tail of the line.
+            raw = body[body.index('"data":') + 7: body.rindex("}")] if body.startswith('{"stream":') else None
+            yield CaptureLine(recv_ns, obj["stream"], obj["data"], raw)
+        elif isinstance(obj, dict):
+            yield CaptureLine(recv_ns, None, obj, body)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -86,7 +105,66 @@ def _is_gzip(path: Path) -> bool:
         raise NovaError(f"cannot read capture {path}: {exc.strerror or exc}; check the path") from None
 
 
-def stream_keys(line: CaptureLine, market: Market) -> list[str]:
+class Playable(NamedTuple):
+    """A capture line ready to send: routing, the payload's JSON text, and what playback itself needs."""
+
+    recv_ns: int
+    stream_id: str
+    keys: tuple[str, ...]
+    text: str
+    ids: tuple[int, int] | None  # (U, u) of a diff-depth message
+    snapshot: dict | None  # the captured REST snapshot, for the line that holds one
+    name: str | None = None  # the stream name the capture's combined-stream wrapper gave
+
+
+def playback_lines(path: Path, market: Market) -> Iterator[Playable]:
+    """The lines of a capture, routed without decoding the JSON where the combined-stream wrapper already
+    names the stream; payload text is cut out of the line as is."""
+    for _, recv_ns, body in read_capture_text(path):
+        if body.startswith('{"stream":"'):
+            end = body.index('"', 11)
+            stream_id, _, kind = body[11:end].partition("@")
+            keys = _keys_for_stream(kind)
+            if keys is not None:
+                text = body[body.index('"data":', end) + 7: body.rindex("}")]
+                ids = _ids(text) if keys is _DEPTH_KEYS else None
+                yield Playable(recv_ns, stream_id, keys, text, ids, None, body[11:end])
+                continue
+        obj = orjson.loads(body)
+        if "lastUpdateId" in obj and "bids" in obj:
+            yield Playable(recv_ns, "", (), body, None, obj)
+            continue
+        payload, text = obj, body
+        if "stream" in obj and "data" in obj:
+            payload, text = obj["data"], orjson.dumps(obj["data"]).decode()
+        keys = stream_keys(CaptureLine(recv_ns, None, payload), market)
+        ids = (int(payload["U"]), int(payload["u"])) if keys is _DEPTH_KEYS else None
+        yield Playable(recv_ns, str(payload.get("s", "")).lower(), keys, text, ids, None)
+
+
+def _ids(text: str) -> tuple[int, int]:
+    m = _DEPTH_IDS.search(text)
+    if m is not None:
+        return int(m.group(1)), int(m.group(2))
+    obj = orjson.loads(text)
+    return int(obj["U"]), int(obj["u"])
+
+
+def _keys_for_stream(kind: str) -> tuple[str, ...] | None:
+    if kind.startswith("depth") and not kind[5:6].isdigit():  # diff depth, not the partial-book depth5/10/20
+        return _DEPTH_KEYS
+    if kind.startswith("markPrice"):
+        return _MARK_KEYS
+    if kind in ("bookTicker", "trade", "aggTrade"):
+        return (kind,)
+    return None
+
+
+_DEPTH_KEYS = tuple(depth_key(ms) for ms in DEPTH_SPEEDS_MS)
+_MARK_KEYS = tuple(mark_key(s) for s in MARK_PRICE_SPEEDS_S)
+
+
+def stream_keys(line: CaptureLine, market: Market) -> tuple[str, ...]:
     """The venue stream keys a captured message is published under.
 
     Playback serves what was captured: a depth subscription of any speed receives the captured depth
@@ -95,14 +173,14 @@ def stream_keys(line: CaptureLine, market: Market) -> list[str]:
     p = line.payload
     event = p.get("e")
     if event == "depthUpdate":
-        return [depth_key(ms) for ms in DEPTH_SPEEDS_MS]
+        return _DEPTH_KEYS
     if event == "markPriceUpdate":
-        return [mark_key(s) for s in MARK_PRICE_SPEEDS_S]
+        return _MARK_KEYS
     if event in ("trade", "aggTrade", "bookTicker"):
-        return [event]
+        return (event,)
     if event is None and "u" in p and "b" in p and "a" in p and not isinstance(p["b"], list):
-        return ["bookTicker"]
-    return []
+        return ("bookTicker",)
+    return ()
 
 
 @dataclass
@@ -119,10 +197,26 @@ class PlaybackBook:
     snapshot_T: int | None = None
     last_time_ms: int = 0
     buffered: list[dict] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # diffs played but not yet applied (JSON text)
+    pending_chars: int = 0
+
+    def add(self, text: str) -> None:
+        """Queue a played diff; the book is brought up to date only when read or when the queue is large,
+        which keeps a max-speed playback several times faster than any one client can read."""
+        self.pending.append(text)
+        self.pending_chars += len(text)
+        if self.pending_chars > PENDING_LIMIT_CHARS:
+            self.sync()
+
+    def sync(self) -> None:
+        pending, self.pending, self.pending_chars = self.pending, [], 0
+        for text in pending:
+            self.apply(orjson.loads(text))
 
     def load_snapshot(self, snap: dict) -> None:
         """Take the captured snapshot, then the diffs that were received before it (its REST reply came
         back after they did), exactly as a client following Binance's procedure would."""
+        self.sync()
         self.bids = {p: q for p, q in snap["bids"] if float(q) != 0}
         self.asks = {p: q for p, q in snap["asks"] if float(q) != 0}
         self.last_id = int(snap["lastUpdateId"])
@@ -147,16 +241,22 @@ class PlaybackBook:
             chained = first == self.last_id + 1 if spot else int(msg.get("pu", -1)) == self.last_id
         if not chained:
             self.id_breaks += 1  # the capture itself has a gap; keep applying, the status reports it
-        for side, levels in ((self.bids, msg["b"]), (self.asks, msg["a"])):
-            for p, q in levels:
-                if float(q) == 0:
-                    side.pop(p, None)
-                else:
-                    side[p] = q
+        # dict.update takes the [price, size] pairs at C speed; removed levels stay as zero sizes until the
+        # book is read (or grows), which keeps a max-speed playback ahead of its clients.
+        self.bids.update(msg["b"])
+        self.asks.update(msg["a"])
+        if len(self.bids) + len(self.asks) > 50_000:
+            self._purge()
         self.last_id = last
         self.last_time_ms = int(msg.get("T") or msg.get("E") or 0)
 
+    def _purge(self) -> None:
+        self.bids = {p: q for p, q in self.bids.items() if float(q) != 0}
+        self.asks = {p: q for p, q in self.asks.items() if float(q) != 0}
+
     def levels(self, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+        self.sync()
+        self._purge()
         bid_keys = sorted(self.bids, key=float, reverse=True)[:limit]
         ask_keys = sorted(self.asks, key=float)[:limit]
         return [[k, self.bids[k]] for k in bid_keys], [[k, self.asks[k]] for k in ask_keys]
@@ -208,10 +308,10 @@ class CaptureSource(FeedSource):
                     break
         raise NovaError(f"found no symbol ('s' field) in {files[0]}; is it a Binance {market} capture?")
 
-    def _lines(self, market: Market) -> Iterator[tuple[int, int, Market, CaptureLine]]:
+    def _lines(self, market: Market) -> Iterator[tuple[int, int, Market, Playable]]:
         seq = 0
         for path in self.files[market]:
-            for line in read_capture(path):
+            for line in playback_lines(path, market):
                 seq += 1
                 yield line.recv_ns, seq, market, line
 
@@ -256,22 +356,20 @@ class CaptureSource(FeedSource):
                 t0_wall += loop.time() - held_at
         self.finished = True
 
-    def _play(self, publish: Publish, market: Market, line: CaptureLine) -> None:
-        p = line.payload
+    def _play(self, publish: Publish, market: Market, line: Playable) -> None:
         book = self.books[market]
-        if "lastUpdateId" in p and "bids" in p:
-            book.load_snapshot(p)
+        if line.snapshot is not None:
+            book.load_snapshot(line.snapshot)
             if market in self._depth_subscribed:  # someone will ask for it: wait for them
-                self._held[market] = p
+                self._held[market] = line.snapshot
             self.snapshot_ready[market].set()
             return
-        if p.get("e") == "depthUpdate":
-            book.apply(p)
-        if line.stream:
-            self.captured_streams[market].add(line.stream)
-        stream_id = str(p.get("s", "")).lower()
-        for key in stream_keys(line, market):
-            publish(market, stream_id, key, p)
+        if line.ids is not None:
+            book.add(line.text)
+        if line.keys:
+            if line.name:
+                self.captured_streams[market].add(line.name)
+            publish(market, line.stream_id, line.keys, line.text, line.ids)
         self.sent += 1
 
     async def snapshot(self, market: Market, exchange_id: str, limit: int) -> dict:
@@ -296,6 +394,11 @@ class CaptureSource(FeedSource):
         """Playback is one merged timeline, so pausing any market pauses the whole playback."""
         super().pause(None)
 
+    @staticmethod
+    def _synced(book: PlaybackBook) -> PlaybackBook:
+        book.sync()
+        return book
+
     def status(self) -> dict:
         return {
             "source": "capture",
@@ -304,6 +407,6 @@ class CaptureSource(FeedSource):
             "finished": self.finished,
             "messages_played": self.sent,
             "captured_streams": {m: sorted(s) for m, s in self.captured_streams.items()},
-            "id_breaks": {m: b.id_breaks for m, b in self.books.items()},
+            "id_breaks": {m: self._synced(b).id_breaks for m, b in self.books.items()},
         }
 

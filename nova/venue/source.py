@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from typing import Protocol
 
 from nova.markets import Market
 from nova.venue.instruments import Instrument
 
-# publish(market, stream_id, key, payload): hand one message to the server for every subscriber of the
-# stream ``stream_id@key`` on ``market``. Payloads are the exact JSON objects Binance sends.
-Publish = Callable[[Market, str, str, dict], None]
+
+class Publish(Protocol):
+    """Hand one message, as JSON text, to the server for every subscriber of ``stream_id@key`` on ``market``.
+
+    ``keys`` may name several aliases of one stream; ``ids`` is the ``(U, u)`` range of a diff-depth message.
+    """
+
+    def __call__(self, market: Market, stream_id: str, keys: str | tuple[str, ...], text: str,
+                 ids: tuple[int, int] | None = None) -> None: ...
 
 
 class FeedSource(ABC):

@@ -20,6 +20,8 @@ import random
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from nova.markets import Market, Symbol
 from nova.venue.instruments import Instrument
 from nova.venue.source import FeedSource, Publish
@@ -44,6 +46,10 @@ PROFILES: dict[Market, MarketProfile] = {
     "spot": MarketProfile(updates_per_s=150.0, batch_per_s=30.0, id_jump=1, levels_mean=1.3),
     "perp": MarketProfile(updates_per_s=260.0, batch_per_s=20.0, id_jump=900, levels_mean=2.5),
 }
+
+
+def _text(payload: dict) -> str:
+    return orjson.dumps(payload).decode()
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -365,7 +371,7 @@ class SyntheticSource(FeedSource):
         else:
             payload = {"e": "depthUpdate", "E": now_ms, "T": t_ms, "s": sym, "U": first, "u": last,
                        "pu": prev, "b": b, "a": a}
-        publish(inst.market, inst.symbol.stream_id, depth_key(w.speed_ms), payload)
+        publish(inst.market, inst.symbol.stream_id, depth_key(w.speed_ms), _text(payload), (first, last))
 
     def _publish_book_ticker(self, publish: Publish, book: SyntheticBook, now_ms: int) -> None:
         inst = book.inst
@@ -378,7 +384,7 @@ class SyntheticSource(FeedSource):
         else:
             payload = {"e": "bookTicker", "u": book.last_id, "s": sym, "b": ps(bb * tu), "B": qs(bq * su),
                        "a": ps(ba * tu), "A": qs(aq * su), "T": book.last_time_ms, "E": now_ms}
-        publish(inst.market, inst.symbol.stream_id, "bookTicker", payload)
+        publish(inst.market, inst.symbol.stream_id, "bookTicker", _text(payload))
 
     def _publish_trades(self, publish: Publish, book: SyntheticBook, now_ms: int) -> None:
         inst = book.inst
@@ -398,8 +404,8 @@ class SyntheticSource(FeedSource):
                          "q": q, "X": "MARKET", "m": maker_buy}
                 agg = {"e": "aggTrade", "E": now_ms, "a": book.agg_id, "s": sym, "p": p, "q": q,
                        "f": book.trade_id, "l": book.trade_id, "T": now_ms, "m": maker_buy}
-            publish(inst.market, stream, "trade", trade)
-            publish(inst.market, stream, "aggTrade", agg)
+            publish(inst.market, stream, "trade", _text(trade))
+            publish(inst.market, stream, "aggTrade", _text(agg))
         book.trades = []
 
     def _publish_mark(self, publish: Publish, book: SyntheticBook, exchange_id: str, speed_s: int,
@@ -412,7 +418,7 @@ class SyntheticSource(FeedSource):
         payload = {"e": "markPriceUpdate", "E": now_ms, "s": exchange_id, "p": f"{mark:.8f}",
                    "ap": f"{mark:.8f}", "P": f"{path.mid * (1 + premium):.8f}", "i": f"{path.mid:.8f}",
                    "r": f"{funding:.8f}", "T": (now_ms // eight_h + 1) * eight_h}
-        publish("perp", book.inst.symbol.stream_id, mark_key(speed_s), payload)
+        publish("perp", book.inst.symbol.stream_id, mark_key(speed_s), _text(payload))
 
     # ---- what the server asks -----------------------------------------------------------------------------
     def pause(self, market: Market | None = None) -> None:
