@@ -179,7 +179,6 @@ def perp_symbol_info(inst: Instrument) -> dict:
             {"filterType": "LOT_SIZE", "stepSize": inst.step, "maxQty": "10000", "minQty": inst.step},
             {"filterType": "MARKET_LOT_SIZE", "stepSize": inst.step, "maxQty": "2000", "minQty": inst.step},
             {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
             {"filterType": "MIN_NOTIONAL", "notional": "20"},
             {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
              "multiplierDecimal": "4"},

@@ -47,6 +47,9 @@ class VenueConfig:
     pong_timeout_s: dict[str, float] = field(default_factory=lambda: {"spot": 60.0, "perp": 600.0})
     max_queued_frames: int = 500_000  # a client this far behind is disconnected, as Binance does
     shutdown_grace_s: float = 1.0  # between a serverShutdown notice and the close
+    # Binance answers /depth from a book that keeps moving while the request is in flight, so its
+    # lastUpdateId usually lands inside the next diff's [U, u]; the venue reproduces that latency.
+    snapshot_latency_s: float = 0.03
 
 
 def _dumps(obj: Any) -> str:
@@ -340,8 +343,11 @@ class Venue:
                     return self._rest_error(400, -4021, f"{limit} is not valid depth limit")
             if self.source.instrument(market, symbol) is None:
                 return self._rest_error(400, -1121, "Invalid symbol.")
+            delay = self.config.snapshot_latency_s
             if self._snapshot_delay[market]:
-                await asyncio.sleep(self._snapshot_delay[market].pop(0))
+                delay += self._snapshot_delay[market].pop(0)
+            if delay > 0:
+                await asyncio.sleep(delay)
             if self._snapshot_fail[market]:
                 status = self._snapshot_fail[market].pop(0)
                 self.stats[market].snapshots_failed += 1

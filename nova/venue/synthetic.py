@@ -40,11 +40,12 @@ class MarketProfile:
     batch_per_s: float  # engine batches, i.e. messages of the 0 ms depth stream
     id_jump: int  # perp ids advance by 1..id_jump per update (other symbols share the id space)
     levels_mean: float  # mean levels touched by an ordinary update
+    refresh_share: float  # share of updates that re-size a whole ladder (tens to hundreds of levels)
 
 
 PROFILES: dict[Market, MarketProfile] = {
-    "spot": MarketProfile(updates_per_s=150.0, batch_per_s=30.0, id_jump=1, levels_mean=1.3),
-    "perp": MarketProfile(updates_per_s=260.0, batch_per_s=20.0, id_jump=900, levels_mean=2.5),
+    "spot": MarketProfile(updates_per_s=150.0, batch_per_s=30.0, id_jump=1, levels_mean=1.3, refresh_share=0.005),
+    "perp": MarketProfile(updates_per_s=260.0, batch_per_s=20.0, id_jump=900, levels_mean=7.0, refresh_share=0.012),
 }
 
 
@@ -138,7 +139,7 @@ class SyntheticBook:
             self._move(drift)
         elif r < 0.62:
             self._take(rng.random() < 0.5)
-        elif r < 0.995:
+        elif r < 1.0 - self.profile.refresh_share:
             for _ in range(1 + int(rng.expovariate(1 / max(self.profile.levels_mean - 1, 0.01)))):
                 self._quote()
         else:
@@ -402,7 +403,7 @@ class SyntheticSource(FeedSource):
             else:
                 trade = {"e": "trade", "E": now_ms, "T": now_ms, "s": sym, "t": book.trade_id, "p": p,
                          "q": q, "X": "MARKET", "m": maker_buy}
-                agg = {"e": "aggTrade", "E": now_ms, "a": book.agg_id, "s": sym, "p": p, "q": q,
+                agg = {"e": "aggTrade", "E": now_ms, "a": book.agg_id, "s": sym, "p": p, "q": q, "nq": q,
                        "f": book.trade_id, "l": book.trade_id, "T": now_ms, "m": maker_buy}
             publish(inst.market, stream, "trade", _text(trade))
             publish(inst.market, stream, "aggTrade", _text(agg))
