@@ -106,3 +106,52 @@ def final_book(paths: list[Path], market: str) -> OracleBook:
     for _, _, book in replay_capture(paths, market):  # noqa: B007 - we want the last state
         pass
     return book
+
+
+# ---- rebuilding from a recording (the contract's reader rule, written plainly) -----------------------------------
+
+def read_table(root: Path, table: str, market: str) -> list[dict]:
+    """Every row of one market's table in a recording, in stream order (files by name, rows by msg if any)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = root / table / "exchange=binance" / f"market={market}"
+    files = sorted(p for p in base.rglob("*.parquet") if not p.name.startswith("."))
+    rows: list[dict] = []
+    for path in sorted(files, key=lambda p: (p.parent.name, p.name)):
+        table_ = pq.read_table(path)
+        for i, column in enumerate(table_.schema):
+            if pa.types.is_timestamp(column.type):  # int ns, for plain comparisons
+                table_ = table_.set_column(i, column.name, table_[column.name].cast(pa.int64()))
+            elif pa.types.is_dictionary(column.type):
+                table_ = table_.set_column(i, column.name, table_[column.name].cast(pa.string()))
+        rows.extend(table_.to_pylist())
+    if rows and "msg" in rows[0]:
+        rows.sort(key=lambda r: r["msg"])  # stable: rows of one message keep their order
+    return rows
+
+
+def rebuild_from_rows(rows: list[dict]) -> Iterator[tuple[dict, dict[float, float], dict[float, float]]]:
+    """Apply DESIGN §2's reader rule (skip stale, clear on a new snapshot message, set price -> amount, remove
+    at 0) and yield (first row of the message, bids, asks) after every message; the dicts are reused."""
+    bids: dict[float, float] = {}
+    asks: dict[float, float] = {}
+    i = 0
+    while i < len(rows):
+        msg = rows[i]["msg"]
+        j = i
+        while j < len(rows) and rows[j]["msg"] == msg:
+            j += 1
+        if rows[i]["snapshot"]:
+            bids.clear()
+            asks.clear()
+        for row in rows[i:j]:
+            if row["stale"] or row["side"] is None:
+                continue
+            side = bids if row["side"] == "bid" else asks
+            if row["amount"] == 0:
+                side.pop(row["price"], None)
+            else:
+                side[row["price"]] = row["amount"]
+        yield rows[i], bids, asks
+        i = j

@@ -91,7 +91,9 @@ class Connection:
         self.frames_sent = 0
         self.closing = False
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: str | bytes) -> None:
+        """Queue a frame: a published market message as its JSON text, anything else (replies, notices) as a
+        ready-built frame (``reply``). Only published messages count in ``messages_sent``, when written."""
         if self.closing:
             return
         self.queue.append(frame)
@@ -100,6 +102,10 @@ class Connection:
             log.warning("disconnecting a %s client that is %d frames behind", self.market, len(self.queue))
             self.closing = True
             asyncio.get_running_loop().create_task(self.ws.close(code=1008, message=b"slow consumer"))
+
+    def reply(self, text: str) -> None:
+        """Queue a frame that is not a published market message (a request's reply, a notice)."""
+        self.send(_frame(text))
 
     async def writer(self) -> None:
         """Write queued frames in batches straight to the transport: one syscall for many small frames.
@@ -118,11 +124,19 @@ class Connection:
                     await self.wake.wait()
                 await self.venue.wait_unstalled(self.market)
                 batch = []
+                published = 0
                 while queue and len(batch) < 512:
-                    batch.append(_frame(queue.popleft()))
+                    item = queue.popleft()
+                    if type(item) is str:  # a published message; replies are queued as built frames
+                        published += 1
+                        item = _frame(item)
+                    batch.append(item)
                 if batch and not ws.closed and not transport.is_closing():
                     transport.write(b"".join(batch))
                     self.frames_sent += len(batch)
+                    # messages_sent counts what reached the socket: frames still queued when a connection
+                    # closes, or published to one already closing, never left the venue.
+                    self.venue.stats[self.market].frames_sent += published
                 while transport.get_write_buffer_size() > _WRITE_HIGH_WATER and not transport.is_closing():
                     await asyncio.sleep(0.001)
         except (ConnectionError, RuntimeError):
@@ -267,10 +281,8 @@ class Venue:
             for conn, name in subs.items():
                 conn.send(f'{{"stream":"{name}","data":{text}}}' if conn.combined else text)
             sent += len(subs)
-        if sent:
-            stats.frames_sent += sent
-            if ids is not None:
-                self._check_snapshots(market, stream_id, ids)
+        if sent and ids is not None:  # frames_sent is counted by the writers (Connection.writer)
+            self._check_snapshots(market, stream_id, ids)
 
     def _check_snapshots(self, market: Market, stream_id: str, ids: tuple[int, int]) -> None:
         """Count snapshots whose id fell strictly inside the [U, u] of the next message clients saw."""
@@ -386,7 +398,7 @@ class Venue:
                     if msg.type == WSMsgType.TEXT:
                         reply = self._handle_request(conn, msg.data)
                         if reply is not None:
-                            conn.send(reply)
+                            conn.reply(reply)
                             if market == "perp" and reply.startswith('{"error":{"code":3'):
                                 await asyncio.sleep(0.05)  # USDT-M disconnects on invalid JSON
                                 break
@@ -395,7 +407,7 @@ class Venue:
                     elif msg.type == WSMsgType.PONG:
                         conn.last_pong = time.monotonic()
                     elif msg.type == WSMsgType.BINARY:
-                        conn.send(_ws_error(3, "Invalid JSON: expected value at line 1 column 1"))
+                        conn.reply(_ws_error(3, "Invalid JSON: expected value at line 1 column 1"))
             finally:
                 conn.closing = True
                 self.connections.discard(conn)
@@ -543,7 +555,7 @@ class Venue:
         victims = [c for c in self.connections if market is None or c.market == market]
         event = {"e": "serverShutdown", "E": int(time.time() * 1000)}
         for conn in victims:
-            conn.send(_dumps({"stream": "!serverShutdown", "data": event}) if conn.combined else _dumps(event))
+            conn.reply(_dumps({"stream": "!serverShutdown", "data": event}) if conn.combined else _dumps(event))
         await asyncio.sleep(self.config.shutdown_grace_s if grace_s is None else grace_s)
         for conn in victims:
             conn.closing = True

@@ -137,7 +137,7 @@ class SyntheticBook:
         r = rng.random()
         if abs(drift) >= 1.0 and r < 0.45:
             self._move(drift)
-        elif r < 0.62:
+        elif r < 0.49:
             self._take(rng.random() < 0.5)
         elif r < 1.0 - self.profile.refresh_share:
             for _ in range(1 + int(rng.expovariate(1 / max(self.profile.levels_mean - 1, 0.01)))):
@@ -190,16 +190,19 @@ class SyntheticBook:
         up = drift > 0
         steps = min(int(abs(drift)) or 1, 3)
         for _ in range(steps):
+            taken = self.rng.random() < 0.12  # the level is traded through, or its makers step away
             if up:
                 px = self.ask_px[0]
                 if len(self.ask_px) > 1:
-                    self.trades.append((px, self.asks[px], False))
+                    if taken:
+                        self.trades.append((px, self.asks[px], False))
                     self._set(False, px, 0)
                 self._set(True, self.ask_px[0] - 1, self._lots())
             else:
                 px = self.bid_px[-1]
                 if len(self.bid_px) > 1:
-                    self.trades.append((px, self.bids[px], True))
+                    if taken:
+                        self.trades.append((px, self.bids[px], True))
                     self._set(True, px, 0)
                 self._set(False, self.bid_px[-1] + 1, self._lots())
 

@@ -1,0 +1,134 @@
+"""ccxt.pro's binance, subclassed so that every market-data message reaches the recorder untouched.
+
+Why subclass instead of consuming ``watch_order_book``: a watch loop sees a coalesced book, not the messages.
+The hooks below receive every diff-depth message, every REST snapshot, every bookTicker, trade and
+markPrice update, with the raw frame text, before ccxt would process them.
+
+Why ccxt's own book is bypassed: the recorder keeps its own books (``nova.book``) from the recorded rows.
+Letting ccxt merge every diff into its float book would cost more than the rest of the recorder together
+(DESIGN §6 holds the recorder to 0.85x a ccxt client that does nothing), and its book is not what we store:
+rows come from the raw message strings. ccxt still does what it is good at: connecting, subscribing,
+re-subscribing after reconnects, answering pings, and fetching the REST snapshot after each subscription.
+
+The hook names are ccxt internals of the pinned version (4.5.x): ``handle_order_book`` (snake_case; a
+camelCase override is ignored), the implicit REST methods ``fetch_order_book`` calls, hooked as
+``public_get_depth`` (spot, snake_case) and ``fapiPublicGetDepth`` (USDT-M, camelCase), ``handle_bids_asks``,
+``handle_trade``, ``handle_mark_prices``, ``handle_order_book_subscription``, ``handle_message`` (for the
+``serverShutdown`` notice ccxt ignores), and the client's ``handle_text_or_binary_message``.
+tests/test_recorder_hooks.py fails if any of them stops being called.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import ccxt.pro as ccxtpro
+
+from nova.markets import Market
+
+
+class Sink(Protocol):
+    """Where the hooks deliver messages; ``ts`` is the local receive time in ns."""
+
+    def on_depth(self, market: Market, message: dict, raw: str | None, ts: int) -> None: ...
+
+    def on_snapshot(self, market: Market, symbol: str, response: dict, ts: int) -> None: ...
+
+    def on_bbo(self, market: Market, message: dict, ts: int) -> None: ...
+
+    def on_trade(self, market: Market, message: dict, ts: int) -> None: ...
+
+    def on_funding(self, market: Market, message: dict, ts: int) -> None: ...
+
+    def on_subscribed(self, market: Market, symbols: list[str], ts: int) -> None: ...
+
+    def on_snapshot_requested(self, market: Market, symbol: str) -> None: ...
+
+    def on_snapshot_failed(self, market: Market, symbol: str, error: BaseException) -> None: ...
+
+    def on_server_shutdown(self, market: Market, client: Any, ts: int) -> None: ...
+
+
+class RecordingBinance(ccxtpro.binance):
+    """One market (spot or USDT-M) of Binance, with every message handed to ``sink``."""
+
+    def __init__(self, config: dict[str, Any], market: Market, sink: Sink) -> None:
+        super().__init__(config)
+        self.nova_market: Market = market
+        self.nova_sink = sink
+        self.nova_hook_calls: dict[str, int] = {}  # for the tests that pin the hooks to the ccxt version
+
+    def _count(self, hook: str) -> None:
+        self.nova_hook_calls[hook] = self.nova_hook_calls.get(hook, 0) + 1
+
+    # ---- WebSocket: keep the raw frame text of every message ---------------------------------------------
+    def client(self, url: str) -> Any:
+        client = super().client(url)
+        if not getattr(client, "nova_wrapped", False):
+            parse = client.handle_text_or_binary_message
+
+            def keep_raw(data: Any, _parse: Any = parse, _client: Any = client) -> None:
+                _client.nova_raw = data if isinstance(data, str) else None
+                _parse(data)
+
+            client.handle_text_or_binary_message = keep_raw
+            client.nova_raw = None
+            client.nova_wrapped = True
+        return client
+
+    # ---- diff depth: every message, raw; ccxt's own book is not updated (see module docstring) -----------
+    def handle_order_book(self, client: Any, message: dict) -> None:
+        ts = time.time_ns()
+        self.nova_sink.on_depth(self.nova_market, message, getattr(client, "nova_raw", None), ts)
+
+    def handle_order_book_subscription(self, client: Any, message: Any, subscription: dict) -> None:
+        self._count("handle_order_book_subscription")
+        symbols = self.safe_list(subscription, "symbols") or [self.safe_string(subscription, "symbol")]
+        self.nova_sink.on_subscribed(self.nova_market, [s for s in symbols if s], time.time_ns())
+        super().handle_order_book_subscription(client, message, subscription)
+
+    # ---- REST snapshots: the raw response, strings and all -----------------------------------------------
+    async def public_get_depth(self, params: dict | None = None) -> Any:
+        # Spot: ccxt's constructor copies every snake_case method onto its camelCase name on the class, so
+        # this override becomes the publicGetDepth that fetch_order_book calls (a camelCase override would
+        # be overwritten by the copy of the inherited snake_case entry).
+        return await self._depth_snapshot("spot", super().public_get_depth, params or {})
+
+    async def fapiPublicGetDepth(self, params: dict | None = None) -> Any:
+        # USDT-M: the snake_case entry is fapipublic_get_depth, whose camelCase copy ("fapipublicGetDepth")
+        # is not the name fetch_order_book calls; only a camelCase override reaches it.
+        return await self._depth_snapshot("perp", super().fapiPublicGetDepth, params or {})
+
+    async def _depth_snapshot(self, market: Market, call: Any, params: dict) -> Any:
+        self._count("publicGetDepth" if market == "spot" else "fapiPublicGetDepth")
+        symbol = str(params.get("symbol", ""))
+        self.nova_sink.on_snapshot_requested(market, symbol)
+        try:
+            response = await call(params)
+        except BaseException as exc:
+            self.nova_sink.on_snapshot_failed(market, symbol, exc)
+            raise
+        self.nova_sink.on_snapshot(market, symbol, response, time.time_ns())
+        return response
+
+    # ---- notices ccxt does not handle ------------------------------------------------------------------------
+    def handle_message(self, client: Any, message: Any) -> None:
+        if isinstance(message, dict) and message.get("e") == "serverShutdown":
+            self.nova_sink.on_server_shutdown(self.nova_market, client, time.time_ns())
+            return
+        super().handle_message(client, message)
+
+    # ---- the other streams: recorded as they come, not parsed by ccxt -------------------------------------
+    def handle_bids_asks(self, client: Any, message: Any) -> None:
+        ts = time.time_ns()
+        for item in message if isinstance(message, list) else [message]:
+            self.nova_sink.on_bbo(self.nova_market, item, ts)
+
+    def handle_trade(self, client: Any, message: dict) -> None:
+        self.nova_sink.on_trade(self.nova_market, message, time.time_ns())
+
+    def handle_mark_prices(self, client: Any, message: Any) -> None:
+        ts = time.time_ns()
+        for item in message if isinstance(message, list) else [message]:
+            self.nova_sink.on_funding(self.nova_market, item, ts)

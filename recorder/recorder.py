@@ -1,0 +1,473 @@
+"""The recorder: ccxt.pro sessions for spot and USDT-M side by side, supervised, flushed to the dataset.
+
+Start and stop it from code (the CLI and the tests do exactly this)::
+
+    rec = Recorder(RecorderConfig(symbols=[Symbol.parse("ETH/USDT")], endpoint="http://127.0.0.1:8765"))
+    summary = await rec.run(stop_event)      # or: await rec.start(); ...; await rec.stop()
+
+Everything on the network side runs on one asyncio loop; conversion to Arrow and all file I/O run on one
+worker thread (``_write``), so the loop only ever appends to buffers. Every ``flush_s`` the buffers are
+swapped out and handed to the worker; a clean stop flushes the rest and finishes every file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import errno
+import itertools
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import numpy as np
+import pyarrow as pa
+
+from nova.errors import NovaError
+from nova.markets import Market, Symbol
+from nova.spread import SpreadLogic, SpreadParams
+from recorder.endpoints import ccxt_options, configure
+from recorder.exchange import RecordingBinance
+from recorder.rows import SMALL_SCHEMAS, Levels, book_batch, records_batch
+from recorder.sequencer import SNAPSHOT, STALE
+from recorder.session import STREAMS, MarketSession, SymbolState, Taken
+from recorder.writer import DatasetWriter
+
+MARKET_NAME = {"spot": "spot", "perp": "USDT-M"}
+_STREAM_MARKER = {"book": "orderbook::", "bbo": "bookTicker@", "trades": "trade::", "funding": "markPrice@"}
+_WATCHED_FOR_STALLS = ("book", "bbo", "funding")  # trades can be legitimately quiet for minutes
+
+
+@dataclass
+class RecorderConfig:
+    symbols: list[Symbol]
+    data: str = "data"
+    endpoint: str = "binance"  # "binance", "testnet" or a DESIGN §3 venue base URL
+    markets: tuple[Market, ...] = ("spot", "perp")
+    tables: tuple[str, ...] = STREAMS
+    flush_s: float = 1.0
+    rotate_s: float = 900.0
+    stall_s: float = 30.0
+    depth_ms: dict[str, int] = field(default_factory=lambda: {"spot": 100, "perp": 0})
+    snapshot_limit: dict[str, int] = field(default_factory=lambda: {"spot": 5000, "perp": 1000})
+    connect_attempts: int = 3
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    spread: SpreadParams = field(default_factory=SpreadParams)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter, capped; reset once a stream is healthy again."""
+
+    base: float
+    cap: float
+    attempt: int = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.75, 1.25)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Recorder:
+    def __init__(self, config: RecorderConfig) -> None:
+        if not config.symbols:
+            raise NovaError("give at least one symbol to record, for example ETH/USDT")
+        self.config = config
+        self.sessions: dict[Market, MarketSession] = {}
+        self.writer: DatasetWriter | None = None
+        self.live: dict[Symbol, SpreadLogic] = {s: SpreadLogic(config.spread) for s in config.symbols}
+        self.live_lock = threading.Lock()  # the worker updates live books; the status view reads them
+        self.recovered: list[str] = []
+        self.started_ns = 0
+        self.fatal: str | None = None
+        self.stopped = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nova-writer")
+        self._tasks: set[asyncio.Task] = set()
+        self._stream_started: dict[tuple[Market, str, str], int] = {}
+        self._lock_file: Any = None
+        self._stopping = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check everything a user can get wrong, then start recording. Raises NovaError before writing."""
+        loop = asyncio.get_running_loop()
+        self.writer = await loop.run_in_executor(self._executor, self._prepare_data_dir)
+        for market in self.config.markets:
+            session = MarketSession(market, self.config.symbols, {}, self._request_resync, self._server_shutdown)
+            options = ccxt_options(market, self.config.depth_ms[market])
+            session.exchange = RecordingBinance({"options": options, "enableRateLimit": False}, market, session)
+            configure(session.exchange, self.config.endpoint)
+            self.sessions[market] = session
+        try:
+            await asyncio.gather(*(self._load_markets(s) for s in self.sessions.values()))
+            self._check_symbols()
+            self.recovered = await loop.run_in_executor(self._executor, self._recover_and_lock)
+        except BaseException:
+            await self._close_exchanges()
+            raise
+        for market, session in self.sessions.items():
+            for state in session.states.values():
+                state.seq.next_msg = self.writer.max_msg(market, state.symbol) + 1
+        self.started_ns = time.time_ns()
+        for market, session in self.sessions.items():
+            for state in session.states.values():
+                for stream in self._streams(market):
+                    session.ledger(state, stream, self.started_ns, "start", None, None,
+                                   f"recording {state.symbol.ccxt_symbol(market)} from {self._endpoint_name()}")
+                    self._stream_started[(market, state.symbol.exchange_id, stream)] = self.started_ns
+                    self._spawn(self._watch(session, state, stream))
+        self._spawn(self._flusher())
+        self._spawn(self._watchdog())
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop cleanly: stop the streams, flush everything received, finish every file, close the sessions."""
+        if self._stopping:
+            await self.stopped.wait()
+            return self.summary()
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_exchanges()  # nothing arrives after this, so the final flush holds everything
+        try:
+            if self.writer is not None and self.fatal is None:
+                ts = time.time_ns()
+                for market, session in self.sessions.items():
+                    for state in session.states.values():
+                        state.seq.on_stop()
+                        for stream in self._streams(market):
+                            session.ledger(state, stream, ts, "stop", None, None, "recorder stopped")
+                await self._flush(final=True)
+        finally:
+            await self._close_exchanges()
+            self._executor.shutdown(wait=True)
+            self._release_lock()
+            self.stopped.set()
+        return self.summary()
+
+    async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> dict[str, Any]:
+        """Record until ``stop`` is set, ``duration_s`` has passed, or a fatal error (like a full disk)."""
+        await self.start()
+        try:
+            await self.wait(stop, duration_s)
+        finally:
+            summary = await self.stop()
+        if self.fatal:
+            raise NovaError(self.fatal)
+        return summary
+
+    async def wait(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> None:
+        """Wait for ``stop``, the end of ``duration_s``, or a fatal error, whichever comes first."""
+        waiters = [asyncio.ensure_future(self._fatal_event.wait())]
+        if stop is not None:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    @property
+    def _fatal_event(self) -> asyncio.Event:
+        if not hasattr(self, "_fatal_evt"):
+            self._fatal_evt = asyncio.Event()
+        return self._fatal_evt
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _streams(self, market: Market) -> list[str]:
+        return [s for s in STREAMS if s in self.config.tables and not (s == "funding" and market == "spot")]
+
+    def _endpoint_name(self) -> str:
+        return {"binance": "Binance", "testnet": "the Binance testnet"}.get(self.config.endpoint,
+                                                                          self.config.endpoint)
+
+    # ---- start-up checks ---------------------------------------------------------------------------------------------
+    def _prepare_data_dir(self) -> DatasetWriter:
+        try:
+            writer = DatasetWriter(self.config.data, self.config.rotate_s)
+            writer.fs.create_dir(writer.root, recursive=True)
+            probe = f"{writer.root}/.nova-write-probe-{os.getpid()}"
+            with writer.fs.open_output_stream(probe) as out:
+                out.write(b"probe")
+            writer.fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as exc:
+            raise NovaError(f"cannot write to the data directory {self.config.data} ({_reason(exc)}); choose "
+                            "a writable --data directory") from None
+        return writer
+
+    def _recover_and_lock(self) -> list[str]:
+        assert self.writer is not None
+        if isinstance(self.writer.fs, type(self.writer.fs)) and "://" not in self.config.data:
+            import fcntl
+
+            path = os.path.join(self.writer.root, ".nova-recorder.lock")
+            handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the recording
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise NovaError(f"another nova record is already writing to {self.config.data}; stop it or "
+                                "record into another --data directory") from None
+            self._lock_file = handle
+        return self.writer.recover()
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def _load_markets(self, session: MarketSession) -> None:
+        name = MARKET_NAME[session.market]
+        backoff = Backoff(self.config.backoff_base_s, 4.0)
+        for attempt in range(1, self.config.connect_attempts + 1):
+            try:
+                await session.exchange.load_markets()
+                return
+            except ccxt.BaseError as exc:
+                if attempt == self.config.connect_attempts:
+                    api = session.exchange.urls["api"]["public" if session.market == "spot" else "fapiPublic"]
+                    raise NovaError(f"cannot reach the Binance {name} API at {api} after {attempt} attempts "
+                                    f"({_reason(exc)}); check --venue or your network") from None
+                await asyncio.sleep(backoff.next())
+
+    def _check_symbols(self) -> None:
+        for market, session in self.sessions.items():
+            listed = [s for s, m in session.exchange.markets.items()
+                      if (m.get("spot") if market == "spot" else m.get("swap") and m.get("linear"))]
+            for sym in self.config.symbols:
+                wanted = sym.ccxt_symbol(market)
+                if wanted in listed:
+                    continue
+                if market == "perp" and sym.unified in self.sessions.get("spot", session).exchange.markets:
+                    raise NovaError(f"{sym} has no USDT-M perpetual on Binance; record its spot market alone "
+                                    "with --markets spot")
+                close = difflib.get_close_matches(wanted, listed, n=3, cutoff=0.5)
+                hint = f"; closest listed: {', '.join(close)}" if close else ""
+                raise NovaError(f"{wanted} is not listed on Binance {MARKET_NAME[market]}{hint}")
+
+    async def _close_exchanges(self) -> None:
+        for session in self.sessions.values():
+            if session.exchange is not None:
+                with contextlib.suppress(Exception):
+                    await session.exchange.close()
+
+    # ---- streams ---------------------------------------------------------------------------------------------
+    async def _watch(self, session: MarketSession, state: SymbolState, stream: str) -> None:
+        """Keep one stream subscribed; a dropped connection is ledgered, backed off and re-established."""
+        exchange, market = session.exchange, session.market
+        symbol = state.symbol.ccxt_symbol(market)
+        backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
+        while True:
+            try:
+                if stream == "book":
+                    await exchange.watch_order_book(symbol, self.config.snapshot_limit[market])
+                    backoff.reset()  # resolves once the snapshot is in: the stream is healthy again
+                elif stream == "bbo":
+                    await exchange.watch_bids_asks([symbol])
+                elif stream == "trades":
+                    await exchange.watch_trades(symbol)
+                else:
+                    await exchange.watch_mark_price(symbol, {"use1sFreq": True})
+            except asyncio.CancelledError:
+                raise
+            except ccxt.NetworkError as exc:
+                ts = time.time_ns()
+                if stream == "book":
+                    state.seq.on_disconnect(ts)
+                    with self.live_lock:
+                        self.live[state.symbol].invalidate(market)
+                session.ledger(state, stream, ts, "disconnect", None, None, f"{type(exc).__name__}: "
+                               f"{str(exc)[:200]}")
+                state.down.setdefault(stream, ts)
+                await asyncio.sleep(backoff.next())
+            except Exception as exc:
+                session.ledger(state, stream, time.time_ns(), "error", None, None,
+                               f"{type(exc).__name__}: {str(exc)[:200]}")
+                await asyncio.sleep(backoff.next())
+
+    def _request_resync(self, market: Market, symbol: Symbol) -> None:
+        session = self.sessions[market]
+        state = session.states[symbol.exchange_id]
+        with self.live_lock:
+            self.live[symbol].invalidate(market)
+        if not state.resyncing and not self._stopping:
+            self._spawn(self._resync(session, state))
+
+    async def _resync(self, session: MarketSession, state: SymbolState) -> None:
+        """Fetch a fresh snapshot through ccxt (the REST hook hands it to the sequencer)."""
+        state.resyncing = True
+        backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
+        market = session.market
+        try:
+            while True:
+                try:
+                    await session.exchange.fetch_order_book(state.symbol.ccxt_symbol(market),
+                                                            self.config.snapshot_limit[market])
+                    return
+                except ccxt.BaseError:
+                    await asyncio.sleep(backoff.next())  # the hook ledgered the failure
+        finally:
+            state.resyncing = False
+
+    def _stream_client(self, session: MarketSession, state: SymbolState, stream: str) -> Any:
+        marker, symbol = _STREAM_MARKER[stream], state.symbol.ccxt_symbol(session.market)
+        for client in list((session.exchange.clients or {}).values()):
+            for key in [*client.subscriptions, *client.futures]:
+                if isinstance(key, str) and marker in key and key.endswith(symbol):
+                    return client
+        return None
+
+    def _restart_stream(self, session: MarketSession, state: SymbolState, stream: str, why: str) -> bool:
+        """Drop a stream's connection the way ccxt's own keep-alive does, so its watch reconnects."""
+        client = self._stream_client(session, state, stream)
+        if client is None:
+            return False
+        client.on_error(ccxt.NetworkError(why))
+        return True
+
+    def _server_shutdown(self, market: Market, client: Any, ts: int) -> None:
+        """Binance announced a server shutdown on this connection: reconnect now rather than be cut off."""
+        session = self.sessions[market]
+        for state in session.states.values():
+            for stream in self._streams(market):
+                if self._stream_client(session, state, stream) is client:
+                    session.ledger(state, stream, ts, "error", None, None,
+                                   "serverShutdown notice from the exchange; reconnecting")
+                    client.on_error(ccxt.NetworkError("serverShutdown notice"))
+                    return
+
+    async def _watchdog(self) -> None:
+        """Restart streams that went silent for longer than ``stall_s``."""
+        stall_ns = int(self.config.stall_s * 1e9)
+        while True:
+            await asyncio.sleep(min(1.0, self.config.stall_s / 4))
+            now = time.time_ns()
+            for market, session in self.sessions.items():
+                for state in session.states.values():
+                    for stream in self._streams(market):
+                        if stream not in _WATCHED_FOR_STALLS:
+                            continue
+                        key = (market, state.symbol.exchange_id, stream)
+                        last = max(state.stats[stream].last_recv_ns, self._stream_started[key])
+                        if now - last > stall_ns:
+                            self._stream_started[key] = now
+                            session.ledger(state, stream, now, "error", None, None,
+                                           f"stalled: no message for {(now - last) / 1e9:.0f} s; reconnecting")
+                            self._restart_stream(session, state, stream, "stalled stream")
+
+    # ---- flushing ----------------------------------------------------------------------------------------------------
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_s)
+            await self._flush()
+
+    async def _flush(self, final: bool = False) -> None:
+        taken = [t for session in self.sessions.values() for t in session.take()]
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._write, taken, time.time_ns(), final)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        for market, symbol, rows, malformed in results:
+            session = self.sessions[market]
+            state = session.states[symbol.exchange_id]
+            for table, count in rows.items():
+                if table in state.stats:
+                    state.stats[table].rows += count
+            if malformed:
+                session.ledger(state, "book", time.time_ns(), "error", None, None,
+                               f"{len(malformed)} malformed diff-depth message(s) (level arrays that are not "
+                               "[[price, size], ...] of decimals); book resynced")
+                state.seq.invalidate()
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            self.fatal = (f"the disk holding {self.config.data} is full: recording stopped; every file already "
+                          "written is readable, and the last journals are finished on the next start; free "
+                          "some space and run the same command again")
+        else:
+            self.fatal = f"recording stopped: writing to {self.config.data} failed ({_reason(exc)})"
+        self._fatal_event.set()
+
+    def _write(self, taken: list[Taken], now_ns: int, final: bool) -> list[tuple]:
+        """On the worker thread: convert every buffer, append it to its file, close what is due."""
+        assert self.writer is not None
+        results = []
+        for t in taken:
+            rows: dict[str, int] = {}
+            malformed: list[int] = []
+            if len(t.book):
+                batch, malformed, levels = book_batch(t.book)
+                self.writer.write("book", t.market, t.symbol, batch)
+                rows["book"] = batch.num_rows
+                self._update_live_book(t.market, t.symbol, levels)
+            for table, buffer in (("bbo", t.bbo), ("trades", t.trades), ("funding", t.funding),
+                                  ("events", t.events)):
+                if buffer:
+                    self.writer.write(table, t.market, t.symbol, records_batch(SMALL_SCHEMAS[table], buffer))
+                    rows[table] = len(buffer)
+            results.append((t.market, t.symbol, rows, malformed))
+        if final:
+            self.writer.close()
+        else:
+            self.writer.close_due(now_ns)
+        return results
+
+    def _update_live_book(self, market: Market, symbol: Symbol, levels: Levels) -> None:
+        """Rebuild the live book the way every reader does: clear at a snapshot, skip stale messages."""
+        flags = levels.flags
+        offsets = np.concatenate([[0], np.cumsum(levels.per_message)])
+        snapshots = np.flatnonzero(flags & SNAPSHOT)
+        bounds = [0, *snapshots.tolist(), len(flags)]
+        logic = self.live[symbol]
+        with self.live_lock:
+            for start, end in itertools.pairwise(bounds):
+                if start == end:
+                    continue
+                usable = np.repeat((flags[start:end] & STALE) == 0, levels.per_message[start:end])
+                lo, hi = offsets[start], offsets[end]
+                if usable.all():
+                    sides, prices, amounts = levels.sides[lo:hi], levels.prices[lo:hi], levels.amounts[lo:hi]
+                else:
+                    sides, prices, amounts = (levels.sides[lo:hi][usable], levels.prices[lo:hi][usable],
+                                              levels.amounts[lo:hi][usable])
+                if len(sides) or flags[start] & SNAPSHOT:
+                    logic.on_depth(market, sides, prices, amounts, last_id=int(levels.last_id[end - 1]),
+                                   ts_ns=int(levels.ts_recv[end - 1]), snapshot=bool(flags[start] & SNAPSHOT))
+
+    # ---- reporting -------------------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Counts per market, symbol and stream: messages received, rows written, gaps, reconnects, errors."""
+        out: dict[str, Any] = {}
+        for market, session in self.sessions.items():
+            for state in session.states.values():
+                for stream in self._streams(market):
+                    s = state.stats[stream]
+                    out[f"{market}/{state.symbol.dashed}/{stream}"] = {
+                        "messages": s.messages, "rows": s.rows, "gaps": s.gaps, "reconnects": s.reconnects,
+                        "errors": s.errors}
+        return out
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,117 @@
+"""What the recorder shows while it runs: a live rich table on a terminal, a periodic log line otherwise.
+
+The spread shown is computed by ``nova.spread.SpreadLogic`` (the kernel replay uses) from the recorder's own
+live books and the latest bookTicker and funding of each symbol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from nova.spread import Reading
+from recorder.recorder import Recorder
+
+
+def take_readings(recorder: Recorder, now_ns: int) -> dict[Any, Reading]:
+    """The live reading of every symbol, after feeding in the latest bookTicker and funding."""
+    out = {}
+    with recorder.live_lock:
+        for symbol, logic in recorder.live.items():
+            for market, session in recorder.sessions.items():
+                state = session.states[symbol.exchange_id]
+                if state.latest_bbo is not None:
+                    ts, _, update_id, bid, bid_qty, ask, ask_qty = state.latest_bbo
+                    logic.on_bbo(market, update_id=update_id, bid_price=bid, bid_amount=bid_qty, ask_price=ask,
+                                 ask_amount=ask_qty, ts_ns=ts)
+                if market == "perp" and not math.isnan(state.latest_funding):
+                    logic.on_funding(state.latest_funding)
+            out[symbol] = logic.reading(now_ns)
+    return out
+
+
+class StatusView:
+    """Renders the recorder's counters and live spread every ``interval_s`` (rich) or ``log_every_s`` (plain)."""
+
+    def __init__(self, recorder: Recorder, console: Console, live: bool, interval_s: float = 0.5,
+                 log_every_s: float = 10.0) -> None:
+        self.recorder = recorder
+        self.console = console
+        self.live = live
+        self.interval_s = interval_s if live else log_every_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def _rates(self) -> dict[str, float]:
+        now = time.monotonic()
+        rates = {}
+        for key, counts in self.recorder.summary().items():
+            then, before = self._last.get(key, (now, counts["messages"]))
+            rates[key] = (counts["messages"] - before) / (now - then) if now > then else 0.0
+            self._last[key] = (now, counts["messages"])
+        return rates
+
+    def render(self) -> Group:
+        now = time.time_ns()
+        rates = self._rates()
+        streams = Table(title=f"nova record -> {self.recorder.config.data}   "
+                              f"({(now - self.recorder.started_ns) / 1e9:,.0f} s)", expand=False)
+        for col in ("stream", "msg/s", "messages", "rows", "last", "gaps", "reconn", "errors"):
+            streams.add_column(col, justify="left" if col == "stream" else "right", no_wrap=True)
+        for key, counts in self.recorder.summary().items():
+            market, symbol, stream = key.split("/")
+            state = self.recorder.sessions[market].states[symbol.replace("-", "")]  # type: ignore[index]
+            last = state.stats[stream].last_recv_ns
+            age = f"{(now - last) / 1e9:.1f}s" if last else "-"
+            streams.add_row(f"{market} {symbol} {stream}", f"{rates.get(key, 0):,.1f}", f"{counts['messages']:,}",
+                            f"{counts['rows']:,}", age, str(counts["gaps"]), str(counts["reconnects"]),
+                            str(counts["errors"]))
+        spread = Table(title="live spot-perp spread (nova.spread: the code replay runs)", expand=False)
+        for col in ("symbol", "spot bid / ask", "perp bid / ask", "basis", "open / close", "net open", "skew",
+                    "funding", "state"):
+            spread.add_column(col, justify="right", no_wrap=True)
+        for symbol, r in take_readings(self.recorder, now).items():
+            flag = "ok" if r.valid and not r.stale else ("stale leg" if r.valid else "syncing")
+            if r.opportunity:
+                flag = "[bold green]opportunity[/]"
+            funding = "-" if math.isnan(r.funding_rate) else f"{r.funding_rate * 100:.4f}%"
+            spread.add_row(str(symbol), f"{_f(r.spot_bid)} / {_f(r.spot_ask)}", f"{_f(r.perp_bid)} / {_f(r.perp_ask)}",
+                           f"{_f(r.basis_bps, 2)} bps", f"{_f(r.open_bps, 2)} / {_f(r.close_bps, 2)}",
+                           f"{_f(r.net_open_bps, 2)}", f"{_f(r.skew_ms, 0)} ms", funding, flag)
+        return Group(streams, spread)
+
+    def log_line(self) -> str:
+        now = time.time_ns()
+        rates = self._rates()
+        parts = []
+        for key, counts in self.recorder.summary().items():
+            parts.append(f"{key} {rates.get(key, 0):.1f}/s rows={counts['rows']} gaps={counts['gaps']} "
+                         f"reconnects={counts['reconnects']}")
+        for symbol, r in take_readings(self.recorder, now).items():
+            parts.append(f"{symbol} basis={_f(r.basis_bps, 2)}bps open={_f(r.open_bps, 2)}bps "
+                         f"close={_f(r.close_bps, 2)}bps valid={r.valid}")
+        return "nova record: " + "; ".join(parts)
+
+    async def run(self) -> None:
+        if self.live:
+            with Live(self.render(), console=self.console, refresh_per_second=4, transient=False) as live:
+                while True:
+                    await asyncio.sleep(self.interval_s)
+                    live.update(self.render())
+        else:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                self.console.print(self.log_line(), soft_wrap=True, highlight=False)
+
+
+def _f(value: float, digits: int | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if digits is None:
+        return f"{value:,.8g}"
+    return f"{value:,.{digits}f}"
