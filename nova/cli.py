@@ -37,6 +37,12 @@ def _root() -> None:
     """
 
 
+def out_console(**kwargs: Any) -> Console:
+    """Standard output for tables: the terminal's width, or wide enough that piped tables stay readable."""
+    console = Console(**kwargs)
+    return console if console.is_terminal else Console(width=200, **kwargs)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence saying what is wrong and what to do, and return the Exit to raise."""
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
@@ -239,14 +245,13 @@ def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: b
 
 
 async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool) -> int:
-    from rich.console import Console
 
     from recorder.recorder import Recorder
     from recorder.status import StatusView
 
     recorder = Recorder(config)
     await recorder.start()
-    out = Console()
+    out = out_console()
     for line in recorder.recovered:
         err.print(f"[yellow]recovered:[/] {line}")
     view = None
@@ -349,8 +354,189 @@ def demo(
     raise typer.Exit(run_async(main))
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+def _guard(action: Callable[[], Any]) -> Any:
+    """Run a synchronous command body, turning NovaError into one sentence and exit code 2."""
+    try:
+        return action()
+    except NovaError as exc:
+        raise fail(str(exc)) from None
+
+
+def _display_table(table: Any, title: str | None = None, limit: int = 50) -> Any:
+    """A rich table of an Arrow table's first ``limit`` rows, timestamps and all shown as text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from rich.table import Table
+
+    view = Table(title=title, caption=f"{table.num_rows:,} rows" + (f", first {limit} shown"
+                                                                  if table.num_rows > limit else ""))
+    head = table.slice(0, limit)
+    columns = []
+    for name, column in zip(head.column_names, head.columns, strict=True):
+        numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        view.add_column(name, justify="right" if numeric else "left")
+        columns.append(pc.cast(column, pa.string()).to_pylist() if not pa.types.is_dictionary(column.type)
+                       else pc.cast(pc.cast(column, column.type.value_type), pa.string()).to_pylist())
+    for row in zip(*columns, strict=True):
+        view.add_row(*("NULL" if v is None else v for v in row))
+    return view
+
+
+@app.command()
+def sql(
+    query: Annotated[str | None, typer.Argument(help="The SQL to run (read-only), e.g. \"SELECT count(*) FROM book\".")]
+    = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the SQL from this file instead.")] = None,
+    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to query.")] = Path("data"),
+    format: Annotated[str, typer.Option("--format", help="table (default), csv, json or parquet.")] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write the result here (needed for parquet).")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown by the table format.")] = 50,
+) -> None:
+    """Query the recording with DuckDB: views book, bbo, trades, funding, events, spread and macros.
+
+    Views carry the partition columns exchange, market, symbol, date. Macros: top_of_book(mkt, sym, t0, t1,
+    step), book_at(mkt, sym, t, n) and basis(sym, t0, t1, step); see the README's "Analyse" section. The
+    session is read-only. Example: nova sql "SELECT market, count(*) FROM book GROUP BY market".
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from rich.console import Console
+
+    from analysis.sql import run as run_sql
+
+    if (query is None) == (file is None):
+        raise fail("give the SQL either as an argument or with --file, not both and not neither")
+    if format not in ("table", "csv", "json", "parquet"):
+        raise fail(f"--format {format} is not one of table, csv, json, parquet")
+    if format == "parquet" and output is None:
+        raise fail("--format parquet needs --output FILE.parquet")
+    if file is not None and not file.is_file():
+        raise fail(f"the SQL file {file} does not exist")
+    text = file.read_text() if file is not None else str(query)
+    result = _guard(lambda: run_sql(data, text))
+    if result is None:
+        err.print("done (the statement returned no rows)")
+        return
+    if format == "table":
+        console = Console(file=open(output, "w"), width=200) if output else out_console()  # noqa: SIM115
+        console.print(_display_table(result, limit=limit))
+    elif format == "parquet":
+        pq.write_table(result, output)
+    elif format == "csv":
+        import io
+
+        buf = io.BytesIO()
+        pacsv.write_csv(result, buf)
+        _emit(buf.getvalue().decode(), output)
+    else:
+        import json
+
+        rows = _display_rows(result)
+        _emit("\n".join(json.dumps(r, default=str) for r in rows) + "\n", output)
+
+
+def _display_rows(table: Any) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            columns[name] = pc.cast(column, pa.string()).to_pylist()
+        else:
+            columns[name] = column.to_pylist()
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+@app.command()
+def check(
+    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to check.")] = Path("data"),
+    date: Annotated[str | None, typer.Option(help="Only this day (YYYY-MM-DD).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol (ETH/USDT).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON lines.")] = False,
+) -> None:
+    """Verify a recording per table, market, symbol and day: files read, no crash leftovers, every break
+    of the update-id chain explained by the ledger, no crossed book. Exits 1 when something is wrong."""
+    import json
+
+    from rich.table import Table
+
+    from analysis.check import check as run_check
+
+    reports = _guard(lambda: run_check(data, date, symbol))
+    if json_out:
+        for r in reports:
+            print(json.dumps(r.as_dict()))
+    else:
+        view = Table(title=f"nova check {data}")
+        for col in ("table", "market", "symbol", "date", "files", "rows", "messages", "hours", "breaks",
+                    "explained", "crossed", "verdict"):
+            view.add_column(col, justify="left" if col in ("table", "market", "symbol", "date", "verdict")
+                            else "right")
+        for r in reports:
+            d = r.as_dict()
+            view.add_row(r.table, r.market, r.symbol, r.date, str(r.files), f"{r.rows:,}", f"{r.messages:,}",
+                         f"{d['hours_covered']:.2f}", str(r.breaks), str(r.explained), str(r.crossed),
+                         "[green]ok[/]" if r.ok else "[bold red]PROBLEM[/]")
+        out_console().print(view)
+        for r in reports:
+            for problem in r.problems:
+                err.print(f"[red]{r.table} {r.market} {r.symbol} {r.date}:[/] {problem}", soft_wrap=True)
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
+@app.command()
+def compact(
+    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to compact.")] = Path("data"),
+    date: Annotated[str | None, typer.Option(help="Only this finished day (YYYY-MM-DD); default: all of them.")]
+    = None,
+    zstd_level: Annotated[int | None, typer.Option(help="zstd level of the merged files (default 9; 19 is "
+                                                   "smallest and about 15x slower).")] = None,
+) -> None:
+    """Merge the rotated files of each finished day into one file per partition, atomically.
+
+    Readers see either the old files or the merged one, never both; an interrupted run leaves the dataset
+    consistent. Today's partitions (UTC) are left alone.
+    """
+    from rich.table import Table
+
+    from analysis.compact import compact as run_compact
+
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    results = _guard(lambda: run_compact(data, date, today, zstd_level))
+    view = Table(title=f"nova compact {data}")
+    for col in ("table", "partition", "files", "bytes before", "bytes after", "rows", "note"):
+        view.add_column(col, justify="left" if col in ("table", "partition", "note") else "right")
+    for r in results:
+        view.add_row(r.table, r.partition, f"{r.files_before} -> {r.files_after}", f"{r.bytes_before:,}",
+                     f"{r.bytes_after:,}", f"{r.rows:,}", r.skipped)
+    before, after = sum(r.bytes_before for r in results), sum(r.bytes_after for r in results)
+    view.caption = (f"{sum(r.files_before for r in results)} files, {before:,} bytes -> "
+                    f"{sum(r.files_after for r in results)} files, {after:,} bytes")
+    out_console().print(view)
+
+
+def main() -> None:
+    """The console entry point: an unexpected failure is one line too (NOVA_DEBUG=1 shows the traceback)."""
+    import os
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("NOVA_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] nova stopped on an unexpected {type(exc).__name__}: {str(exc)[:300]}; "
+                  "run again with NOVA_DEBUG=1 to see where, and please report it", soft_wrap=True)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

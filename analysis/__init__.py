@@ -1,0 +1,1 @@
+"""The offline analysis tools: `nova sql`, `nova check` and `nova compact`."""

@@ -1,0 +1,122 @@
+"""``nova sql``: DuckDB over the dataset, with one view per table and a few macros researchers need daily.
+
+Why views and macros rather than a query builder: researchers already speak SQL, and DuckDB reads the
+hive-partitioned Parquet as is. Nova only adds the views (with ``exchange``, ``market``, ``symbol`` and
+``date`` from the partition path) and the macros that encode the contract's rules, so a query like "the
+book at 14:03:07" does not need the reader rule re-derived by hand.
+
+Macros (all times are TIMESTAMPTZ or strings DuckDB can cast; ``mkt`` is 'spot' or 'perp'; ``sym`` like
+'ETH-USDT'):
+
+- ``top_of_book(mkt, sym, t0, t1, step)``: best bid/ask as of every ``step`` in [t0, t1), from bookTicker
+  (the freshest top Binance publishes), as of the last update at or before each instant.
+- ``book_at(mkt, sym, t, n)``: the book at instant ``t``, top ``n`` levels per side, rebuilt in SQL by the
+  contract's rule: the last snapshot at or before ``t`` plus every later non-stale diff up to ``t``; the
+  latest change of each price wins and size 0 removes it.
+- ``basis(sym, t0, t1, step)``: spot and perp mids and the basis in bps every ``step``, from bookTicker.
+
+The session is read-only: statements that could write (COPY, INSERT, CREATE, ATTACH, EXPORT, ...) are
+refused before they run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from nova.contract import RECORDED_TABLES
+from nova.errors import NovaError
+
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
+           duckdb.StatementType.SET}
+VIEWS = (*RECORDED_TABLES, "spread")
+
+MACROS = [
+    """CREATE MACRO top_of_book(mkt, sym, t0, t1, step) AS TABLE
+    WITH grid AS (SELECT unnest(generate_series(t0::TIMESTAMPTZ, t1::TIMESTAMPTZ - step::INTERVAL,
+                                                step::INTERVAL)) AS ts),
+         q AS (SELECT ts_recv, bid_price, bid_amount, ask_price, ask_amount FROM bbo
+               WHERE market = mkt AND symbol = sym
+                 AND date BETWEEN (t0::TIMESTAMPTZ - INTERVAL 1 DAY)::DATE AND t1::TIMESTAMPTZ::DATE)
+    SELECT grid.ts, q.bid_price, q.bid_amount, q.ask_price, q.ask_amount, q.ts_recv AS quote_ts
+    FROM grid ASOF LEFT JOIN q ON grid.ts >= q.ts_recv ORDER BY grid.ts""",
+    """CREATE MACRO book_at(mkt, sym, t, n) AS TABLE
+    WITH rows_ AS (SELECT * FROM book WHERE market = mkt AND symbol = sym AND date <= t::TIMESTAMPTZ::DATE),
+         upto AS (SELECT max(msg) AS last_msg FROM rows_ WHERE ts_recv <= t::TIMESTAMPTZ),
+         snap AS (SELECT max(msg) AS snap_msg FROM rows_, upto WHERE snapshot AND msg <= upto.last_msg),
+         live AS (SELECT r.side, r.price, r.amount, r.msg,
+                         row_number() OVER (PARTITION BY r.side, r.price ORDER BY r.msg DESC) AS latest
+                  FROM rows_ r, snap, upto
+                  WHERE r.msg >= snap.snap_msg AND r.msg <= upto.last_msg AND NOT r.stale
+                    AND r.side IS NOT NULL),
+         levels AS (SELECT side, price, amount,
+                           row_number() OVER (PARTITION BY side ORDER BY
+                               CASE WHEN side = 'bid' THEN -price ELSE price END) AS level
+                    FROM live WHERE latest = 1 AND amount > 0)
+    SELECT side, level, price, amount FROM levels WHERE level <= n ORDER BY side DESC, level""",
+    """CREATE MACRO basis(sym, t0, t1, step) AS TABLE
+    SELECT s.ts, (s.bid_price + s.ask_price) / 2 AS spot_mid, (p.bid_price + p.ask_price) / 2 AS perp_mid,
+           ((p.bid_price + p.ask_price) / (s.bid_price + s.ask_price) - 1) * 1e4 AS basis_bps
+    FROM top_of_book('spot', sym, t0, t1, step) s JOIN top_of_book('perp', sym, t0, t1, step) p USING (ts)
+    ORDER BY s.ts""",
+]
+
+
+def connect(data: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB session with a view per table present under ``data`` and the macros."""
+    if not data.is_dir():
+        raise NovaError(f"the data directory {data} does not exist; record something first (nova record or "
+                        "nova demo) or point --data at a recording")
+    con = duckdb.connect()
+    present = []
+    for table in VIEWS:
+        if any((data / table).rglob("*.parquet")):
+            pattern = str(data / table / "**" / "*.parquet").replace("'", "''")
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = "
+                        "true, union_by_name = true)")
+            present.append(table)
+    if not present:
+        raise NovaError(f"{data} holds no recording (no {', '.join(VIEWS)} Parquet files); record something "
+                        "first or point --data at a recording")
+    for macro in MACROS:
+        needed = ["bbo"] if "FROM bbo" in macro or "top_of_book(" in macro else ["book"]
+        if all(t in present for t in needed):
+            con.execute(macro)
+    return con
+
+
+def check_read_only(sql: str) -> None:
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise NovaError(f"the SQL does not parse: {_first_line(exc)}") from None
+    if not statements:
+        raise NovaError("no SQL statement given; write a query such as: SELECT count(*) FROM book")
+    for statement in statements:
+        if statement.type not in ALLOWED:
+            raise NovaError(f"nova sql is read-only and refuses {statement.type.name} statements; it would "
+                            "change the dataset or the session's files. Query with SELECT (export results with "
+                            "--format and --output)")
+
+
+def run(data: Path, sql: str) -> Any:
+    """Run read-only SQL over the dataset; returns the last statement's result as an Arrow table."""
+    check_read_only(sql)
+    con = connect(data)
+    try:
+        *leading, last = duckdb.extract_statements(sql)
+        for statement in leading:
+            con.execute(statement)
+        relation = con.sql(last.query)
+        return relation.to_arrow_table() if relation is not None else None
+    except duckdb.Error as exc:
+        raise NovaError(f"the query failed: {_first_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
