@@ -52,7 +52,7 @@ def exchange_paths(a: Path, b: Path) -> None:
         err = ctypes.get_errno()
         if err not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem cannot exchange
             raise OSError(err, os.strerror(err), str(a))
-    parked = b.with_name(b.name + ".parked")
+    parked = b.with_name(f".{b.name}.parked")  # hidden, so hive readers never list it
     os.rename(b, parked)
     os.rename(a, b)
     os.rename(parked, a)
@@ -89,6 +89,10 @@ def compact_partition(data: Path, table: str, folder: Path, zstd_level: int | No
             content = pq.read_table(path, schema=schema)
             rows += content.num_rows
             writer.write_table(content, row_group_size=ROW_GROUP_ROWS)
+    if _visible(folder) != files or any(p.name.endswith(".arrows") for p in folder.iterdir()):
+        shutil.rmtree(staging)  # a recorder finished a file here meanwhile (just after midnight): next time
+        result.skipped = "changed while compacting (a recorder was finishing it); run again later"
+        return result
     if pq.read_metadata(target).num_rows != rows:
         raise NovaError(f"compaction of {rel} wrote {pq.read_metadata(target).num_rows} rows instead of {rows}; "
                         "nothing was changed")

@@ -12,11 +12,16 @@ Macros (all times are TIMESTAMPTZ or strings DuckDB can cast; ``mkt`` is 'spot' 
   (the freshest top Binance publishes), as of the last update at or before each instant.
 - ``book_at(mkt, sym, t, n)``: the book at instant ``t``, top ``n`` levels per side, rebuilt in SQL by the
   contract's rule: the last snapshot at or before ``t`` plus every later non-stale diff up to ``t``; the
-  latest change of each price wins and size 0 removes it.
+  latest change of each price wins and size 0 removes it. A message counts from when it takes effect, the
+  stream's largest receive time so far (as in replay): the diffs held back for a snapshot are written after
+  it with earlier receive times, and count from the snapshot's, so nothing received after ``t`` is used.
 - ``basis(sym, t0, t1, step)``: spot and perp mids and the basis in bps every ``step``, from bookTicker.
 
+Partition dates are UTC dates: the macros prune them in UTC whatever the session's TimeZone.
+
 The session is read-only: statements that could write (COPY, INSERT, CREATE, ATTACH, EXPORT, ...) are
-refused before they run.
+refused before they run, and ``run`` locks DuckDB's configuration so that no SET or PRAGMA can point its
+query log or profiler output at a file.
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ MACROS = [
                                                 step::INTERVAL)) AS ts),
          q AS (SELECT ts_recv, bid_price, bid_amount, ask_price, ask_amount FROM bbo
                WHERE market = mkt AND symbol = sym
-                 AND date BETWEEN (t0::TIMESTAMPTZ - INTERVAL 1 DAY)::DATE AND t1::TIMESTAMPTZ::DATE)
+                 AND date BETWEEN timezone('UTC', t0::TIMESTAMPTZ - INTERVAL 1 DAY)::DATE
+                                  AND timezone('UTC', t1::TIMESTAMPTZ)::DATE)
     SELECT grid.ts, q.bid_price, q.bid_amount, q.ask_price, q.ask_amount, q.ts_recv AS quote_ts
     FROM grid ASOF LEFT JOIN q ON grid.ts >= q.ts_recv ORDER BY grid.ts""",
     """CREATE MACRO book_at(mkt, sym, t, n) AS TABLE
-    WITH rows_ AS (SELECT * FROM book WHERE market = mkt AND symbol = sym AND date <= t::TIMESTAMPTZ::DATE),
-         upto AS (SELECT max(msg) AS last_msg FROM rows_ WHERE ts_recv <= t::TIMESTAMPTZ),
+    WITH rows_ AS (SELECT * FROM book WHERE market = mkt AND symbol = sym
+                   AND date <= timezone('UTC', t::TIMESTAMPTZ)::DATE),
+         later AS (SELECT min(msg) AS first_later FROM rows_ WHERE ts_recv > t::TIMESTAMPTZ),
+         upto AS (SELECT max(msg) AS last_msg FROM rows_, later
+                  WHERE later.first_later IS NULL OR msg < later.first_later),
          snap AS (SELECT max(msg) AS snap_msg FROM rows_, upto WHERE snapshot AND msg <= upto.last_msg),
          live AS (SELECT r.side, r.price, r.amount, r.msg,
                          row_number() OVER (PARTITION BY r.side, r.price ORDER BY r.msg DESC) AS latest
@@ -105,6 +114,7 @@ def run(data: Path, sql: str) -> Any:
     """Run read-only SQL over the dataset; returns the last statement's result as an Arrow table."""
     check_read_only(sql)
     con = connect(data)
+    con.execute("SET lock_configuration = true")  # SET/PRAGMA could make DuckDB write files (log_query_path)
     try:
         *leading, last = duckdb.extract_statements(sql)
         for statement in leading:

@@ -101,9 +101,11 @@ def partition_dir(root: str, table: str, market: Market, symbol: Symbol, date: s
 
 
 def new_file_name(start_ns: int) -> str:
-    """A file name that sorts by start time and never collides with another run's (random suffix)."""
-    stamp = dt.datetime.fromtimestamp(start_ns / 1e9, dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}Z-{secrets.token_hex(4)}.parquet"
+    """A file name that sorts by start time (to the millisecond, so a quick restart still sorts after the
+    run it follows) and never collides with another run's (random suffix)."""
+    moment = dt.datetime.fromtimestamp(start_ns // 10**9, dt.UTC)
+    millis = (start_ns // 10**6) % 1000
+    return f"{moment:%Y%m%dT%H%M%S}.{millis:03d}Z-{secrets.token_hex(4)}.parquet"
 
 
 def journal_name(final_name: str) -> str:
