@@ -15,7 +15,7 @@ camelCase override is ignored), the implicit REST methods ``fetch_order_book`` c
 ``public_get_depth`` (spot, snake_case) and ``fapiPublicGetDepth`` (USDT-M, camelCase), ``handle_bids_asks``,
 ``handle_trade``, ``handle_mark_prices``, ``handle_order_book_subscription``, ``handle_message`` (for the
 ``serverShutdown`` notice ccxt ignores), and the client's ``handle_text_or_binary_message``.
-tests/test_recorder_hooks.py fails if any of them stops being called.
+tests/test_recorder_faults.py (the hook test) fails if any of them stops being called.
 """
 
 from __future__ import annotations

@@ -273,21 +273,27 @@ class Recorder:
         exchange, market = session.exchange, session.market
         symbol = state.symbol.ccxt_symbol(market)
         backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
+        key = (market, state.symbol.exchange_id, stream)
         while True:
             try:
                 if stream == "book":
                     await exchange.watch_order_book(symbol, self.config.snapshot_limit[market])
-                    backoff.reset()  # resolves once the snapshot is in: the stream is healthy again
                 elif stream == "bbo":
                     await exchange.watch_bids_asks([symbol])
                 elif stream == "trades":
                     await exchange.watch_trades(symbol)
                 else:
                     await exchange.watch_mark_price(symbol, {"use1sFreq": True})
+                backoff.reset()  # the book's watch resolves once its snapshot is in: healthy again
             except asyncio.CancelledError:
                 raise
             except ccxt.NetworkError as exc:
                 ts = time.time_ns()
+                if stream not in state.down:
+                    # The other streams' watches never resolve (their messages bypass ccxt), so "healthy" is
+                    # "a message arrived since the last disconnect" (the session then ledgered a reconnect);
+                    # without this each later reconnect would wait longer, up to backoff_cap_s.
+                    backoff.reset()
                 if stream == "book":
                     state.seq.on_disconnect(ts)
                     with self.live_lock:
@@ -296,10 +302,15 @@ class Recorder:
                                f"{str(exc)[:200]}")
                 state.down.setdefault(stream, ts)
                 await asyncio.sleep(backoff.next())
+                # The watchdog's silence clock restarts with the stream: a reconnect that came late in the
+                # stall window was otherwise killed before its first message, forever (seen with funding,
+                # one message a second, and a short stall_s).
+                self._stream_started[key] = time.time_ns()
             except Exception as exc:
                 session.ledger(state, stream, time.time_ns(), "error", None, None,
                                f"{type(exc).__name__}: {str(exc)[:200]}")
                 await asyncio.sleep(backoff.next())
+                self._stream_started[key] = time.time_ns()
 
     def _request_resync(self, market: Market, symbol: Symbol) -> None:
         session = self.sessions[market]
@@ -361,8 +372,8 @@ class Recorder:
             for market, session in self.sessions.items():
                 for state in session.states.values():
                     for stream in self._streams(market):
-                        if stream not in _WATCHED_FOR_STALLS:
-                            continue
+                        if stream not in _WATCHED_FOR_STALLS or stream in state.down:
+                            continue  # a stream waiting to reconnect is not stalled, it is down
                         key = (market, state.symbol.exchange_id, stream)
                         last = max(state.stats[stream].last_recv_ns, self._stream_started[key])
                         if now - last > stall_ns:
@@ -467,6 +478,11 @@ class Recorder:
 
 
 def _reason(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:  # ccxt wraps the socket error; the user needs "Connection refused"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
