@@ -5,8 +5,10 @@
 The feed is the real USDT-M ETHUSDT capture tiled to --messages diff-depth messages (bench/feed.py),
 played by `nova venue --speed max` in its own process. Each variant runs in a fresh process of its own:
 (a) baseline: a ccxt.pro binance whose handle_order_book only counts; (b) the full recorder (book table,
-perp) writing Parquet. Prints messages/s of each (best of --repeat), the ratio, bytes per book row on disk,
-the raw gzip bytes per row of the same feed, and peak RSS. The last line is one JSON object.
+perp) writing Parquet and keeping live books for the status view, as `nova record` does; (c) the same
+without live books, as `nova record -q` runs. Prints messages/s of each (best of --repeat), the ratios,
+bytes per book row on disk, the raw gzip bytes per row of the same feed, and peak RSS. The last line is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ async def measure(variant: str, feed: Path, total: int, data: Path) -> dict[str,
                 return exchange.count
         else:
             rec = Recorder(RecorderConfig(symbols=[Symbol("ETH", "USDT")], data=str(data), endpoint=url,
-                                          markets=("perp",), tables=("book",)))
+                                          markets=("perp",), tables=("book",),
+                                          live_spread=variant == "recorder"))
             await rec.start()
             stats = rec.sessions["perp"].states["ETHUSDT"].stats["book"]
 
@@ -99,9 +102,9 @@ def main() -> None:
         gz.write_bytes(gzip.compress(feed.read_bytes(), compresslevel=6))
         best: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeat):
-            for variant in ("baseline", "recorder"):
+            for variant in ("baseline", "recorder", "recorder-q"):
                 result = run_variant(variant, feed, total)
-                print(f"{variant:9s} {result['msgs_per_s']:>10,.0f} msg/s  peak RSS {result['peak_rss_mb']:.0f} MB",
+                print(f"{variant:10s} {result['msgs_per_s']:>10,.0f} msg/s  peak RSS {result['peak_rss_mb']:.0f} MB",
                       flush=True)
                 if variant not in best or result["msgs_per_s"] > best[variant]["msgs_per_s"]:
                     best[variant] = result
@@ -111,6 +114,8 @@ def main() -> None:
             "baseline_msgs_per_s": round(best["baseline"]["msgs_per_s"]),
             "recorder_msgs_per_s": round(best["recorder"]["msgs_per_s"]),
             "ratio": round(best["recorder"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
+            "recorder_quiet_msgs_per_s": round(best["recorder-q"]["msgs_per_s"]),
+            "ratio_quiet": round(best["recorder-q"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
             "book_rows": rows,
             "bytes_per_book_row": round(best["recorder"]["bytes_per_row"], 3),
             "raw_gzip_bytes_per_book_row": round(gz.stat().st_size / rows, 3),

@@ -33,7 +33,8 @@ WARMUP = 1000
 
 def start_venue(feed: Path) -> tuple[subprocess.Popen, str]:
     nova = Path(sys.executable).parent / "nova"
-    proc = subprocess.Popen([str(nova), "venue", "--port", "0", "--capture-perp", str(feed), "--speed", "max"],
+    proc = subprocess.Popen([str(nova), "venue", "--port", "0", "--capture-perp", str(feed), "--speed", "max",
+                             "--preload"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()

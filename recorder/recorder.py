@@ -60,6 +60,7 @@ class RecorderConfig:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     spread: SpreadParams = field(default_factory=SpreadParams)
+    live_spread: bool = True  # keep live books for the status view (about 4 µs per 65-level message)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Recorder:
         self._stream_started: dict[tuple[Market, str, str], int] = {}
         self._lock_file: Any = None
         self._stopping = False
+        self._inflight: asyncio.Future | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -389,10 +391,21 @@ class Recorder:
             await self._flush()
 
     async def _flush(self, final: bool = False) -> None:
+        if self._inflight is not None:  # a flush cancelled by stop() is still writing: account for it first
+            inflight, self._inflight = self._inflight, None
+            await self._settle(inflight)
         taken = [t for session in self.sessions.values() for t in session.take()]
         loop = asyncio.get_running_loop()
+        self._inflight = loop.run_in_executor(self._executor, self._write, taken, time.time_ns(), final)
+        inflight = self._inflight
+        await asyncio.shield(inflight)  # a stop() cancelling us must not lose the counts of what was written
+        if self._inflight is inflight:
+            self._inflight = None
+            await self._settle(inflight)
+
+    async def _settle(self, inflight: asyncio.Future) -> None:
         try:
-            results = await loop.run_in_executor(self._executor, self._write, taken, time.time_ns(), final)
+            results = await inflight
         except Exception as exc:
             self._fail(exc)
             return
@@ -428,7 +441,8 @@ class Recorder:
                 batch, malformed, levels = book_batch(t.book)
                 self.writer.write("book", t.market, t.symbol, batch)
                 rows["book"] = batch.num_rows
-                self._update_live_book(t.market, t.symbol, levels)
+                if self.config.live_spread:
+                    self._update_live_book(t.market, t.symbol, levels)
             for table, buffer in (("bbo", t.bbo), ("trades", t.trades), ("funding", t.funding),
                                   ("events", t.events)):
                 if buffer:

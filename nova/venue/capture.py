@@ -20,7 +20,7 @@ import gzip
 import heapq
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -266,7 +266,7 @@ class CaptureSource(FeedSource):
     """Plays capture files of one spot and/or one perp symbol, merged by receive time, at a chosen speed."""
 
     def __init__(self, spot_files: list[Path], perp_files: list[Path], speed: float | None = 1.0,
-                 autostart: bool = False) -> None:
+                 autostart: bool = False, preload: bool = False) -> None:
         super().__init__()
         if not spot_files and not perp_files:
             raise NovaError("capture playback needs at least one --capture-spot or --capture-perp file")
@@ -294,6 +294,7 @@ class CaptureSource(FeedSource):
             self.books[market] = PlaybackBook(market)
             self.snapshot_ready[market] = asyncio.Event()
             self.captured_streams[market] = set()
+        self.preload = preload  # read every line before playing, so max speed measures clients, not parsing
         if autostart:
             self.started.set()
 
@@ -326,8 +327,11 @@ class CaptureSource(FeedSource):
 
     async def run(self, publish: Publish) -> None:
         self._publish = publish
+        merged: Iterable[tuple[int, int, Market, Playable]] = heapq.merge(
+            *(self._lines(m) for m in self.books), key=lambda t: (t[0], t[1]))
+        if self.preload:
+            merged = await asyncio.to_thread(list, merged)
         await self.started.wait()
-        merged = heapq.merge(*(self._lines(m) for m in self.books), key=lambda t: (t[0], t[1]))
         loop = asyncio.get_running_loop()
         t0_data: int | None = None
         t0_wall = loop.time()
