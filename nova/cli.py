@@ -112,6 +112,9 @@ def venue(
                                        "max = as fast as clients read.")] = "1",
     autostart: Annotated[bool, typer.Option(help="Start capture playback at once instead of waiting for a depth "
                                             "subscriber on every captured market.")] = False,
+    preload: Annotated[bool, typer.Option(help="Read the whole capture into memory before playing, so a max-speed "
+                                          "playback is limited by its clients, not by parsing the file.")]
+    = False,
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject a fault, KIND[=ARG]:MARKET@WHEN, e.g. gap:spot@every20s, close:perp@30s, abort:all@1m, "
         "stall=5:spot@every1m, snapshot-delay=3:perp@every1m, snapshot-fail=2:spot@45s, shutdown:all@2m. "
@@ -153,7 +156,8 @@ def venue(
 
     async def main(stop: asyncio.Event) -> int:
         if spot_files or perp_files:
-            source: Any = CaptureSource(spot_files, perp_files, speed=_speed(speed), autostart=autostart)
+            source: Any = CaptureSource(spot_files, perp_files, speed=_speed(speed), autostart=autostart,
+                                        preload=preload)
             what = "capture playback at " + ("max speed" if _speed(speed) is None else f"{speed}x")
         else:
             source = SyntheticSource(syms, seed=seed, rate=rate, spot_only=spot_syms)
@@ -249,6 +253,8 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
     from recorder.recorder import Recorder
     from recorder.status import StatusView
 
+    if quiet:
+        config.live_spread = False  # nobody looks at the live spread: do not keep live books
     recorder = Recorder(config)
     await recorder.start()
     out = out_console()
@@ -321,6 +327,74 @@ def record(
                             perp_depth, fee_spot, fee_perp)
     duration_s = _duration("--duration", duration)
     raise typer.Exit(run_async(lambda stop: _record(config, stop, duration_s, quiet)))
+
+
+@app.command()
+def replay(
+    date: Annotated[str | None, typer.Option(help="UTC date to replay, YYYY-MM-DD; default: the last recorded "
+                                             "date of the symbol.")] = None,
+    symbol: Annotated[str, typer.Option(help="Symbol recorded on both markets, like ETH/USDT.")] = "ETH/USDT",
+    until: Annotated[str | None, typer.Option(help="Last date (inclusive) of a range of dates starting at "
+                                              "--date.")] = None,
+    start: Annotated[str | None, typer.Option(help="Start of a window: HH:MM[:SS] on --date (UTC), or a full "
+                                              "ISO time.")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the window (exclusive): HH:MM[:SS] on the last date "
+                                            "(UTC), or a full ISO time.")] = None,
+    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="Data root holding the recording.")]
+    = Path("data"),
+    clock: Annotated[str, typer.Option(help="recv: order and pace by our receive time; event: by exchange "
+                                       "time (receive time where a row has none).")] = "recv",
+    speed: Annotated[str, typer.Option(help="1 = the recorded pace, 10 = ten times faster, 0.5 = half, max = as "
+                                       "fast as the machine goes.")] = "max",
+    size: Annotated[float, typer.Option(help="Also compute the spread of this size (base units) walked through "
+                                        "both books (size-aware columns).")] = 0.0,
+    fee_spot: Annotated[float, typer.Option(help="Spot taker fee in bps.")] = 10.0,
+    fee_perp: Annotated[float, typer.Option(help="Perp taker fee in bps.")] = 5.0,
+    threshold: Annotated[float, typer.Option(help="An opportunity is a valid reading whose net open_bps is above "
+                                             "this (bps).")] = 0.0,
+    stale_ms: Annotated[float, typer.Option(help="Flag a reading whose legs updated further apart than this "
+                                            "(ms).")] = 1000.0,
+    out: Annotated[Path | None, typer.Option(help="Write the spread series to this one Parquet file instead of "
+                                             "the dataset's spread table.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Replay without files that cannot be read (the summary names "
+                                           "them) instead of stopping.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+) -> None:
+    """Replay a recorded day (or range) of spot and perp books through the spread logic the recorder shows.
+
+    Every recorded table of both markets is merged by receive time (or exchange time with --clock event),
+    both books are rebuilt by the contract's rule, and nova.spread computes a reading whenever a top of book
+    changes. The series goes to the dataset as table spread (DATA/spread/.../market=spot-perp/symbol=.../
+    date=.../replay.parquet, replacing an earlier replay of that date) or to --out; a summary follows.
+
+    Examples: `nova replay --date 2026-11-24`, `nova replay --date 2026-11-24 --start 14:00 --end 15:00
+    --speed 1`, `nova replay --date 2026-11-23 --until 2026-11-24 --size 5 --out spread.parquet`.
+    """
+    paced = _speed(speed)
+    for option, value in (("--fee-spot", fee_spot), ("--fee-perp", fee_perp), ("--size", size),
+                          ("--stale-ms", stale_ms)):
+        if not value >= 0 or value == float("inf"):
+            raise fail(f"{option} must be a finite number that is not negative, not {value}")
+    if out is not None and (out.suffix != ".parquet" or not out.parent.is_dir()):
+        raise fail(f"--out {out} must be a .parquet file in an existing directory")
+    from replay import Replay
+    from replay.console import ProgressBar, summary_table
+
+    try:
+        session = Replay(str(data), symbol, date, until, start, end, clock=clock, size=size, fee_spot=fee_spot,
+                         fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms, skip_bad=skip_bad)
+    except NovaError as exc:
+        raise fail(str(exc)) from None
+
+    async def main(stop: asyncio.Event) -> int:
+        with ProgressBar(err, f"replay {session.span.symbol}", enabled=not quiet and err.is_terminal) as bar:
+            summary = await asyncio.to_thread(session.run, paced, write=str(out) if out else True,
+                                              progress=bar.update, stop=stop.is_set)
+        if not quiet:
+            out_console().print(summary_table(summary))
+        return 0
+
+    raise typer.Exit(run_async(main))
 
 
 @app.command()

@@ -299,8 +299,8 @@ class SyntheticSource(FeedSource):
         next_at = loop.time()
         while True:
             now = loop.time()
-            if now < next_at:
-                await asyncio.sleep(next_at - now)
+            # Always yield to the loop, even when behind: clients, REST and the control API share it.
+            await asyncio.sleep(max(0.0, next_at - now))
             if all(self._paused.values()):
                 await self._resumed.wait()
                 next_at = loop.time()

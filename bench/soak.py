@@ -1,0 +1,211 @@
+"""Soak: record 5 symbols (spot + perp) from the synthetic venue at 10x realistic rates for --minutes, with a
+fault every minute in rotation, and account for every message.
+
+    python bench/soak.py --minutes 30            # the report in RELIABILITY.md
+    python bench/soak.py --minutes 2             # a quick look
+
+The venue runs in its own process (`nova venue --rate 10`); the recorder runs in a child process of this
+script, which samples its RSS and CPU from /proc. Faults rotate every minute through: sequence gap on both
+markets, connection close, stalled stream, serverShutdown notice, slow snapshot (plus a gap to need one),
+failing snapshot (plus a gap). At the end the venue is paused, the recorder catches up and stops cleanly,
+and the script reports, per market: messages the venue wrote to the recorder's sockets, messages the
+recorder received, messages on disk, and the unaccounted ones (received but not on disk: must be 0; sent
+but not received are the frames in flight when a connection was dropped, each inside a ledgered
+disconnect). Also: RSS over time (first 10% vs last 10%), reconnect and resync times p50/p99, CPU per
+symbol. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SYMBOLS = ["ETH/USDT", "BTC/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
+FAULTS = [
+    ("gap", "/_venue/fault/drop?market={m}&symbol={s}"),
+    ("close", "/_venue/fault/close?market=all"),
+    ("stall", "/_venue/fault/stall?market={m}&seconds=8"),
+    ("serverShutdown", "/_venue/fault/shutdown?market=all&grace=1"),
+    ("slow snapshot", "/_venue/fault/snapshot?market={m}&delay=3&count=3"),
+    ("failing snapshot", "/_venue/fault/snapshot?market={m}&fail=2"),
+]
+
+
+def post(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
+
+
+def get_json(url: str) -> Any:
+    return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+
+def proc_sample(pid: int) -> tuple[float, float]:
+    """(RSS in MB, CPU seconds) of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as fh:
+        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+async def child(url: str, data: str, result: str) -> None:
+    """The recorder, in-process in this child: records until SIGTERM, then writes its counts."""
+    from nova.markets import Symbol
+    from recorder.recorder import Recorder, RecorderConfig
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    rec = Recorder(RecorderConfig(symbols=[Symbol.parse(s) for s in SYMBOLS], data=data, endpoint=url,
+                                  stall_s=5.0, live_spread=False))
+    summary = await rec.run(stop)
+    Path(result).write_text(json.dumps(summary))
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "n": 0}
+    values = sorted(values)
+    return {"p50": round(statistics.median(values), 3), "p99": round(values[min(len(values) - 1,
+                                                                                  int(len(values) * 0.99))], 3),
+            "n": len(values)}
+
+
+def ledger_times(data: Path) -> dict[str, list[float]]:
+    """Reconnect (disconnect -> reconnect) and resync (gap/disconnect -> resync) durations, in seconds."""
+    import duckdb
+
+    con = duckdb.connect()
+    pattern = str(data / "events" / "**" / "*.parquet")
+    rows = con.sql(f"SELECT market, symbol, stream, kind, epoch_ns(ts_recv) AS t FROM read_parquet('{pattern}', "
+                   "hive_partitioning = true) ORDER BY t").fetchall()
+    out: dict[str, list[float]] = {"reconnect_s": [], "resync_s": []}
+    down: dict[tuple, int] = {}
+    broken: dict[tuple, int] = {}
+    for market, symbol, stream, kind, t in rows:
+        key = (market, symbol, stream)
+        if kind == "disconnect":
+            down.setdefault(key, t)
+            broken.setdefault(key, t)
+        elif kind == "gap":
+            broken.setdefault(key, t)
+        elif kind == "reconnect" and key in down:
+            out["reconnect_s"].append((t - down.pop(key)) / 1e9)
+        elif kind == "resync" and key in broken:
+            out["resync_s"].append((t - broken.pop(key)) / 1e9)
+    return out
+
+
+def on_disk(data: Path) -> dict[str, int]:
+    import duckdb
+
+    con = duckdb.connect()
+    counts = {"spot": 0, "perp": 0}
+    for table in ("book", "bbo", "trades", "funding"):
+        pattern = str(data / table / "**" / "*.parquet")
+        if not list((data / table).rglob("*.parquet")):
+            continue
+        what = "count(DISTINCT (symbol, msg)) FILTER (WHERE NOT snapshot)" if table == "book" else "count(*)"
+        for market, n in con.sql(f"SELECT market, {what} FROM read_parquet('{pattern}', hive_partitioning = "
+                                 "true) GROUP BY market").fetchall():
+            counts[market] += n
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(child(*args.child))
+        return
+    nova = str(Path(sys.executable).parent / "nova")
+    with tempfile.TemporaryDirectory() as tmp:
+        data, result = Path(tmp) / "data", Path(tmp) / "summary.json"
+        venue = subprocess.Popen([nova, "venue", "--port", "0", "--symbols", ",".join(SYMBOLS), "--rate",
+                                  str(args.rate), "--seed", "11"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+        assert venue.stdout is not None
+        url = venue.stdout.readline().strip()
+        rec = subprocess.Popen([sys.executable, __file__, "--child", url, str(data), str(result)])
+        samples: list[tuple[float, float, float]] = []
+        faults: list[str] = []
+        started = time.monotonic()
+        next_fault = started + 60
+        markets = ["spot", "perp"]
+        try:
+            while time.monotonic() - started < args.minutes * 60:
+                time.sleep(2)
+                rss, cpu = proc_sample(rec.pid)
+                samples.append((time.monotonic() - started, rss, cpu))
+                if time.monotonic() >= next_fault:
+                    name, path = FAULTS[len(faults) % len(FAULTS)]
+                    market = markets[len(faults) % 2]
+                    for sym in SYMBOLS:
+                        sid = sym.replace("/", "")
+                        if name in ("slow snapshot", "failing snapshot"):
+                            post(url + path.format(m=market, s=sid))
+                            post(url + f"/_venue/fault/drop?market={market}&symbol={sid}")
+                        elif name == "gap":
+                            for m in markets:
+                                post(url + path.format(m=m, s=sid))
+                        elif "{s}" not in path:
+                            post(url + path.format(m=market))
+                            break
+                        else:
+                            post(url + path.format(m=market, s=sid))
+                            break
+                    faults.append(f"{name}:{market}")
+                    next_fault += 60
+                    print(f"{time.monotonic() - started:6.0f} s  fault {name} ({market})  RSS {rss:.0f} MB", flush=True)
+            post(url + "/_venue/pause")
+            time.sleep(8)  # let the recorder catch up, and any resync finish
+            sent = {m: get_json(url + "/_venue/status")["markets"][m]["messages_sent"] for m in markets}
+            rec.send_signal(signal.SIGTERM)
+            rec.wait(timeout=120)
+        finally:
+            if rec.poll() is None:
+                rec.kill()
+            venue.send_signal(signal.SIGINT)
+            venue.wait(timeout=30)
+        summary = json.loads(result.read_text())
+        received = {m: sum(v["messages"] for k, v in summary.items() if k.startswith(m + "/")) for m in markets}
+        stored = on_disk(data)
+        times = ledger_times(data)
+        events = {k: sum(v[k] for v in summary.values()) for k in ("gaps", "reconnects", "errors")}
+    tenth = max(1, len(samples) // 10)
+    first = statistics.mean(s[1] for s in samples[:tenth])
+    last = statistics.mean(s[1] for s in samples[-tenth:])
+    cpu_s = samples[-1][2] if samples else 0.0
+    report = {
+        "minutes": args.minutes, "rate": args.rate, "symbols": len(SYMBOLS), "faults": faults,
+        "venue_sent": sent, "recorder_received": received, "on_disk": stored,
+        "unaccounted_received_not_on_disk": {m: received[m] - stored[m] for m in markets},
+        "in_flight_lost_at_ledgered_disconnects": {m: sent[m] - received[m] for m in markets},
+        "ledger": events,
+        "rss_mb_first_10pct": round(first, 1), "rss_mb_last_10pct": round(last, 1),
+        "rss_growth_pct": round((last / first - 1) * 100, 1) if first else None,
+        "reconnect_s": percentiles(times["reconnect_s"]), "resync_s": percentiles(times["resync_s"]),
+        "cpu_s_per_symbol_per_min": round(cpu_s / len(SYMBOLS) / args.minutes, 2),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Nova's offline side: replay recorded books through the spread logic, at the recorded pace or at full speed.
+
+``Replay`` (replay.api) is the entry point for Python; ``nova replay`` is the same thing from a shell.
+"""
+
+from nova.spread import Reading
+from replay.api import Event, Progress, Replay
+from replay.summary import ReplaySummary
+
+__all__ = ["Event", "Progress", "Reading", "Replay", "ReplaySummary"]

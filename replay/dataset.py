@@ -1,0 +1,339 @@
+"""Finding what a replay reads: recorded symbols and dates, and for each stream the files and row groups.
+
+Why planning by Parquet statistics: a replay of one hour of a week-long recording must not open the week.
+Every file's footer holds the min/max receive time of each row group (and whether it holds snapshot rows),
+so the plan reads footers only and picks the row groups that matter.
+
+Why a warm-up: the books at the start of a range are built from the last snapshot before it, which may be
+hours (or, when the recorder ran across midnight, a day) earlier; rows before a snapshot cannot be applied.
+So each market's book stream starts at the row group holding its last snapshot message at or before the
+start (searching back at most ``WARMUP_DAYS`` earlier dates), and the other streams of both markets start at
+the row group covering the earliest of those snapshots, so the freshest bookTicker, the funding rate and
+the ledger's invalidations are all known when the range begins. What is processed before the start yields
+no reading and is not counted.
+
+All file access goes through a pyarrow filesystem, so a data root like ``s3://bucket/prefix`` works as is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from nova.contract import EXCHANGE, is_hidden
+from nova.errors import NovaError
+from nova.markets import MARKETS, Market, Symbol
+
+WARMUP_DAYS = 2  # Binance closes every connection within 24 h, so a live recording resnapshots at least daily
+EVENT_CLOCK_MARGIN_NS = 60 * 10**9  # exchange time vs receive time: how far apart we allow them to be
+DAY_NS = 86_400 * 10**9
+
+STREAM_TABLES: dict[str, tuple[Market, ...]] = {"book": MARKETS, "bbo": MARKETS, "funding": ("perp",),
+                                                "trades": MARKETS, "events": MARKETS}
+
+
+def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and the path inside it for a data root (a local path or a URI)."""
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), str(Path(root).resolve())
+
+
+def date_ns(date: str) -> int:
+    """Midnight UTC of a ``YYYY-MM-DD`` date, in ns since the epoch."""
+    day = dt.datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    return int(day.timestamp()) * 10**9
+
+
+def shift_date(date: str, days: int) -> str:
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """Row groups to read from one Parquet file (in order)."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+@dataclass
+class StreamPlan:
+    """The parts of one stream (a table of one market) a replay reads, in stream order."""
+
+    table: str
+    market: Market
+    parts: list[FilePart] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+
+@dataclass(frozen=True)
+class RowGroupStats:
+    first_ts: int  # min / max receive time of the row group (raw ns)
+    last_ts: int
+    rows: int
+    has_snapshot: bool
+
+
+class Dataset:
+    """A nova data root, read side: what is recorded, and footers of the files that hold it."""
+
+    def __init__(self, root: str) -> None:
+        self.root_text = root
+        self.fs, self.root = filesystem_for(root)
+        self.bad: dict[str, str] = {}  # path -> why it could not be read (only kept with skip_bad)
+
+    # ---- discovery -----------------------------------------------------------------------------------------
+    def _dirs(self, path: str, prefix: str) -> list[str]:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except (OSError, pa.ArrowException):
+            return []
+        return sorted(i.base_name[len(prefix):] for i in infos
+                      if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
+
+    def _market_dir(self, table: str, market: str, symbol: Symbol) -> str:
+        return f"{self.root}/{table}/exchange={EXCHANGE}/market={market}/symbol={symbol.dashed}"
+
+    def symbols(self) -> list[str]:
+        """Every symbol with recorded data (ccxt spelling), over all tables and markets."""
+        found: set[str] = set()
+        for table, markets in STREAM_TABLES.items():
+            for market in markets:
+                base = f"{self.root}/{table}/exchange={EXCHANGE}/market={market}"
+                found.update(self._dirs(base, "symbol="))
+        return sorted(s.replace("-", "/") for s in found)
+
+    def dates(self, symbol: Symbol, tables: tuple[str, ...] = tuple(STREAM_TABLES)) -> list[str]:
+        """Dates with at least one visible Parquet file of ``symbol`` in any of ``tables``."""
+        found: set[str] = set()
+        for table in tables:
+            for market in STREAM_TABLES[table]:
+                base = self._market_dir(table, market, symbol)
+                for date in self._dirs(base, "date="):
+                    if date not in found and self.files_of(f"{base}/date={date}"):
+                        found.add(date)
+        return sorted(found)
+
+    def files_of(self, directory: str) -> list[str]:
+        """Visible Parquet files of a partition, in name order (names start with the file's start time)."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except (OSError, pa.ArrowException):
+            return []
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                      and not is_hidden(i.base_name))
+
+    def stream_files(self, table: str, market: Market, symbol: Symbol, dates: list[str]) -> list[str]:
+        base = self._market_dir(table, market, symbol)
+        return [f for date in dates for f in self.files_of(f"{base}/date={date}")]
+
+    # ---- footers -------------------------------------------------------------------------------------------
+    def footer(self, path: str, columns: tuple[str, ...]) -> list[RowGroupStats] | None:
+        """Row-group statistics of a file, or None when it is unreadable or lacks ``columns`` (then ``bad``
+        says why). The file is closed again: a week of files must not hold a week of descriptors."""
+        try:
+            with self.fs.open_input_file(path) as source:
+                handle = pq.ParquetFile(source)
+                missing = [c for c in columns if c not in handle.schema_arrow.names]
+                if missing:
+                    self.bad[path] = f"it has no column {', '.join(missing)}"
+                    return None
+                return self._row_group_stats(handle)
+        except (OSError, pa.ArrowException) as exc:
+            self.bad[path] = reason(exc)
+            return None
+
+    @staticmethod
+    def _row_group_stats(handle: pq.ParquetFile) -> list[RowGroupStats]:
+        meta = handle.metadata
+        names = handle.schema_arrow.names
+        ts_col = names.index("ts_recv")
+        snap_col = names.index("snapshot") if "snapshot" in names else -1
+        out = []
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            stats = group.column(ts_col).statistics
+            if stats is not None and stats.has_min_max:
+                first, last = int(stats.min_raw), int(stats.max_raw)
+            else:  # no statistics: never prune it
+                first, last = -(2**62), 2**62
+            has_snapshot = True
+            if snap_col >= 0:
+                snap = group.column(snap_col).statistics
+                has_snapshot = snap is None or not snap.has_min_max or bool(snap.max_raw)
+            out.append(RowGroupStats(first, last, group.num_rows, has_snapshot))
+        return out
+
+    def read_row_group(self, path: str, group: int, columns: list[str]) -> pa.Table:
+        with self.fs.open_input_file(path) as source:
+            return pq.ParquetFile(source).read_row_group(group, columns=columns)
+
+
+def unreadable(path: str, why: str) -> NovaError:
+    return NovaError(f"cannot read {path} ({why}); move it away, or run again with --skip-bad to replay without it")
+
+
+def reason(exc: BaseException) -> str:
+    """The first sentence of an exception's message, to fit inside one sentence of ours."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")[:160]
+
+
+@dataclass
+class _Candidate:
+    path: str
+    groups: list[RowGroupStats]
+
+
+class Planner:
+    """Turns a symbol and a time range into the ``StreamPlan`` of every stream, warm-up included."""
+
+    def __init__(self, dataset: Dataset, symbol: Symbol, start_ns: int, end_ns: int, event_clock: bool,
+                 columns: dict[str, tuple[str, ...]], skip_bad: bool) -> None:
+        self.dataset = dataset
+        self.symbol = symbol
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.margin = EVENT_CLOCK_MARGIN_NS if event_clock else 0
+        self.columns = columns
+        self.skip_bad = skip_bad
+        self.warmup_ns: dict[Market, int | None] = {}
+
+    def _candidates(self, table: str, market: Market, dates: list[str]) -> list[_Candidate]:
+        out = []
+        for path in self.dataset.stream_files(table, market, self.symbol, dates):
+            groups = self.dataset.footer(path, self.columns[table])
+            if groups is None:
+                if not self.skip_bad:
+                    raise unreadable(path, self.dataset.bad[path])
+                continue
+            out.append(_Candidate(path, groups))
+        return out
+
+    def _days(self, first: int, last: int) -> list[str]:
+        from nova.contract import date_of
+
+        days = []
+        day = date_of(first)
+        while date_ns(day) <= last:
+            days.append(day)
+            day = shift_date(day, 1)
+        return days
+
+    def plan(self) -> dict[tuple[str, Market], StreamPlan]:
+        """Every stream's plan. Book streams first: their snapshots decide where the others begin."""
+        plans: dict[tuple[str, Market], StreamPlan] = {}
+        for market in MARKETS:
+            plans[("book", market)] = self._plan_book(market)
+        known = [t for t in self.warmup_ns.values() if t is not None]
+        begin = min([*known, self.start_ns - self.margin])
+        for table, markets in STREAM_TABLES.items():
+            if table == "book":
+                continue
+            for market in markets:
+                plans[(table, market)] = self._plan_other(table, market, begin)
+        return plans
+
+    def _range_days(self, begin: int) -> list[str]:
+        return self._days(begin, self.end_ns - 1 + self.margin)
+
+    def _plan_book(self, market: Market) -> StreamPlan:
+        first_day = self._days(self.start_ns - self.margin, self.start_ns - self.margin)[0]
+        earliest = shift_date(first_day, -WARMUP_DAYS)
+        days = self._days(date_ns(earliest), self.end_ns - 1 + self.margin)
+        candidates = self._candidates("book", market, days)
+        at = self._last_snapshot(candidates)
+        plan = StreamPlan("book", market)
+        if at is None:
+            self.warmup_ns[market] = None
+            begin = self.start_ns - self.margin
+            start_file, start_group = 0, 0
+            for i, c in enumerate(candidates):  # the first row group that reaches the range
+                for g, stats in enumerate(c.groups):
+                    if stats.last_ts >= begin:
+                        start_file, start_group = i, g
+                        break
+                else:
+                    continue
+                break
+            else:
+                start_file = len(candidates)
+        else:
+            start_file, start_group, ts = at
+            self.warmup_ns[market] = ts
+        self._add_parts(plan, candidates, start_file, start_group)
+        return plan
+
+    def _last_snapshot(self, candidates: list[_Candidate]) -> tuple[int, int, int] | None:
+        """(file, row group, receive time) of the last snapshot message that begins at or before the start.
+
+        The row group returned is where that message's first row is (the row group before, when the message
+        starts at row 0 and may have begun there: messages never span files, but may span row groups).
+        """
+        limit = self.start_ns - self.margin
+        for i in range(len(candidates) - 1, -1, -1):
+            c = candidates[i]
+            for g in range(len(c.groups) - 1, -1, -1):
+                stats = c.groups[g]
+                if stats.first_ts > limit or not stats.has_snapshot:
+                    continue
+                found = self._snapshot_start(c, g, limit)
+                if found is None:
+                    continue
+                row, ts = found
+                return i, (g - 1 if row == 0 and g > 0 else g), ts
+        return None
+
+    def _snapshot_start(self, candidate: _Candidate, group: int, limit: int) -> tuple[int, int] | None:
+        """(row, receive time) of the last snapshot message of the row group beginning at or before ``limit``."""
+        try:
+            table = self.dataset.read_row_group(candidate.path, group, ["ts_recv", "msg", "snapshot"])
+        except (OSError, pa.ArrowException) as exc:
+            if not self.skip_bad:
+                raise unreadable(candidate.path, reason(exc)) from None
+            self.dataset.bad[candidate.path] = reason(exc)
+            return None
+        ts = table.column("ts_recv").cast(pa.int64()).to_numpy()
+        msg = table.column("msg").to_numpy()
+        snap = table.column("snapshot").to_numpy(zero_copy_only=False)
+        begins = np.ones(len(msg), dtype=bool)
+        begins[1:] = msg[1:] != msg[:-1]
+        hits = np.flatnonzero(snap & begins & (ts <= limit))
+        if hits.size == 0:
+            return None
+        row = int(hits[-1])
+        return row, int(ts[row])
+
+    def _plan_other(self, table: str, market: Market, begin: int) -> StreamPlan:
+        candidates = self._candidates(table, market, self._range_days(begin - DAY_NS))
+        start_file, start_group = len(candidates), 0
+        for i in range(len(candidates) - 1, -1, -1):  # the last row group that starts at or before ``begin``
+            groups = [g for g, s in enumerate(candidates[i].groups) if s.first_ts <= begin]
+            if groups:
+                start_file, start_group = i, groups[-1]
+                break
+        else:
+            start_file = 0
+        plan = StreamPlan(table, market)
+        self._add_parts(plan, candidates, start_file, start_group)
+        return plan
+
+    def _add_parts(self, plan: StreamPlan, candidates: list[_Candidate], start_file: int, start_group: int) -> None:
+        limit = self.end_ns + self.margin
+        for i in range(start_file, len(candidates)):
+            c = candidates[i]
+            first = start_group if i == start_file else 0
+            groups = tuple(g for g in range(first, len(c.groups)) if c.groups[g].first_ts < limit)
+            if groups:
+                plan.parts.append(FilePart(c.path, groups, sum(c.groups[g].rows for g in groups)))

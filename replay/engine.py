@@ -1,0 +1,138 @@
+"""The replay pipeline: plan -> stream readers -> windows (on a reader thread) -> compiled loop -> chunks.
+
+Every consumer (the CLI, the Python API, the benchmark) drives the same ``Engine.chunks``; pacing, output and
+statistics sit on top of the chunks, so the readings are the same at every speed and through every door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from nova.markets import Market, Symbol
+from nova.spread import SpreadParams
+from replay.dataset import Dataset, Planner, StreamPlan
+from replay.kernel import (
+    BOOK_FULL,
+    DONE,
+    K_LAST_KEY,
+    OUT_FULL,
+    PAST_END,
+    SEGMENTS,
+    OutputBuffer,
+    ReplayState,
+    run_window,
+)
+from replay.merge import Prefetch, Window, windows
+from replay.reader import COLUMNS, StreamReader, needed_columns
+
+OUTPUT_ROWS = 1 << 15  # readings per chunk: big enough to amortise Python, small enough to pace smoothly
+
+
+@dataclass(frozen=True)
+class ReplayRange:
+    """What to replay: a symbol and a half-open time range [start_ns, end_ns) on one of the two clocks."""
+
+    symbol: Symbol
+    start_ns: int
+    end_ns: int
+    clock: str = "recv"  # "recv" (ts_recv, the order our machine saw) or "event" (exchange time)
+
+    @property
+    def event_clock(self) -> bool:
+        return self.clock == "event"
+
+
+@dataclass
+class Chunk:
+    """Readings the loop produced, in order, and how far the replay got.
+
+    ``values[i]`` is reading i (columns VALUE_COLUMNS). The arrays are views of the engine's output buffer,
+    valid until the next chunk is asked for: a consumer that keeps readings copies them (as Arrow conversion
+    does anyway). ``entry`` is the merged position
+    (within ``window``) of the entry after which each reading was taken; ``positions`` is the range of merged
+    positions this chunk covers, so raw events can be interleaved with the readings.
+    """
+
+    ts: np.ndarray
+    values: np.ndarray
+    entry: np.ndarray
+    window: Window
+    positions: tuple[int, int]
+    data_ns: int  # time key of the last entry processed (the replay's data clock)
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+
+class Engine:
+    """One pass over a range. Build it (the plan is made and every file's footer checked right away, so bad
+    input fails before anything runs), then iterate ``chunks()`` once."""
+
+    def __init__(self, dataset: Dataset, span: ReplayRange, params: SpreadParams, skip_bad: bool = False,
+                 raw: bool = False, prefetch: bool = True, output_rows: int = OUTPUT_ROWS) -> None:
+        self.dataset = dataset
+        self.span = span
+        self.params = params
+        self.skip_bad = skip_bad
+        self.raw = raw
+        self.prefetch = prefetch
+        columns = {t: needed_columns(t, span.event_clock) for t in COLUMNS}
+        planner = Planner(dataset, span.symbol, span.start_ns, span.end_ns, span.event_clock, columns, skip_bad)
+        self.plans: dict[tuple[str, Market], StreamPlan] = planner.plan()
+        self.warmup_ns = planner.warmup_ns
+        self.state = ReplayState(params)
+        self._out = OutputBuffer(output_rows)
+
+    def _streams(self) -> list[StreamReader]:
+        out = []
+        for name in SEGMENTS:
+            table, market = name.split("/")
+            out.append(StreamReader(self.dataset, self.plans[(table, market)], self.span.event_clock,  # type: ignore[index]
+                                    self.skip_bad, raw=self.raw))
+        return out
+
+    def chunks(self) -> Iterator[Chunk]:
+        source = windows(self._streams(), self.span.end_ns, raw=self.raw)
+        reader = Prefetch(source) if self.prefetch else None
+        try:
+            for window in reader if reader is not None else source:
+                finished = yield from self._run(window)
+                if finished:
+                    return
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _run(self, w: Window) -> Iterator[Chunk]:
+        """Replay one window, yielding a chunk whenever the output buffer fills; returns True at the end."""
+        st = self.state
+        st.heads[:] = 0
+        position = 0
+        out = self._out
+        out.count = 0
+        first = 0
+        while True:
+            status, position, count = run_window(
+                st.px, st.qty, st.n, st.quotes, st.stamps, st.funding, st.scratch, st.vector, st.counters, st.heads,
+                st.head_keys, w.keys, w.bounds, *w.rows, w.msg_lo, w.msg_hi, w.msg_last_id, w.msg_snapshot,
+                w.msg_applied, w.bbo_id, w.bbo_quote, w.funding_rate, w.actions, self.span.start_ns,
+                self.span.end_ns, position, out.ts, out.values, out.entry, out.count)
+            out.count = count
+            if status == BOOK_FULL:
+                st.grow()
+                continue
+            if status == OUT_FULL or count:
+                yield Chunk(out.ts[:count], out.values[:count], out.entry[:count], w, (first, position),
+                            int(st.counters[K_LAST_KEY]))
+                out.count = 0
+                first = position
+            elif status in (DONE, PAST_END) and position > first:
+                yield Chunk(out.ts[:0], out.values[:0], out.entry[:0], w, (first, position),
+                            int(st.counters[K_LAST_KEY]))
+            if status == DONE:
+                return False
+            if status == PAST_END:
+                return True

@@ -1,0 +1,320 @@
+"""Replay's compiled loop: merge one window of entries, rebuild both books, and call the spread kernel.
+
+Why one compiled loop per window: a day holds ~150 M book rows and ~30 M other entries (bookTickers, trades,
+funding, ledger rows), so anything done per row or per entry in Python would decide the replay speed. Python
+prepares a window (the entries of every stream with a merge key below some time, see ``replay.merge``) as
+plain numpy arrays, and this loop does everything per entry: it picks the next entry across the streams,
+applies book messages with ``nova.book``, holds the freshest bookTicker and funding, applies the ledger's
+invalidations, and calls ``nova.spread.compute_reading`` (the one implementation of DESIGN §4) whenever a top
+of book may have changed, keeping the reading only when a top (or validity, or a size-aware VWAP) did change.
+
+Merge order, the contract of this module: entries are taken by (time key, segment, position), where segment
+is the stream's place in ``SEGMENTS`` and position its order within the stream (book rows in ``msg`` order).
+Time keys are made non-decreasing within each stream by ``replay.reader`` (a running maximum), so this is a
+k-way merge of sorted runs and needs no sort.
+
+Everything the loop keeps between windows lives in ``ReplayState`` arrays, so a window can stop anywhere (the
+output buffer is full, a book needs more room) and resume exactly there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from nova.book import book_apply, book_clear, grow_books, kernel, new_books
+from nova.spread import (
+    C_OPEN_SIZE,
+    C_PERP_ASK_VWAP,
+    C_SPOT_ASK_VWAP,
+    C_VALID,
+    N_VALUES,
+    P_SIZE,
+    PERP,
+    S_BBO_ID,
+    S_DEPTH_ID,
+    S_LAST_NS,
+    S_VALID,
+    SPOT,
+    SpreadParams,
+    compute_reading,
+    new_market_state,
+    same_top,
+)
+
+SEGMENTS = ("book/spot", "book/perp", "bbo/spot", "bbo/perp", "funding/perp", "trades/spot", "trades/perp",
+            "events/spot", "events/perp")
+"""The merged streams in tie-break priority: at equal times book data goes first, the ledger last."""
+(SEG_BOOK_SPOT, SEG_BOOK_PERP, SEG_BBO_SPOT, SEG_BBO_PERP, SEG_FUNDING, SEG_TRADES_SPOT, SEG_TRADES_PERP,
+ SEG_EVENTS_SPOT, SEG_EVENTS_PERP) = range(len(SEGMENTS))
+N_SEGMENTS = len(SEGMENTS)
+
+# ledger actions (bits of the events segment's ``action`` array)
+ACT_INVALIDATE = 1  # the book of that market is not trustworthy until its next snapshot
+ACT_GAP = 2
+ACT_DISCONNECT = 4
+
+# counters (ReplayState.counters); "in the window" means time key in [start, end)
+K_ENTRIES = 0  # merged entries in the window, of every stream
+K_BOOK_MESSAGES = 1
+K_BOOK_ROWS = 2  # book rows of the messages in the window (stale ones included)
+K_BBO = 3
+K_TRADES = 4
+K_FUNDING = 5
+K_LEDGER = 6
+K_GAPS = 7  # ledgered gaps on a book stream, either market
+K_DISCONNECTS = 8
+K_READINGS = 9
+K_FIRST_KEY = 10  # time key of the first and last entry in the window (NO_KEY before any)
+K_LAST_KEY = 11
+K_SYNCED_SPOT = 12  # a snapshot of that market has been applied (rows before the first one are skipped)
+K_SYNCED_PERP = 13
+K_ROWS_SEEN = 14  # book rows of every processed message, warm-up included: the work done
+N_COUNTERS = 15
+NO_KEY = -(2**63)
+EXHAUSTED = 2**63 - 1  # the head key of a segment with nothing left in the window
+
+# what a window run stopped at
+DONE = 0  # every entry of the window (below ``end``) is processed
+OUT_FULL = 1  # the output buffer is full: drain it and call again
+BOOK_FULL = 2  # a book side needs more capacity: grow and call again
+PAST_END = 3  # reached an entry at or after ``end``: the replay is over
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+class ReplayState:
+    """Everything the loop carries from one entry to the next: both books, quotes, stamps, counters.
+
+    Books: one ``nova.book`` multi-book state, spot at k = SPOT and perp at k = PERP, so that the spread kernel
+    reads both from the same arrays. Readings are computed straight into the output buffer and compared with
+    the row before; ``scratch`` serves the first row of a buffer: row 0 receives that candidate, row 1 holds
+    the last reading kept before the buffer was drained.
+    """
+
+    def __init__(self, params: SpreadParams, capacity: int = 1024) -> None:
+        self.params = params
+        self.vector = params.vector()
+        self.px, self.qty, self.n = new_books(2, capacity)
+        self.quotes, self.stamps = new_market_state()
+        self.funding = np.full(1, np.nan)
+        self.scratch = np.full((2, N_VALUES), np.nan)
+        self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
+        self.counters[K_FIRST_KEY] = NO_KEY
+        self.counters[K_LAST_KEY] = NO_KEY
+        self.heads = np.zeros(N_SEGMENTS, dtype=np.int64)  # next entry of each segment in the current window
+        self.head_keys = np.zeros(N_SEGMENTS, dtype=np.int64)  # and its key (the loop keeps them current)
+
+    def grow(self) -> None:
+        """Double the book capacity (called when the loop stops with BOOK_FULL)."""
+        self.px, self.qty = grow_books(self.px, self.qty, 2 * self.px.shape[2])
+
+
+class OutputBuffer:
+    """Readings as the loop writes them, row by row (``values[i]`` is one reading, columns VALUE_COLUMNS).
+
+    Row-major because the loop then stores each reading as one contiguous run (column-major stores cost the
+    loop ~60 ns more per reading, more than the spread kernel itself); columns are cut out when leaving.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.ts = np.empty(capacity, dtype=np.int64)
+        self.values = np.empty((capacity, N_VALUES))
+        self.entry = np.empty(capacity, dtype=np.int64)  # merged position of the entry that made the reading
+        self.count = 0
+
+    @property
+    def capacity(self) -> int:
+        return int(self.ts.shape[0])
+
+
+@kernel(inline=True)
+def _segment_of(bounds: IntArray, g: int) -> int:
+    s = 0
+    while g >= bounds[s + 1]:
+        s += 1
+    return s
+
+
+@kernel(inline=True)
+def _head_key(keys: IntArray, bounds: IntArray, heads: IntArray, s: int) -> int:
+    g = bounds[s] + heads[s]
+    return keys[g] if g < bounds[s + 1] else EXHAUSTED
+
+
+@kernel(inline=True)
+def _differs(values: FloatArray, row: int, other: int, c: int) -> bool:
+    a, b = values[row, c], values[other, c]
+    return a != b and not (a != a and b != b)  # NaN equals NaN
+
+
+@kernel(inline=True)
+def _kept_differs(values: FloatArray, row: int, other: int, size: float) -> bool:
+    """Whether reading ``row`` shows something reading ``other`` (the last kept one) did not: a top of book,
+    validity, or with a size, a size-aware price."""
+    if not same_top(values, row, other) or values[row, C_VALID] != values[other, C_VALID]:
+        return True
+    if size > 0.0:
+        for c in range(C_SPOT_ASK_VWAP, C_PERP_ASK_VWAP + 1):
+            if _differs(values, row, other, c):
+                return True
+        return _differs(values, row, other, C_OPEN_SIZE)
+    return False
+
+
+@kernel()
+def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray, stamps: IntArray,
+               funding: FloatArray, scratch: FloatArray, params: FloatArray, counters: IntArray, heads: IntArray,
+               head_keys: IntArray, keys: IntArray, bounds: IntArray,
+               spot_sides: npt.NDArray[np.int8], spot_prices: FloatArray, spot_amounts: FloatArray,
+               perp_sides: npt.NDArray[np.int8], perp_prices: FloatArray, perp_amounts: FloatArray,
+               msg_lo: IntArray, msg_hi: IntArray, msg_last_id: IntArray, msg_snapshot: npt.NDArray[np.bool_],
+               msg_applied: npt.NDArray[np.bool_],
+               bbo_id: IntArray, bbo_quote: FloatArray, funding_rate: FloatArray, actions: npt.NDArray[np.int8],
+               start: int, end: int, position: int,
+               out_ts: IntArray, out_values: FloatArray, out_entry: IntArray, out_count: int) -> tuple[int, int, int]:
+    """Process the window's entries from ``heads`` on; returns (status, merged position, readings in ``out``).
+
+    ``keys`` holds the time keys of all segments back to back (``bounds[s]:bounds[s+1]`` is segment s); the
+    per-type arrays are indexed from the start of their first segment: book messages (``msg_*``, whose rows are
+    ``{spot|perp}_{sides,prices,amounts}[msg_lo:msg_hi]`` of their market, stale rows already masked with a
+    negative side) from ``bounds[SEG_BOOK_SPOT]``, bookTickers from ``bounds[SEG_BBO_SPOT]``, funding from
+    ``bounds[SEG_FUNDING]``, ledger actions from ``bounds[SEG_EVENTS_SPOT]``. ``position`` counts merged
+    entries of the window (it is what ``out_entry`` records, so a caller can interleave readings with the raw
+    entries).
+    """
+    size = params[P_SIZE]
+    cap = out_ts.shape[0]
+    for t in range(N_SEGMENTS):
+        head_keys[t] = _head_key(keys, bounds, heads, t)
+    while True:
+        s = 0  # the next entry: smallest key, then smallest segment (strict < keeps the first of equals)
+        key = head_keys[0]
+        for t in range(1, N_SEGMENTS):
+            if head_keys[t] < key:
+                s, key = t, head_keys[t]
+        if key == EXHAUSTED:
+            _park_last(out_values, out_count, scratch)
+            return DONE, position, out_count
+        g = bounds[s] + heads[s]
+        if key >= end:
+            _park_last(out_values, out_count, scratch)
+            return PAST_END, position, out_count
+        in_window = key >= start
+        if in_window and out_count == cap:
+            _park_last(out_values, out_count, scratch)
+            return OUT_FULL, position, out_count
+        moved = False  # whether a top of book or a validity may have changed
+        if s <= SEG_BOOK_PERP:
+            m = s - SEG_BOOK_SPOT
+            j = g - bounds[SEG_BOOK_SPOT]
+            lo, hi = msg_lo[j], msg_hi[j]
+            synced = counters[K_SYNCED_SPOT + m] != 0
+            if msg_snapshot[j] and msg_applied[j]:
+                book_clear(n, m)
+                if _apply_market(px, qty, n, m, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
+                                  perp_amounts, lo, hi):
+                    _park_last(out_values, out_count, scratch)
+                    return BOOK_FULL, position, out_count
+                counters[K_SYNCED_SPOT + m] = 1
+                stamps[m, S_VALID] = 1
+                moved = True
+            elif synced and msg_applied[j]:
+                if _apply_market(px, qty, n, m, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
+                                 perp_amounts, lo, hi):
+                    _park_last(out_values, out_count, scratch)
+                    return BOOK_FULL, position, out_count
+                moved = True
+            if moved:
+                stamps[m, S_DEPTH_ID] = msg_last_id[j]
+                stamps[m, S_LAST_NS] = key
+            counters[K_ROWS_SEEN] += hi - lo
+            if in_window:
+                counters[K_BOOK_MESSAGES] += 1
+                counters[K_BOOK_ROWS] += hi - lo
+        elif s <= SEG_BBO_PERP:
+            m = s - SEG_BBO_SPOT
+            j = g - bounds[SEG_BBO_SPOT]
+            for c in range(4):
+                quotes[m, c] = bbo_quote[j, c]
+            stamps[m, S_BBO_ID] = bbo_id[j]
+            stamps[m, S_LAST_NS] = key
+            moved = True
+            if in_window:
+                counters[K_BBO] += 1
+        elif s == SEG_FUNDING:
+            funding[0] = funding_rate[g - bounds[SEG_FUNDING]]
+            if in_window:
+                counters[K_FUNDING] += 1
+        elif s <= SEG_TRADES_PERP:
+            if in_window:
+                counters[K_TRADES] += 1
+        else:
+            m = s - SEG_EVENTS_SPOT
+            action = actions[g - bounds[SEG_EVENTS_SPOT]]
+            if action & ACT_INVALIDATE and stamps[m, S_VALID] != 0:
+                stamps[m, S_VALID] = 0
+                moved = True
+            if in_window:
+                counters[K_LEDGER] += 1
+                if action & ACT_GAP:
+                    counters[K_GAPS] += 1
+                if action & ACT_DISCONNECT:
+                    counters[K_DISCONNECTS] += 1
+        heads[s] += 1
+        head_keys[s] = _head_key(keys, bounds, heads, s)
+        position += 1
+        if not in_window:
+            continue
+        counters[K_ENTRIES] += 1
+        if counters[K_FIRST_KEY] == NO_KEY:
+            counters[K_FIRST_KEY] = key
+            moved = True  # the first entry of the window always yields a reading: the state it starts from
+        counters[K_LAST_KEY] = key
+        if not moved:
+            continue
+        # the candidate goes straight into the next output row, compared with the row before it; only the
+        # first row of a buffer is computed in scratch, against the last kept reading parked in scratch[1]
+        kept = counters[K_READINGS] > 0
+        if out_count > 0:
+            compute_reading(px, qty, n, SPOT, px, qty, n, PERP, quotes, stamps, funding[0], params, out_values,
+                            out_count)
+            if not _kept_differs(out_values, out_count, out_count - 1, size):
+                continue
+        else:
+            compute_reading(px, qty, n, SPOT, px, qty, n, PERP, quotes, stamps, funding[0], params, scratch, 0)
+            if kept and not _kept_differs(scratch, 0, 1, size):
+                continue
+            for c in range(N_VALUES):
+                out_values[0, c] = scratch[0, c]
+        out_ts[out_count] = key
+        out_entry[out_count] = position - 1
+        out_count += 1
+        counters[K_READINGS] += 1
+
+
+@kernel(inline=True)
+def _park_last(out_values: FloatArray, out_count: int, scratch: FloatArray) -> None:
+    """Keep the last reading of a full or finished buffer in scratch[1], to compare the next one with."""
+    if out_count > 0:
+        for c in range(N_VALUES):
+            scratch[1, c] = out_values[out_count - 1, c]
+
+
+@kernel(inline=True)
+def _apply(px: FloatArray, qty: FloatArray, n: IntArray, k: int, sides: npt.NDArray[np.int8], prices: FloatArray,
+           amounts: FloatArray, lo: int, hi: int) -> bool:
+    """Apply rows [lo, hi) to book k; True when a side ran out of room (nothing is lost: re-applying is a
+    no-op for the rows already set, because every row sets an absolute size)."""
+    return book_apply(px, qty, n, k, sides[:hi], prices[:hi], amounts[:hi], lo) < hi
+
+
+@kernel(inline=True)
+def _apply_market(px: FloatArray, qty: FloatArray, n: IntArray, m: int, spot_sides: npt.NDArray[np.int8],
+                  spot_prices: FloatArray, spot_amounts: FloatArray, perp_sides: npt.NDArray[np.int8],
+                  perp_prices: FloatArray, perp_amounts: FloatArray, lo: int, hi: int) -> bool:
+    if m == SPOT:
+        return _apply(px, qty, n, SPOT, spot_sides, spot_prices, spot_amounts, lo, hi)
+    return _apply(px, qty, n, PERP, perp_sides, perp_prices, perp_amounts, lo, hi)
+

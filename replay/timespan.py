@@ -1,0 +1,100 @@
+"""Turning what a user types (symbol, dates, times, clock) into a ``ReplayRange``, or one sentence saying why not.
+
+Both the CLI and the Python API come through here, so every bad input gets the same answer, naming what does
+exist (the recorded symbols, the recorded dates of the symbol) so that the next attempt is right.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from nova.errors import NovaError
+from nova.markets import Symbol
+from replay.dataset import Dataset, date_ns, shift_date
+from replay.engine import ReplayRange
+
+CLOCKS = ("recv", "event")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIME = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+
+
+def parse_date(option: str, text: str) -> str:
+    """A ``YYYY-MM-DD`` date, checked (``2026-02-30`` is not one)."""
+    value = text.strip()
+    try:
+        if _DATE.match(value):
+            return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise NovaError(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24")
+
+
+def parse_time(option: str, text: str, day: str) -> int:
+    """ns since the epoch of ``HH:MM[:SS[.fff]]`` on ``day`` (UTC), or of a full ISO time (UTC unless it says)."""
+    value = text.strip()
+    try:
+        if _TIME.match(value):
+            hours, minutes, *rest = value.split(":")
+            seconds = float(rest[0]) if rest else 0.0
+            if int(hours) > 24 or int(minutes) > 59 or seconds >= 60 or (int(hours) == 24 and (int(minutes)
+                                                                                                or seconds)):
+                raise ValueError(value)
+            return date_ns(day) + (int(hours) * 3600 + int(minutes) * 60) * 10**9 + round(seconds * 1e9)
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise NovaError(f"{option} {text} is not a time; write HH:MM[:SS] (UTC, on the replayed date) or a full "
+                        "time like 2026-11-24T13:30:00Z") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit // 2]) + f", ... ({len(items) - limit} more) ..., " + ", ".join(items[-limit // 2:])
+
+
+def resolve(dataset: Dataset, symbol: str, date: str | None, until: str | None, start: str | None,
+            end: str | None, clock: str) -> tuple[ReplayRange, list[str]]:
+    """The range to replay and the recorded dates it covers; NovaError (one sentence) for any bad input."""
+    if clock not in CLOCKS:
+        raise NovaError(f"--clock {clock} is not a clock; use recv (our receive time) or event (exchange time)")
+    try:
+        sym = Symbol.parse(symbol)
+    except ValueError as exc:
+        raise NovaError(str(exc)) from None
+    recorded = dataset.symbols()
+    if sym.unified not in recorded:
+        where = dataset.root_text
+        if not recorded:
+            raise NovaError(f"nothing is recorded under {where}; record first (nova record {sym}) or point --data "
+                            "at a recording")
+        raise NovaError(f"{sym} is not recorded under {where}; recorded symbols: {', '.join(recorded)}")
+    dates = dataset.dates(sym)
+    if not dates:
+        raise NovaError(f"{sym} has no complete recording file under {dataset.root_text} yet (files appear when "
+                        "their 15-minute window ends, or when the recorder stops)")
+    first = parse_date("--date", date) if date is not None else dates[-1]
+    last = parse_date("--until", until) if until is not None else first
+    if last < first:
+        raise NovaError(f"--until {last} is before --date {first}; give the first date with --date and the last "
+                        "with --until")
+    covered = [d for d in dates if first <= d <= last]
+    if not covered:
+        span = first if first == last else f"{first}..{last}"
+        raise NovaError(f"no recording of {sym} on {span} under {dataset.root_text}; recorded dates: "
+                        f"{_listing(dates)}")
+    lo, hi = date_ns(first), date_ns(shift_date(last, 1))
+    start_ns = parse_time("--start", start, first) if start is not None else lo
+    end_ns = parse_time("--end", end, last) if end is not None else hi
+    span = first if first == last else f"{first}..{last}"
+    if not lo <= start_ns < hi:
+        raise NovaError(f"--start {start} is outside the replayed dates {span}; widen them with --date/--until")
+    if not lo < end_ns <= hi:
+        raise NovaError(f"--end {end} is outside the replayed dates {span}; widen them with --date/--until")
+    if end_ns <= start_ns:
+        raise NovaError(f"--end {end} is not after --start {start}; the window must be a forward time range")
+    return ReplayRange(sym, start_ns, end_ns, clock), covered
