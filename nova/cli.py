@@ -117,8 +117,8 @@ def venue(
     = False,
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject a fault, KIND[=ARG]:MARKET@WHEN, e.g. gap:spot@every20s, close:perp@30s, abort:all@1m, "
-        "stall=5:spot@every1m, snapshot-delay=3:perp@every1m, snapshot-fail=2:spot@45s, shutdown:all@2m. "
-        "Repeatable.")] = None,
+        "stall=5:spot@every1m, snapshot-delay=3:perp@every1m, snapshot-fail=2:spot@45s, shutdown:all@2m, "
+        "malformed=nan/bookTicker:perp@every10s (kinds in the README). Repeatable.")] = None,
     spot_ping: Annotated[str, typer.Option(help="Server ping interval on spot connections.")] = "20s",
     perp_ping: Annotated[str, typer.Option(help="Server ping interval on USDT-M connections.")] = "3m",
     spot_pong_timeout: Annotated[str, typer.Option(help="Close a spot connection after this long without a "

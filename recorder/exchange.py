@@ -16,6 +16,13 @@ camelCase override is ignored), the implicit REST methods ``fetch_order_book`` c
 ``handle_trade``, ``handle_mark_prices``, ``handle_order_book_subscription``, ``handle_message`` (for the
 ``serverShutdown`` notice ccxt ignores), and the client's ``handle_text_or_binary_message``.
 tests/test_recorder_faults.py (the hook test) fails if any of them stops being called.
+
+Bad input from the wire (tests/test_wire_faults.py): ccxt processes frames inside an asyncio callback, so a
+frame it cannot decode (a binary frame that is not UTF-8, broken JSON) or a message its router trips on
+(a JSON array without event objects) raises out of that callback and silently ends the connection's receive
+loop. The client wrapper below therefore refuses binary frames (Binance sends text only), catches whatever
+parsing a frame raises, and ``handle_message`` hands every message ccxt would ignore (unknown event types,
+a bookTicker without its fields) to the sink: each is ledgered as an error and the connection reads on.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from typing import Any, Protocol
 import ccxt.pro as ccxtpro
 
 from nova.markets import Market
+
+# Events the recorder subscribes to; ccxt routes them to the hooks below (spot's bookTicker has no "e").
+_ROUTED_EVENTS = frozenset({"depthUpdate", "bookTicker", "trade", "aggTrade", "markPriceUpdate"})
 
 
 class Sink(Protocol):
@@ -49,6 +59,9 @@ class Sink(Protocol):
 
     def on_server_shutdown(self, market: Market, client: Any, ts: int) -> None: ...
 
+    def on_unexpected(self, market: Market, client: Any, message: Any, ts: int, why: str,
+                      decoded: bool) -> None: ...
+
 
 class RecordingBinance(ccxtpro.binance):
     """One market (spot or USDT-M) of Binance, with every message handed to ``sink``."""
@@ -67,10 +80,20 @@ class RecordingBinance(ccxtpro.binance):
         client = super().client(url)
         if not getattr(client, "nova_wrapped", False):
             parse = client.handle_text_or_binary_message
+            market, sink = self.nova_market, self.nova_sink
 
             def keep_raw(data: Any, _parse: Any = parse, _client: Any = client) -> None:
-                _client.nova_raw = data if isinstance(data, str) else None
-                _parse(data)
+                if not isinstance(data, str):  # Binance sends text frames only
+                    _client.nova_raw = None
+                    sink.on_unexpected(market, _client, data, time.time_ns(),
+                                       f"binary frame of {len(data)} bytes", False)
+                    return
+                _client.nova_raw = data
+                try:
+                    _parse(data)
+                except Exception as exc:  # raised out of ccxt's callback it would end the receive loop
+                    sink.on_unexpected(market, _client, data, time.time_ns(),
+                                       f"{type(exc).__name__}: {str(exc)[:100]}", False)
 
             client.handle_text_or_binary_message = keep_raw
             client.nova_raw = None
@@ -114,8 +137,23 @@ class RecordingBinance(ccxtpro.binance):
 
     # ---- notices ccxt does not handle ------------------------------------------------------------------------
     def handle_message(self, client: Any, message: Any) -> None:
-        if isinstance(message, dict) and message.get("e") == "serverShutdown":
-            self.nova_sink.on_server_shutdown(self.nova_market, client, time.time_ns())
+        body = message.get("data", message) if isinstance(message, dict) and "stream" in message else message
+        if isinstance(body, dict):
+            event = body.get("e")
+            if event == "serverShutdown":
+                self.nova_sink.on_server_shutdown(self.nova_market, client, time.time_ns())
+                return
+            if not (event in _ROUTED_EVENTS or (event is None and (
+                    "id" in body or "error" in body or "status" in body  # replies and errors: ccxt's
+                    or ("a" in body and "b" in body)))):  # spot bookTicker
+                why = f"unknown event type {str(event)[:40]!r}" if event is not None else "no event type"
+                self.nova_sink.on_unexpected(self.nova_market, client, body, time.time_ns(), why, True)
+                return
+        elif not (isinstance(body, list) and body and all(  # ccxt routes arrays of markPriceUpdate only
+                isinstance(item, dict) and item.get("e") == "markPriceUpdate" for item in body)):
+            why = "not a JSON object" if not isinstance(body, list) else "an array that is not of markPriceUpdate"
+            self.nova_sink.on_unexpected(self.nova_market, client, body, time.time_ns(), why,
+                                         isinstance(body, list))
             return
         super().handle_message(client, message)
 

@@ -7,12 +7,15 @@ This scanner reads the raw frame bytes once, in numba, with the GIL released, at
 
 Exactness: a decimal string ``d1...dk.f1...fm`` is read as the integer mantissa and divided by 10**m;
 both are exact in float64 while the mantissa has at most 15 significant digits, and IEEE division rounds
-correctly, so the result equals Python's ``float()`` of the same string bit for bit. Anything else (signs,
-exponents, NaN, empty strings, more than 15 significant digits, a broken structure) marks the message
-malformed instead of producing a row.
+correctly, so the result equals Python's ``float()`` of the same string bit for bit. Zeros that end the
+fraction are not significant (Binance pads spot decimals to 8 places: ``"12345678.00000000"`` is 8 digits,
+not 16). Anything else (signs, exponents, NaN, empty strings, more than 15 significant digits, more than
+22 decimals, a broken structure) marks the message malformed instead of producing a row.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 from numba import njit
@@ -43,6 +46,7 @@ def _decimal(buf: np.ndarray, i: int, end: int) -> tuple[float, int]:
     mantissa = 0
     decimals = 0
     significant = 0
+    zeros = 0  # fraction zeros not yet known to be followed by a non-zero digit (trailing ones never count)
     seen_dot = False
     any_digit = False
     while i < end and buf[i] != _QUOTE:
@@ -53,22 +57,30 @@ def _decimal(buf: np.ndarray, i: int, end: int) -> tuple[float, int]:
             seen_dot = True
         elif _ZERO <= c <= _ZERO + 9:
             any_digit = True
-            if significant > 0 or c != _ZERO:
+            d = c - _ZERO
+            if not seen_dot:
+                if significant > 0 or d != 0:
+                    significant += 1
+                    if significant > 15:
+                        return np.nan, -1
+                mantissa = mantissa * 10 + d
+            elif d == 0:
+                zeros += 1
+            else:
+                if significant > 0:
+                    significant += zeros
                 significant += 1
-                if significant > 15:
+                decimals += zeros + 1
+                if significant > 15 or decimals > 22:
                     return np.nan, -1
-            mantissa = mantissa * 10 + (c - _ZERO)
-            if seen_dot:
-                decimals += 1
+                for _ in range(zeros):
+                    mantissa *= 10
+                mantissa = mantissa * 10 + d
+                zeros = 0
         else:
             return np.nan, -1
         i += 1
     if i >= end or not any_digit:
-        return np.nan, -1
-    while decimals > 0 and mantissa > 0 and mantissa % 10 == 0:
-        mantissa //= 10
-        decimals -= 1
-    if decimals > 22:
         return np.nan, -1
     return mantissa / _POW10[decimals], i + 1
 
@@ -159,3 +171,26 @@ def parse_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     status = np.empty(n, np.int8)
     rows = parse_levels(buf, starts, ends, prices, amounts, sides, n_bids, n_asks, status)
     return n_bids, n_asks, status, sides[:rows], prices[:rows], amounts[:rows]
+
+
+# A plain decimal as Binance writes prices, sizes and rates: digits with an optional fraction; no sign, exponent,
+# NaN, infinity, spaces or underscores (all of which Python's float() would take).
+_DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")
+
+
+def plain_decimal(value: object) -> float:
+    """A decimal string as a float, under the rule of the compiled parser above (the bbo, trades and funding
+    rows use it): digits with an optional fraction, at most 15 significant digits (zeros ending the fraction
+    do not count), at most 22 decimals; so the float is exact and nothing absurd (``1e400``, a 30-digit
+    number) gets through."""
+    if type(value) is not str:
+        raise TypeError(f"expected a decimal string, got {type(value).__name__}")
+    if len(value) <= 15 and (digits := value.replace(".", "", 1)).isascii() and digits.isdigit():
+        return float(value)  # the usual case, within every limit (about 0.6 µs; the general path 2 µs)
+    m = _DECIMAL.fullmatch(value)
+    if m is None or not (m.group(1) or m.group(2)):
+        raise ValueError(f"{value[:40]!r} is not a plain decimal")
+    whole, fraction = m.group(1), (m.group(2) or "").rstrip("0")
+    if len((whole + fraction).lstrip("0")) > 15 or len(fraction) > 22:
+        raise ValueError(f"{value[:40]!r} has more digits than a price or size can")
+    return float(value)

@@ -34,7 +34,7 @@ from nova.markets import Market, Symbol
 from nova.spread import SpreadLogic, SpreadParams
 from recorder.endpoints import ccxt_options, configure
 from recorder.exchange import RecordingBinance
-from recorder.rows import SMALL_SCHEMAS, Levels, book_batch, records_batch
+from recorder.rows import SMALL_SCHEMAS, Levels, book_batch, malformed_details, records_batch
 from recorder.sequencer import SNAPSHOT, STALE
 from recorder.session import STREAMS, MarketSession, SymbolState, Taken
 from recorder.writer import DatasetWriter
@@ -151,6 +151,8 @@ class Recorder:
                         for stream in self._streams(market):
                             session.ledger(state, stream, ts, "stop", None, None, "recorder stopped")
                 await self._flush(final=True)
+                if any(state.events for session in self.sessions.values() for state in session.states.values()):
+                    await self._flush(final=True)  # what the last flush ledgered (a malformed message found)
         finally:
             await self._close_exchanges()
             self._executor.shutdown(wait=True)
@@ -398,7 +400,10 @@ class Recorder:
         loop = asyncio.get_running_loop()
         self._inflight = loop.run_in_executor(self._executor, self._write, taken, time.time_ns(), final)
         inflight = self._inflight
-        await asyncio.shield(inflight)  # a stop() cancelling us must not lose the counts of what was written
+        # A stop() cancelling us must not lose the counts of what was written; a failed write (a full disk)
+        # is reported by _settle, not raised here, or the flusher would die without stopping the recording.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(inflight)
         if self._inflight is inflight:
             self._inflight = None
             await self._settle(inflight)
@@ -409,17 +414,17 @@ class Recorder:
         except Exception as exc:
             self._fail(exc)
             return
-        for market, symbol, rows, malformed in results:
+        for market, symbol, rows, (malformed, broken) in results:
             session = self.sessions[market]
             state = session.states[symbol.exchange_id]
             for table, count in rows.items():
                 if table in state.stats:
                     state.stats[table].rows += count
-            if malformed:
-                session.ledger(state, "book", time.time_ns(), "error", None, None,
-                               f"{len(malformed)} malformed diff-depth message(s) (level arrays that are not "
-                               "[[price, size], ...] of decimals); book resynced")
-                state.seq.invalidate()
+            ts = time.time_ns()
+            for detail in malformed:  # one error per malformed message; its rows were written stale
+                session.ledger(state, "book", ts, "error", None, None, detail)
+            if broken:  # no snapshot has re-anchored the book since the last of them
+                state.seq.invalidate(ts)
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -436,9 +441,11 @@ class Recorder:
         results = []
         for t in taken:
             rows: dict[str, int] = {}
-            malformed: list[int] = []
+            malformed: tuple[list[str], bool] = ([], False)
             if len(t.book):
-                batch, malformed, levels = book_batch(t.book)
+                batch, positions, levels = book_batch(t.book)
+                if positions:
+                    malformed = malformed_details(t.book, positions)
                 self.writer.write("book", t.market, t.symbol, batch)
                 rows["book"] = batch.num_rows
                 if self.config.live_spread:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from nova.contract import BBO, BOOK, EVENTS, FUNDING, TRADES
-from recorder.levels import OK, parse_texts
+from recorder.levels import OK, parse_texts, plain_decimal
 from recorder.sequencer import NULL, SNAPSHOT, STALE, BookColumns
 
 _SIDES = pa.array(["bid", "ask"], pa.string())
@@ -37,15 +38,19 @@ def book_batch(cols: BookColumns) -> tuple[pa.RecordBatch, list[int], Levels]:
     """The rows of the ``book`` table for a run of sequenced messages (one row per level, in msg order).
 
     Returns the batch, the positions of malformed messages, and the parsed levels. A malformed message keeps
-    its place (one row, no levels, stale) and every later message of the run is marked stale: the book
-    cannot be rebuilt past a message whose changes are unknown, until the resync the caller then requests.
+    its place (one row, no levels, stale) and every later message of the run up to the next snapshot is
+    marked stale: the book cannot be rebuilt past a message whose changes are unknown, until a snapshot
+    (the resync the caller requests when none follows in the run, see ``malformed_details``).
     """
     n = len(cols)
     nb, na, status, side_codes, prices, amounts = parse_texts(cols.texts)
     flags = np.frombuffer(cols.flags, dtype=np.int8).copy() if n else np.zeros(0, np.int8)
     malformed = np.flatnonzero(status != OK).tolist()
     if malformed:
-        flags[malformed[0]:] |= STALE
+        snapshots = np.flatnonzero(flags & SNAPSHOT)
+        for m in malformed:
+            after = snapshots[snapshots > m]
+            flags[m:int(after[0]) if len(after) else n] |= STALE
     levels = nb + na
     parsed = Levels(side_codes, prices, amounts, levels, flags, np.frombuffer(cols.last_id, dtype=np.int64),
                     np.frombuffer(cols.ts_recv, dtype=np.int64))
@@ -87,6 +92,48 @@ def book_batch(cols: BookColumns) -> tuple[pa.RecordBatch, list[int], Levels]:
         pa.array(amounts, pa.float64(), mask=mask),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=BOOK), malformed, parsed
+
+
+def malformed_details(cols: BookColumns, malformed: list[int]) -> tuple[list[str], bool]:
+    """A short ledger detail for each malformed message of a run, and whether the book is still broken at the
+    end of the run (no snapshot follows the last malformed message, so the caller must resync)."""
+    details = []
+    for m in malformed:
+        what = "snapshot" if cols.flags[m] & SNAPSHOT else "diff-depth message"
+        details.append(f"malformed {what} msg {cols.msg[m]} [U={cols.first_id[m]}, u={cols.last_id[m]}] "
+                       f"({level_problem(cols.texts[m])}); book resynced")
+    broken = bool(malformed) and not any(cols.flags[i] & SNAPSHOT for i in range(malformed[-1] + 1, len(cols)))
+    return details, broken
+
+
+def level_problem(text: str) -> str:
+    """What is wrong with the level arrays of a message the compiled parser refused (for the ledger)."""
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(message, dict):
+        return "not a JSON object"
+    for key in ("b", "a"):
+        levels = message.get(key)
+        if not isinstance(levels, list):
+            return f"{key!r} is not an array of levels"
+        for level in levels:
+            if not (isinstance(level, list) and len(level) == 2):
+                return f"a {key!r} level is not [price, size]: {_short(level)}"
+            for value in level:
+                try:
+                    plain_decimal(value)
+                except (TypeError, ValueError):
+                    return f"a {key!r} level holds {_short(value)}, not a plain decimal string"
+    return "not in Binance's compact form"
+
+
+def _short(value: object) -> str:
+    try:
+        return orjson.dumps(value)[:40].decode(errors="replace")
+    except TypeError:
+        return repr(value)[:40]
 
 
 def records_batch(schema: pa.Schema, rows: list[tuple]) -> pa.RecordBatch:

@@ -99,19 +99,42 @@ class BookSequencer:
             self.need_resync_ledger = False
         self.live, self.synced, self.last_id = True, False, last_update_id
         held, self.held = self.held, []
-        for diff in held:
+        for i, diff in enumerate(held):
+            if not self.live:  # a gap among them: the rest wait for the resync, as they would arriving now
+                self.held = held[i:]
+                break
             self._apply(diff)
 
     def on_snapshot_requested(self) -> None:
         """A snapshot is on its way: hold what arrives until it lands, so nothing newer is lost behind it."""
         self.live = False
 
-    def invalidate(self) -> None:
-        """A message turned out malformed after it was sequenced: nothing after it can be trusted until a
-        new snapshot, including what was sequenced since and not yet written."""
-        for i in range(len(self.out.flags)):
-            self.out.flags[i] |= STALE
-        self.stale += len(self.out.flags)
+    def invalidate(self, ts: int) -> None:
+        """A message turned out malformed after it was sequenced (its levels are read when rows are built):
+        nothing after it can be trusted until a new snapshot, including what was sequenced since and not yet
+        written. If a snapshot was already sequenced since, it re-anchored the book (Binance's id rules over
+        the diffs after it catch anything it lacks), so only what came before it is stale."""
+        flags = self.out.flags
+        for i in range(len(flags)):
+            if flags[i] & SNAPSHOT:
+                return
+            if not flags[i] & STALE:
+                flags[i] |= STALE
+                self.stale += 1
+        self._lost(ts, "a diff-depth message with malformed levels: its changes are unknown; resyncing")
+
+    def on_malformed(self, ts: int) -> None:
+        """A diff-depth message arrived that cannot be sequenced (no ids, wrong types, no level arrays) or a
+        frame that could have been one could not be read: its changes are unknown, so nothing after it can
+        be applied until a snapshot taken after it."""
+        self._lost(ts, "a malformed diff-depth message: its changes are unknown; resyncing")
+
+    def _lost(self, ts: int, detail: str) -> None:
+        """The book lost a message's changes. Ledgered as a gap (readers stop trusting the book until the
+        next snapshot, as for a broken id chain) when the book was trusted until now."""
+        if self.live:
+            self.gaps += 1
+            self.ledger(ts, "gap", None, None, detail)
         self.live = False
         self.need_resync_ledger = True
         self.request_resync()

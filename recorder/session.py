@@ -15,9 +15,14 @@ from typing import Any
 import orjson
 
 from nova.markets import Market, Symbol
+from recorder.levels import plain_decimal
 from recorder.sequencer import NULL, BookColumns, BookSequencer
 
 STREAMS = ("book", "bbo", "trades", "funding")
+# How ccxt names each stream's subscription on a connection (the key ends with the marker and the symbol).
+STREAM_MARKERS = {"book": "orderbook::", "bbo": "bookTicker@", "trades": "trade::", "funding": "markPrice@"}
+MAX_ID = 2**63 - 1  # ids are stored as int64
+MAX_MS = (2**63 - 1) // 1_000_000  # times in ms must still fit as ns in an int64
 
 
 @dataclass
@@ -104,35 +109,76 @@ class MarketSession:
         if since is not None:
             self.ledger(state, stream, ts, "reconnect", None, None, f"receiving again after {(ts - since) / 1e9:.1f} s")
 
-    def _state(self, message: Any) -> SymbolState | None:
-        state = self.states.get(message.get("s")) if isinstance(message, dict) else None
+    def _state(self, message: Any, stream: str, ts: int) -> SymbolState | None:
+        """The symbol a message is for; a message without one we record is ledgered (and never a row)."""
+        symbol = message.get("s") if isinstance(message, dict) else None
+        state = self.states.get(symbol) if type(symbol) is str else None
         if state is None:
             self.unknown_symbols += 1
+            if type(symbol) is str:
+                self._bad(None, stream, ts, message, f"symbol {symbol[:20]!r} is not recorded here")
+            else:
+                self._bad(None, stream, ts, message, "no symbol")
+                if stream == "book":  # it may have been a diff of any of our books
+                    for st in self.states.values():
+                        st.seq.on_malformed(ts)
         return state
 
     def _bad(self, state: SymbolState | None, stream: str, ts: int, message: Any, why: str) -> None:
         """A message that does not have Binance's shape: ledgered, never written as a row."""
-        text = orjson.dumps(message)[:200].decode(errors="replace") if isinstance(message, dict | list) else \
-            repr(message)[:200]
         for st in [state] if state else self.states.values():
-            self.ledger(st, stream, ts, "error", None, None, f"malformed {stream} message ({why}): {text}")
+            self.ledger(st, stream, ts, "error", None, None, f"malformed {stream} message ({why}): {_preview(message)}")
+
+    def streams_on(self, client: Any) -> list[tuple[SymbolState, str]]:
+        """The (symbol, stream) pairs subscribed on one ccxt connection, in ``STREAMS`` order per symbol."""
+        keys = [k for k in [*(getattr(client, "subscriptions", None) or {}), *(getattr(client, "futures", None) or {})]
+                if isinstance(k, str)]
+        out = []
+        for state in self.states.values():
+            symbol = state.symbol.ccxt_symbol(self.market)
+            out.extend((state, stream) for stream, marker in STREAM_MARKERS.items()
+                       if any(k.endswith(marker + symbol) for k in keys))
+        return out
+
+    def on_unexpected(self, market: Market, client: Any, message: Any, ts: int, why: str, decoded: bool) -> None:
+        """A frame ccxt would choke on or ignore (binary, broken JSON, an unknown event type): one error per
+        symbol whose streams share the connection, on its first stream there. A frame that could not even be
+        decoded might have been a diff of a book on that connection, so that book is resynced."""
+        pairs = self.streams_on(client)
+        symbol = message.get("s") if isinstance(message, dict) else None
+        if type(symbol) is str and symbol in self.states:
+            pairs = [p for p in pairs if p[0] is self.states[symbol]] or [(self.states[symbol], "book")]
+        if not pairs:
+            pairs = [(st, "book") for st in self.states.values()]
+        first: dict[str, tuple[SymbolState, str]] = {}
+        for state, stream in pairs:
+            first.setdefault(state.symbol.exchange_id, (state, stream))
+        text = _preview(message)
+        for state, stream in first.values():
+            self.ledger(state, stream, ts, "error", None, None, f"unexpected frame ({why}): {text}")
+            if not decoded and any(s is state and st == "book" for s, st in pairs):
+                state.seq.on_malformed(ts)
 
     # ---- the Sink ------------------------------------------------------------------------------------------------
     def on_depth(self, market: Market, message: dict, raw: str | None, ts: int) -> None:
-        state = self._state(message)
+        state = self._state(message, "book", ts)
         if state is None:
             return
         try:
             first, last, event_ms = message["U"], message["u"], message["E"]
-            prev = message.get("pu", NULL) if market == "perp" else NULL
+            prev = message["pu"] if market == "perp" else NULL
             trade_ms = message.get("T", NULL)
             if not (type(first) is int and type(last) is int and type(event_ms) is int and type(prev) is int
-                    and type(trade_ms) is int and 0 < first <= last):
+                    and type(trade_ms) is int and 0 < first <= last <= MAX_ID and 0 < event_ms <= MAX_MS
+                    and (trade_ms == NULL or 0 < trade_ms <= MAX_MS) and (market == "spot" or 0 <= prev <= MAX_ID)):
                 raise TypeError("ids and times must be positive integers with U <= u")
-            if market == "perp" and prev == NULL:
-                raise KeyError("pu")
+            if type(message["b"]) is not list or type(message["a"]) is not list:
+                raise TypeError("b and a must be arrays of levels")
         except (KeyError, TypeError) as exc:
-            self._bad(state, "book", ts, message, str(exc))
+            # Its level changes are unknown (Binance's ids chain over it), so the book must be resynced;
+            # the levels themselves are checked when the rows are built (rows.book_batch).
+            self._bad(state, "book", ts, message, _why(exc))
+            state.seq.on_malformed(ts)
             return
         stats = state.stats["book"]
         stats.messages += 1
@@ -148,25 +194,27 @@ class MarketSession:
             return
         try:
             bids, asks, last_id = response["bids"], response["asks"], response["lastUpdateId"]
-            if type(last_id) is not int or not isinstance(bids, list) or not isinstance(asks, list):
-                raise TypeError("lastUpdateId must be an integer and bids/asks lists")
+            if not (type(last_id) is int and 0 < last_id <= MAX_ID) or not isinstance(bids, list) \
+                    or not isinstance(asks, list):
+                raise TypeError("lastUpdateId must be a positive integer and bids/asks lists")
         except (KeyError, TypeError) as exc:
-            self._bad(state, "book", ts, response, str(exc))
+            self._bad(state, "book", ts, response, _why(exc))
             return
         event_ms, trade_ms = response.get("E", NULL), response.get("T", NULL)
         text = orjson.dumps({"b": bids, "a": asks}).decode()
-        state.seq.on_snapshot(ts, event_ms if type(event_ms) is int else NULL,
-                              trade_ms if type(trade_ms) is int else NULL, last_id, text, len(bids) + len(asks))
+        state.seq.on_snapshot(ts, event_ms if type(event_ms) is int and 0 < event_ms <= MAX_MS else NULL,
+                              trade_ms if type(trade_ms) is int and 0 < trade_ms <= MAX_MS else NULL, last_id, text,
+                              len(bids) + len(asks))
 
     def on_bbo(self, market: Market, message: dict, ts: int) -> None:
-        state = self._state(message)
+        state = self._state(message, "bbo", ts)
         if state is None:
             return
         try:
-            row = (ts, message["E"] * 1_000_000 if market == "perp" else None, _int(message["u"]),
+            row = (ts, _time(message["E"]) if market == "perp" else None, _int(message["u"]),
                    _num(message["b"]), _num(message["B"]), _num(message["a"]), _num(message["A"]))
         except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "bbo", ts, message, str(exc))
+            self._bad(state, "bbo", ts, message, _why(exc))
             return
         state.bbo.append(row)
         state.latest_bbo = row
@@ -177,14 +225,14 @@ class MarketSession:
             self._back(state, "bbo", ts)
 
     def on_trade(self, market: Market, message: dict, ts: int) -> None:
-        state = self._state(message)
+        state = self._state(message, "trades", ts)
         if state is None:
             return
         try:
-            row = (ts, _int(message["E"]) * 1_000_000, _int(message["t"]), _num(message["p"], positive=True),
+            row = (ts, _time(message["E"]), _int(message["t"]), _num(message["p"], positive=True),
                    _num(message["q"], positive=True), "sell" if _bool(message["m"]) else "buy")
         except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "trades", ts, message, str(exc))
+            self._bad(state, "trades", ts, message, _why(exc))
             return
         state.trades.append(row)
         stats = state.stats["trades"]
@@ -194,14 +242,16 @@ class MarketSession:
             self._back(state, "trades", ts)
 
     def on_funding(self, market: Market, message: dict, ts: int) -> None:
-        state = self._state(message)
+        state = self._state(message, "funding", ts)
         if state is None:
             return
         try:
-            row = (ts, _int(message["E"]) * 1_000_000, _num(message["p"]), _num(message["i"]),
-                   _rate(message["r"]), _int(message["T"]) * 1_000_000)
+            if market != "perp":
+                raise ValueError("markPrice is a USDT-M stream")
+            row = (ts, _time(message["E"]), _num(message["p"], positive=True), _num(message["i"]),
+                   _rate(message["r"]), _time(message["T"]))
         except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "funding", ts, message, str(exc))
+            self._bad(state, "funding", ts, message, _why(exc))
             return
         state.funding.append(row)
         state.latest_funding = row[4]
@@ -245,10 +295,8 @@ class MarketSession:
 
 def _num(value: Any, positive: bool = False) -> float:
     """A Binance decimal string as a float; rejects what a price or size cannot be."""
-    if type(value) is not str:
-        raise TypeError(f"expected a decimal string, got {type(value).__name__}")
-    number = float(value)
-    if not (number >= 0) or number == float("inf") or (positive and number == 0):
+    number = plain_decimal(value)
+    if positive and number == 0:
         raise ValueError(f"'{value}' is not a valid price or size")
     return number
 
@@ -256,19 +304,42 @@ def _num(value: Any, positive: bool = False) -> float:
 def _rate(value: Any) -> float:
     if type(value) is not str:
         raise TypeError(f"expected a decimal string, got {type(value).__name__}")
-    number = float(value)
-    if number != number or abs(number) > 1:
+    number = -plain_decimal(value[1:]) if value.startswith("-") else plain_decimal(value)
+    if abs(number) > 1:
         raise ValueError(f"'{value}' is not a funding rate")
     return number
 
 
 def _int(value: Any) -> int:
-    if type(value) is not int or value < 0:
-        raise TypeError(f"expected a non-negative integer, got {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise TypeError(f"expected a non-negative integer, got {str(value)[:40]!r}")
     return value
+
+
+def _time(value: Any) -> int:
+    """A Binance time in ms as ns."""
+    if type(value) is not int or not 0 < value <= MAX_MS:
+        raise TypeError(f"expected a time in ms, got {str(value)[:40]!r}")
+    return value * 1_000_000
 
 
 def _bool(value: Any) -> bool:
     if type(value) is not bool:
-        raise TypeError(f"expected a boolean, got {value!r}")
+        raise TypeError(f"expected a boolean, got {str(value)[:40]!r}")
     return value
+
+
+def _why(exc: Exception) -> str:
+    return f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc)
+
+
+def _preview(message: Any) -> str:
+    """The start of a message for the ledger (never the whole of an oversized one)."""
+    if isinstance(message, dict | list):
+        try:
+            return orjson.dumps(message)[:200].decode(errors="replace")
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+    if isinstance(message, str | bytes):
+        return repr(message[:200])
+    return repr(message)[:200]

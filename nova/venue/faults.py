@@ -8,20 +8,26 @@ A fault is written ``KIND[=ARG]:MARKET@WHEN``:
 - ``stall=5:spot@every1m`` holds every spot frame for 5 s each minute;
 - ``snapshot-delay=3:perp@every1m`` makes the next perp REST snapshot take 3 s;
 - ``snapshot-fail=2:spot@45s`` makes the next 2 spot snapshots fail with HTTP 503;
-- ``shutdown:all@every2m`` sends Binance's ``serverShutdown`` notice, then closes the connections.
+- ``shutdown:all@every2m`` sends Binance's ``serverShutdown`` notice, then closes the connections;
+- ``malformed=nan/bookTicker:perp@every10s`` makes the next perp bookTicker of every symbol malformed
+  (``malformed=KIND[/STREAM]``; the stream defaults to ``depth``; a bare ``malformed``, or the kind ``any``
+  as in ``malformed=any/trade:spot@every5s``, takes the kinds of ``nova.venue.malformed`` in turn, one per
+  firing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from dataclasses import dataclass
 
 from nova.units import parse_duration
+from nova.venue import malformed as bad
 from nova.venue.server import Venue
 
-KINDS = ("gap", "close", "abort", "stall", "snapshot-delay", "snapshot-fail", "shutdown")
-_SPEC = re.compile(r"^(?P<kind>[a-z-]+)(?:=(?P<arg>[0-9.]+))?:(?P<market>spot|perp|all)@(?P<every>every)?"
+KINDS = ("gap", "close", "abort", "stall", "snapshot-delay", "snapshot-fail", "shutdown", "malformed")
+_SPEC = re.compile(r"^(?P<kind>[a-z-]+)(?:=(?P<arg>[0-9a-z./-]+))?:(?P<market>spot|perp|all)@(?P<every>every)?"
                    r"(?P<when>[0-9a-z.]+)$")
 
 
@@ -32,6 +38,8 @@ class FaultSpec:
     arg: float | None
     at_s: float
     every: bool
+    malformed: str | None = None  # KIND of a ``malformed`` fault (None: every kind in turn)
+    stream: str = "depth"  # the stream a ``malformed`` fault damages
 
     @classmethod
     def parse(cls, text: str) -> FaultSpec:
@@ -42,11 +50,29 @@ class FaultSpec:
         at = parse_duration(m.group("when"))
         if m.group("every") and at <= 0:
             raise ValueError(f"'{text}' repeats every 0 s; give a positive interval")
-        arg = float(m.group("arg")) if m.group("arg") else None
-        return cls(m.group("kind"), m.group("market"), arg, at, bool(m.group("every")))
+        kind, raw = m.group("kind"), m.group("arg")
+        if kind == "malformed":
+            what, _, stream = (raw or "").partition("/")
+            what = "" if what == "any" else what
+            try:
+                family = bad.stream_family(stream or "depth")
+                if what:
+                    bad.check_kind(what)
+            except ValueError as exc:
+                raise ValueError(f"'{text}': {exc}") from None
+            if family == "markPrice" and m.group("market") != "perp":
+                raise ValueError(f"'{text}': markPrice is a USDT-M stream; use :perp")
+            return cls(kind, m.group("market"), None, at, bool(m.group("every")), what or None, family)
+        try:
+            arg = float(raw) if raw else None
+        except ValueError:
+            raise ValueError(f"'{text}': the argument of {kind} must be a number") from None
+        return cls(kind, m.group("market"), arg, at, bool(m.group("every")))
 
 
-async def apply_fault(venue: Venue, spec: FaultSpec) -> None:
+async def apply_fault(venue: Venue, spec: FaultSpec, firing: int = 0) -> None:
+    """Inject one fault; ``firing`` counts the earlier firings of a repeating spec (a bare ``malformed``
+    takes the next kind each time)."""
     markets = ("spot", "perp") if spec.market == "all" else (spec.market,)
     for market in markets:
         if spec.kind == "gap":
@@ -63,6 +89,12 @@ async def apply_fault(venue: Venue, spec: FaultSpec) -> None:
             venue.snapshot_fault(market, fail=int(spec.arg or 1))  # type: ignore[arg-type]
         elif spec.kind == "shutdown":
             await venue.server_shutdown(market)  # type: ignore[arg-type]
+        elif spec.kind == "malformed":
+            kinds = list(bad.KINDS)
+            kind = spec.malformed or kinds[firing % len(kinds)]
+            for inst in venue.source.instruments:
+                if inst.market == market:
+                    venue.inject_malformed(market, inst.symbol.exchange_id, kind, spec.stream)  # type: ignore[arg-type]
 
 
 async def run_schedule(venue: Venue, specs: list[FaultSpec]) -> None:
@@ -70,8 +102,8 @@ async def run_schedule(venue: Venue, specs: list[FaultSpec]) -> None:
 
     async def one(spec: FaultSpec) -> None:
         await asyncio.sleep(spec.at_s)
-        while True:
-            await apply_fault(venue, spec)
+        for firing in itertools.count():
+            await apply_fault(venue, spec, firing)
             if not spec.every:
                 return
             await asyncio.sleep(spec.at_s)

@@ -7,7 +7,7 @@ so that the real ccxt.pro client, unchanged but for its URLs, cannot tell the di
 
 The control API under ``/_venue`` exposes the truth (the venue's own book), pause/resume, and the faults
 tests inject: a dropped message (sequence gap), closed connections, a stalled stream, slow or failing
-snapshots, and Binance's ``serverShutdown`` notice.
+snapshots, Binance's ``serverShutdown`` notice, and malformed frames (``nova.venue.malformed``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from nova.markets import Market
+from nova.venue import malformed as bad
 from nova.venue.instruments import exchange_info
 from nova.venue.source import FeedSource
-from nova.venue.streams import parse_stream
+from nova.venue.streams import DEPTH_SPEEDS_MS, MARK_PRICE_SPEEDS_S, depth_key, mark_key, parse_stream
 
 log = logging.getLogger("nova.venue")
 
@@ -59,15 +60,16 @@ def _dumps(obj: Any) -> str:
 _WRITE_HIGH_WATER = 4 << 20
 
 
-def _frame(text: str) -> bytes:
-    """One unmasked WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    data = text.encode()
+def _frame(text: str | bytes, binary: bool = False) -> bytes:
+    """One unmasked WebSocket text (or binary) frame (RFC 6455 §5.2), as a server sends it."""
+    data = text.encode() if isinstance(text, str) else text
     n = len(data)
+    head = 0x82 if binary else 0x81
     if n < 126:
-        return bytes((0x81, n)) + data
+        return bytes((head, n)) + data
     if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + data
-    return struct.pack("!BBQ", 0x81, 127, n) + data
+        return struct.pack("!BBH", head, 126, n) + data
+    return struct.pack("!BBQ", head, 127, n) + data
 
 
 def _ws_error(code: int, msg: str, req_id: Any = None) -> str:
@@ -165,6 +167,8 @@ class MarketStats:
     snapshots_inside: int = 0  # snapshots whose lastUpdateId fell strictly inside the next message's [U, u]
     snapshots_failed: int = 0
     connections_total: int = 0
+    malformed_sent: int = 0  # malformed frames sent to clients (never counted in frames_sent)
+    malformed_replaced: int = 0  # real messages replaced by a corrupted copy (their changes never sent)
     last_u: dict[str, int] = field(default_factory=dict)
 
 
@@ -178,6 +182,8 @@ class Venue:
         self._subs: dict[tuple[Market, str, str], dict[Connection, str]] = {}
         self.stats: dict[Market, MarketStats] = {"spot": MarketStats(), "perp": MarketStats()}
         self._drop_next: set[tuple[Market, str, str]] = set()
+        # (market, stream_id, key) -> pending malformed injections: (kind, size) per next real message
+        self._malformed: dict[tuple[Market, str, str], deque[tuple[str, int]]] = {}
         self._snapshot_checks: dict[tuple[Market, str], list[int]] = {}
         self._stalled_until: dict[Market, float] = {"spot": 0.0, "perp": 0.0}
         self._snapshot_delay: dict[Market, list[float]] = {"spot": [], "perp": []}
@@ -278,11 +284,37 @@ class Venue:
             subs = self._subs.get(sub_key)
             if not subs:
                 continue
-            for conn, name in subs.items():
-                conn.send(f'{{"stream":"{name}","data":{text}}}' if conn.combined else text)
+            if self._malformed and sub_key in self._malformed:
+                self._publish_malformed(sub_key, subs, text)
+            else:
+                for conn, name in subs.items():
+                    conn.send(f'{{"stream":"{name}","data":{text}}}' if conn.combined else text)
             sent += len(subs)
         if sent and ids is not None:  # frames_sent is counted by the writers (Connection.writer)
             self._check_snapshots(market, stream_id, ids)
+
+    def _publish_malformed(self, sub_key: tuple[Market, str, str], subs: dict[Connection, str], text: str) -> None:
+        """Send the next pending malformed frame of a stream with (or instead of) the real message ``text``."""
+        market, _, key = sub_key
+        pending = self._malformed[sub_key]
+        kind, size = pending.popleft()
+        if not pending:
+            del self._malformed[sub_key]
+        payload, binary = bad.corrupt(kind, bad.family_of_key(key), text, size)
+        adding = kind in bad.ADDING
+        stats = self.stats[market]
+        for conn, name in subs.items():
+            if adding:
+                conn.send(f'{{"stream":"{name}","data":{text}}}' if conn.combined else text)
+            body = payload
+            if conn.combined:
+                body = (f'{{"stream":"{name}","data":'.encode() + payload + b"}" if isinstance(payload, bytes)
+                        else f'{{"stream":"{name}","data":{payload}}}')
+            conn.send(_frame(body, binary))  # a built frame: not counted in messages_sent
+        stats.malformed_sent += len(subs)
+        if not adding:
+            stats.malformed_replaced += 1
+        log.info("sent a malformed (%s) %s message to %d %s client(s)", kind, key, len(subs), market)
 
     def _check_snapshots(self, market: Market, stream_id: str, ids: tuple[int, int]) -> None:
         """Count snapshots whose id fell strictly inside the [U, u] of the next message clients saw."""
@@ -505,6 +537,8 @@ class Venue:
                 "connections_total": s.connections_total,
                 "subscriptions": sorted({n for c in conns for n in c.streams}),
                 "dropped": s.dropped,
+                "malformed_sent": s.malformed_sent,
+                "malformed_replaced": s.malformed_replaced,
                 "snapshots_served": s.snapshots_served,
                 "snapshots_inside": s.snapshots_inside,
                 "snapshots_failed": s.snapshots_failed,
@@ -529,6 +563,32 @@ class Venue:
             keys = {stream}
         for key in keys:
             self._drop_next.add((market, stream_id, key))
+        return len(keys)
+
+    def inject_malformed(self, market: Market, exchange_id: str, kind: str, stream: str = "depth", count: int = 1,
+                         size: int = bad.OVERSIZED_BYTES) -> int:
+        """Make the next ``count`` messages of ``stream`` malformed (``kind``, see ``nova.venue.malformed``).
+
+        ``stream`` is ``depth`` (every depth speed clients listen to), ``bookTicker``, ``trade``, ``aggTrade``
+        or ``markPrice`` (recorder names ``book``, ``bbo``, ``trades``, ``funding`` are accepted too). Returns
+        the number of stream keys armed; each of them corrupts (or adds after) its own next messages.
+        """
+        bad.check_kind(kind)
+        family = bad.stream_family(stream)
+        if family == "markPrice" and market != "perp":
+            raise ValueError("markPrice is a USDT-M stream; use market=perp")
+        if count < 1 or size < 1:
+            raise ValueError("count and size must be positive")
+        if self.source.instrument(market, exchange_id) is None:
+            raise ValueError(f"no {market} symbol {exchange_id!r}")
+        stream_id = exchange_id.lower()
+        keys = {k for (m, s, k), subs in self._subs.items() if m == market and s == stream_id and subs
+                and bad.family_of_key(k) == family}
+        if not keys:
+            keys = ({depth_key(ms) for ms in DEPTH_SPEEDS_MS} if family == "depth" else
+                    {mark_key(s) for s in MARK_PRICE_SPEEDS_S} if family == "markPrice" else {family})
+        for key in keys:
+            self._malformed.setdefault((market, stream_id, key), deque()).extend([(kind, size)] * count)
         return len(keys)
 
     async def close_connections(self, market: Market | None = None, abort: bool = False) -> int:
@@ -628,7 +688,15 @@ class Venue:
                 task = self._spawn(self.server_shutdown(market, float(q["grace"]) if "grace" in q else None))
                 del task
                 return web.json_response({"shutdown": market or "all"})
+            if kind == "malformed":
+                market = self._market_arg(request, required=True)
+                assert market is not None
+                what, stream = q.get("kind", ""), q.get("stream", "depth")
+                n = self.inject_malformed(market, q.get("symbol", "ETHUSDT"), what, stream,
+                                          count=int(q.get("count", "1")),
+                                          size=int(q.get("size", str(bad.OVERSIZED_BYTES))))
+                return web.json_response({"malformed": n, "kind": what, "stream": bad.stream_family(stream)})
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"error": f"unknown fault {kind!r}; use drop, close, stall, snapshot or "
-                                  "shutdown"}, status=404)
+        return web.json_response({"error": f"unknown fault {kind!r}; use drop, close, stall, snapshot, "
+                                  "shutdown or malformed"}, status=404)
