@@ -210,9 +210,7 @@ def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: b
                    flush: str, rotate: str, stall: str, spot_depth: str, perp_depth: str, fee_spot: float,
                    fee_perp: float) -> Any:
     from nova.markets import Symbol
-    from nova.spread import SpreadParams
     from recorder.endpoints import check_venue_url
-    from recorder.recorder import RecorderConfig
     from recorder.session import STREAMS
 
     try:
@@ -240,11 +238,16 @@ def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: b
         raise fail(f"--tables {tables}: choose from {', '.join(STREAMS)} (comma-separated)")
     if fee_spot < 0 or fee_perp < 0:
         raise fail("fees are in basis points and cannot be negative")
+    flush_s, rotate_s, stall_s = (_duration("--flush", flush) or 1.0, _duration("--rotate", rotate) or 900.0,
+                                  _duration("--stall", stall) or 30.0)
+    depth_ms = {"spot": _depth_speed("spot", spot_depth), "perp": _depth_speed("perp", perp_depth)}
+    # Only now the heavy imports (ccxt, numba): a typo in an option is answered at once.
+    from nova.spread import SpreadParams
+    from recorder.recorder import RecorderConfig
+
     return RecorderConfig(
         symbols=syms, data=str(data), endpoint=endpoint, markets=chosen, tables=wanted,  # type: ignore[arg-type]
-        flush_s=_duration("--flush", flush) or 1.0, rotate_s=_duration("--rotate", rotate) or 900.0,
-        stall_s=_duration("--stall", stall) or 30.0,
-        depth_ms={"spot": _depth_speed("spot", spot_depth), "perp": _depth_speed("perp", perp_depth)},
+        flush_s=flush_s, rotate_s=rotate_s, stall_s=stall_s, depth_ms=depth_ms,
         spread=SpreadParams(fee_spot_bps=fee_spot, fee_perp_bps=fee_perp))
 
 
@@ -323,9 +326,9 @@ def record(
     Examples: `nova record ETH/USDT`, `nova record ETH/USDT BTC/USDT --duration 8h`,
     `nova record ETH/USDT --venue http://127.0.0.1:8765 --duration 30s`.
     """
+    duration_s = _duration("--duration", duration)
     config = _record_config(symbols, data, venue, testnet, markets, tables, flush, rotate, stall, spot_depth,
                             perp_depth, fee_spot, fee_perp)
-    duration_s = _duration("--duration", duration)
     raise typer.Exit(run_async(lambda stop: _record(config, stop, duration_s, quiet)))
 
 

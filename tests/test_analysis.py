@@ -561,8 +561,36 @@ def test_compact_cli_on_a_closed_day(recordings: dict[str, Path], tmp_path: Path
         == (n_before, bytes_before, len(after), bytes_after)
 
 
-KILLABLE = ("import sys; from pathlib import Path; from analysis.compact import compact; print('ready', flush=True); "
-            f"compact(Path(sys.argv[1]), None, today='{FAR_FUTURE}')")
+# A compaction that SIGKILLs itself at a chosen point: just before or just after the n-th partition swap, or in the
+# middle of writing the n-th merged file. Deterministic, so every run is interrupted where it hurts most.
+KILLABLE = f"""
+import os, signal, sys
+from pathlib import Path
+import pyarrow.parquet as pq
+import analysis.compact as c
+root, phase, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+calls = {{"swap": 0, "write": 0}}
+swap, write = c.exchange_paths, pq.ParquetWriter.write_table
+
+def die(kind, when):
+    if phase == when and calls[kind] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def exchange(a, b):
+    calls["swap"] += 1
+    die("swap", "before")
+    swap(a, b)
+    die("swap", "after")
+
+def write_table(self, *args, **kwargs):
+    calls["write"] += 1
+    write(self, *args, **kwargs)
+    die("write", "write")
+
+c.exchange_paths, pq.ParquetWriter.write_table = exchange, write_table
+print("ready", flush=True)
+c.compact(root, None, today="{FAR_FUTURE}")
+"""
 
 
 def bigger_copy(src: Path, dst: Path, days: int) -> Path:
@@ -607,19 +635,15 @@ def test_interrupted_compaction_leaves_a_consistent_dataset(recordings: dict[str
         con = connect(root)
         assert {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in RECORDED_TABLES} == counts
 
-    rng = random.Random(20240301)
     interrupted = 0
-    for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(root)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+    for phase, n in (("after", 1), ("write", 2), ("before", 2), ("after", 2), ("write", 1), ("before", 1)):
+        proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(root), phase, str(n)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.3))
-        interrupted += proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        interrupted += proc.wait(60) == -signal.SIGKILL
         proc.stdout.close()
         consistent()
-    assert interrupted >= 3, "most kills must land while compaction runs"
+    assert interrupted == 6, "every run died where it was told to"
     assert 0 < len(merged) < len(old), "the kills left a half-compacted dataset"
     assert (root / STAGING).exists(), "a killed run leaves its staging folder"
     compact(root, None, today=FAR_FUTURE)
