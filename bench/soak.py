@@ -11,8 +11,8 @@ failing snapshot (plus a gap). At the end the venue is paused, the recorder catc
 and the script reports, per market: messages the venue wrote to the recorder's sockets, messages the
 recorder received, messages on disk, and the unaccounted ones (received but not on disk: must be 0; sent
 but not received are the frames in flight when a connection was dropped, each inside a ledgered
-disconnect). Also: RSS over time (first 10% vs last 10%), reconnect and resync times p50/p99, CPU per
-symbol. The last line is one JSON object.
+disconnect). Also: RSS over time (first 10% vs last 10%, and the peak), reconnect and resync times
+p50/p99, CPU per symbol. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -53,14 +53,15 @@ def get_json(url: str) -> Any:
     return json.loads(urllib.request.urlopen(url, timeout=10).read())
 
 
-def proc_sample(pid: int) -> tuple[float, float]:
-    """(RSS in MB, CPU seconds) of a process, from /proc."""
+def proc_sample(pid: int) -> tuple[float, float, float]:
+    """(RSS in MB, CPU seconds, peak RSS so far in MB) of a process, from /proc."""
     with open(f"/proc/{pid}/status") as fh:
-        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+        status = {line.split(":", 1)[0]: line.split()[1] for line in fh if line.startswith(("VmRSS:", "VmHWM:"))}
+    rss, peak = int(status["VmRSS"]) / 1024, int(status["VmHWM"]) / 1024
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return rss, cpu
+    return rss, cpu, peak
 
 
 async def child(url: str, data: str, result: str) -> None:
@@ -145,6 +146,7 @@ def main() -> None:
         url = venue.stdout.readline().strip()
         rec = subprocess.Popen([sys.executable, __file__, "--child", url, str(data), str(result)])
         samples: list[tuple[float, float, float]] = []
+        peak_rss = 0.0
         faults: list[str] = []
         started = time.monotonic()
         next_fault = started + 60
@@ -152,7 +154,7 @@ def main() -> None:
         try:
             while time.monotonic() - started < args.minutes * 60:
                 time.sleep(2)
-                rss, cpu = proc_sample(rec.pid)
+                rss, cpu, peak_rss = proc_sample(rec.pid)
                 samples.append((time.monotonic() - started, rss, cpu))
                 if time.monotonic() >= next_fault:
                     name, path = FAULTS[len(faults) % len(FAULTS)]
@@ -201,6 +203,7 @@ def main() -> None:
         "ledger": events,
         "rss_mb_first_10pct": round(first, 1), "rss_mb_last_10pct": round(last, 1),
         "rss_growth_pct": round((last / first - 1) * 100, 1) if first else None,
+        "rss_mb_peak": round(peak_rss, 1),
         "reconnect_s": percentiles(times["reconnect_s"]), "resync_s": percentiles(times["resync_s"]),
         "cpu_s_per_symbol_per_min": round(cpu_s / len(SYMBOLS) / args.minutes, 2),
     }
