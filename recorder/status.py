@@ -45,13 +45,16 @@ class StatusView:
         self.console = console
         self.live = live
         self.interval_s = interval_s if live else log_every_s
+        # rates are over the last interval; the first one is over the time since the view started, or the
+        # first log line (10 s in) would report 0/s for every stream
+        self._started = time.monotonic()
         self._last: dict[str, tuple[float, int]] = {}
 
     def _rates(self) -> dict[str, float]:
         now = time.monotonic()
         rates = {}
         for key, counts in self.recorder.summary().items():
-            then, before = self._last.get(key, (now, counts["messages"]))
+            then, before = self._last.get(key, (self._started, 0))
             rates[key] = (counts["messages"] - before) / (now - then) if now > then else 0.0
             self._last[key] = (now, counts["messages"])
         return rates
