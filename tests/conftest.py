@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -67,3 +69,12 @@ def ccxt_levels(orderbook: Any) -> tuple[list[list[float]], list[list[float]]]:
 
 def truth_levels(truth: dict) -> tuple[list[list[float]], list[list[float]]]:
     return ([[float(p), float(q)] for p, q in truth["bids"]], [[float(p), float(q)] for p, q in truth["asks"]])
+
+
+async def wait_until_recorded(rec: Any, venue: Venue, source: Any, timeout_s: float = 120.0) -> None:
+    """Wait until a capture playback has finished and the recorder's every book holds the venue's last id."""
+    deadline = time.monotonic() + timeout_s
+    while not source.finished or any(s.states["ETHUSDT"].seq.last_id != venue.truth(m, "ETHUSDT")["lastUpdateId"]
+                                     for m, s in rec.sessions.items()):
+        assert time.monotonic() < deadline, "the recording did not catch up with the playback"
+        await asyncio.sleep(0.1)

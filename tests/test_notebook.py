@@ -14,14 +14,13 @@ import csv
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from nova.venue import CaptureSource, Venue, VenueConfig
 from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH, REPO, realdata_file
+from tests.conftest import ETH, REPO, realdata_file, wait_until_recorded
 
 NOTEBOOK = REPO / "notebooks" / "spread_analysis.ipynb"
 NEEDS_EXTRA = "the notebook tests need the test extra (pip install -e '.[test]')"
@@ -55,11 +54,7 @@ async def record_real_captures(root: Path) -> None:
                                   live_spread=False))
     try:
         await rec.start()
-        deadline = time.monotonic() + 90
-        while not source.finished or any(s.states["ETHUSDT"].seq.last_id != venue.truth(m, "ETHUSDT")["lastUpdateId"]
-                                         for m, s in rec.sessions.items()):
-            assert time.monotonic() < deadline, "the recording did not catch up with the playback"
-            await asyncio.sleep(0.1)
+        await wait_until_recorded(rec, venue, source, timeout_s=90)
         await asyncio.sleep(0.3)  # the last bookTickers and trades of the capture
     finally:
         await rec.stop()

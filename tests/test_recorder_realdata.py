@@ -3,14 +3,12 @@ Binance's own rules applied to the raw capture (tests/oracle.py) at every messag
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 from nova.venue import CaptureSource
 from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH, realdata_file
+from tests.conftest import ETH, realdata_file, wait_until_recorded
 from tests.oracle import read_table, rebuild_from_rows, replay_capture
 
 
@@ -23,13 +21,8 @@ async def test_recording_of_real_captures_matches_the_oracle(make_venue: Any, tm
     rec = Recorder(RecorderConfig(symbols=[ETH], data=str(tmp_path), endpoint=venue.url, flush_s=0.2,
                                   tables=("book",), snapshot_limit={"spot": 1000, "perp": 1000}))
     await rec.start()
-    deadline = time.monotonic() + 120
     try:
-        while not source.finished or any(
-                s.states["ETHUSDT"].seq.last_id != venue.truth(m, "ETHUSDT")["lastUpdateId"]
-                for m, s in rec.sessions.items()):
-            assert time.monotonic() < deadline, "the recording did not catch up with the playback"
-            await asyncio.sleep(0.1)
+        await wait_until_recorded(rec, venue, source)
     finally:
         await rec.stop()
     for market, files in (("spot", spot), ("perp", perp)):

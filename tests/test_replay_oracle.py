@@ -35,7 +35,7 @@ from recorder.sequencer import NULL, BookSequencer
 from recorder.status import take_readings
 from recorder.writer import DatasetWriter
 from replay import Replay
-from tests.conftest import ETH, realdata_file
+from tests.conftest import ETH, realdata_file, wait_until_recorded
 from tests.oracle import read_table
 
 # the merge priority at equal times (replay.kernel.SEGMENTS spells out the same order)
@@ -382,13 +382,8 @@ async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_ve
     rec = Recorder(RecorderConfig(symbols=[ETH], data=str(tmp_path), endpoint=venue.url, flush_s=0.2,
                                   tables=("book", "bbo"), snapshot_limit={"spot": 1000, "perp": 1000}))
     await rec.start()
-    deadline = time.monotonic() + 120
     try:
-        while not source.finished or any(
-                s.states["ETHUSDT"].seq.last_id != venue.truth(m, "ETHUSDT")["lastUpdateId"]
-                for m, s in rec.sessions.items()):
-            assert time.monotonic() < deadline, "the recording did not catch up with the playback"
-            await asyncio.sleep(0.1)
+        await wait_until_recorded(rec, venue, source)
     finally:
         await rec.stop()
     date = sorted(p.name[5:] for p in (tmp_path / "book").rglob("date=*"))[0]
