@@ -131,9 +131,11 @@ def parquet_options(table: str, archival: bool = False) -> dict:
 
     Ids and times grow by small steps, so DELTA_BINARY_PACKED stores them in a few bits; prices and sizes
     repeat, so dictionaries plus zstd beat BYTE_STREAM_SPLIT on them (measured 1.5-2x worse here). The
-    recorder writes at zstd 3 (about 5 M rows/s, 4.1-4.3 bytes per book row); ``archival`` (``nova compact``
-    of closed days) uses zstd 9 (about 2 M rows/s, a few % smaller); ``nova compact --zstd-level 19`` gets
-    4.04 on the real USDT-M capture for another 15x the CPU.
+    recorder writes at zstd 7: on the tiled real capture 3.96-4.00 bytes per book row against 4.10 at zstd 3
+    (DESIGN's target is 4), for ~20% more CPU in the Parquet write, which only runs when a file is finished
+    (rotation, stop), outside the per-message path. ``archival`` (``nova compact`` of closed days) uses zstd 9
+    (about 1% smaller again, and merged files share dictionaries); ``nova compact --zstd-level 19`` gets 4.04
+    on the real USDT-M capture alone for another 15x the CPU.
     """
     delta = {"book": ["ts_recv", "ts_event", "ts_trade", "first_id", "last_id", "prev_id", "msg"],
              "bbo": ["ts_recv", "ts_event", "update_id"],
@@ -145,11 +147,12 @@ def parquet_options(table: str, archival: bool = False) -> dict:
     names = [f.name for f in schema] if schema is not None else []
     return {
         "compression": "zstd",
-        "compression_level": 9 if archival else 3,
+        "compression_level": 9 if archival else RECORDER_ZSTD_LEVEL,
         "use_dictionary": [n for n in names if n not in delta],
         "column_encoding": {n: "DELTA_BINARY_PACKED" for n in delta},
         "write_statistics": True,
     }
 
 
+RECORDER_ZSTD_LEVEL = 7
 ROW_GROUP_ROWS = 1 << 20  # large enough for zstd and dictionaries to pay off, small enough to stream
