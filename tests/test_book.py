@@ -96,6 +96,34 @@ def test_any_sequence_matches_the_dict_oracle(batches: list[list[tuple[str, floa
         assert np.column_stack([prices, amounts]).tolist() == oracle.levels(name)[:3]
 
 
+# Deep books: hundreds of levels, messages in Binance's order (each side best first), so that the search from
+# one level's slot to the next crosses the short linear scan (up to 32 slots) and the gallop beyond it.
+DEEP_PRICES = st.integers(0, 600).map(lambda tick: round(2500.0 + tick * 0.01, 2))
+deep_rows = st.lists(st.tuples(st.sampled_from(["bid", "ask"]), DEEP_PRICES, st.sampled_from(AMOUNTS)),
+                     min_size=1, max_size=300)
+
+
+def binance_order(rows: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """One message's levels as Binance sends them: bids from the highest price, then asks from the lowest
+    (one change per price and side, the last one kept, as a message carries each level once)."""
+    last = {(side, price): amount for side, price, amount in rows}
+    bids = sorted(((s, p, a) for (s, p), a in last.items() if s == "bid"), key=lambda r: -r[1])
+    asks = sorted(((s, p, a) for (s, p), a in last.items() if s == "ask"), key=lambda r: r[1])
+    return bids + asks
+
+
+@FAST
+@given(messages=st.lists(deep_rows, min_size=1, max_size=12), capacity=st.sampled_from([1, 16, 1024]))
+def test_deep_books_fed_in_binance_order_match_the_dict_oracle(messages: list[list[tuple[str, float, float]]],
+                                                               capacity: int) -> None:
+    book, oracle = L2Book(capacity), DictBook()
+    for rows in messages:
+        ordered = binance_order(rows)
+        apply_rows(book, ordered)
+        oracle.apply(ordered)
+        assert_matches(book, oracle)
+
+
 @FAST
 @given(rows=rows_strategy, size=st.sampled_from([0.0, 0.0005, 0.5, 1.0, 2.5, 20.0, 100.0]))
 def test_vwap_matches_a_plain_walk(rows: list[tuple[str, float, float]], size: float) -> None:
