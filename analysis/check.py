@@ -7,13 +7,18 @@ What it verifies, and why each matters to a researcher:
   messages in ``msg`` order, and for every break, whether the ledger explains it: a ``gap`` event for that
   very message, or a disconnect, error, start or stop between the two messages. An unexplained break means
   the recording lost something silently, which must never happen;
-- the book rebuilt by the contract's rule is never crossed (best bid >= best ask) while it is valid.
+- the book rebuilt by the contract's rule is never crossed (best bid >= best ask) while it is valid (by
+  nova.validity's rule: between a snapshot and the next break of the ledger);
+- the day's runs came from one source (the ledger's provenance): a partition that mixes sources is not one
+  market, whatever its files say.
+
+Each row also says how much of its day was watched: the time the market's book was valid, from the ledger.
 """
 
 from __future__ import annotations
 
 import bisect
-import fcntl
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,9 +29,14 @@ from numba import njit
 
 from nova.book import ASK, BID, NO_SIDE, book_apply, book_best, book_clear, grow_books, new_books, side_codes
 from nova.contract import RECORDED_TABLES
+from nova.dataset import Dataset, run_sources
 from nova.errors import NovaError
+from nova.lock import held
+from nova.validity import Span, covered_ns
 
 _EXPLAINING = ("disconnect", "error", "start", "stop")
+HELD_NS = 60 * 10**9  # how long a recorder holds diffs behind a snapshot request, at most
+DAY_NS = 86_400 * 10**9
 
 
 @dataclass
@@ -40,6 +50,8 @@ class DayReport:
     messages: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
+    watched_s: float | None = None  # the market's book valid time that day (None: no book recorded)
+    sources: list[str] = field(default_factory=list)
     breaks: int = 0
     explained: int = 0
     crossed: int = 0
@@ -49,20 +61,22 @@ class DayReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.unreadable or self.leftovers or self.crossed or self.breaks != self.explained)
+        return not (self.unreadable or self.leftovers or self.crossed or self.breaks != self.explained
+                    or len(self.sources) > 1)
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["ok"] = self.ok
-        out["hours_covered"] = round((self.last_ts - self.first_ts) / 3.6e12, 4) if self.first_ts else 0.0
+        out["span_s"] = (self.last_ts - self.first_ts) / 1e9 if self.first_ts is not None and self.last_ts else 0.0
         return out
 
 
 @njit(nogil=True)
 def _rebuild(px: np.ndarray, qty: np.ndarray, n: np.ndarray, starts: np.ndarray, snapshot: np.ndarray,
-             stale: np.ndarray, sides: np.ndarray, prices: np.ndarray, amounts: np.ndarray,
+             stale: np.ndarray, valid: np.ndarray, sides: np.ndarray, prices: np.ndarray, amounts: np.ndarray,
              crossed: np.ndarray, first_message: int) -> int:
-    """Apply messages from ``first_message``; flag the crossed ones. Returns where a full book stopped it."""
+    """Apply messages from ``first_message``; flag the ones after which a valid book is crossed. Returns where
+    a full book stopped it."""
     for m in range(first_message, len(starts) - 1):
         lo, hi = starts[m], starts[m + 1]
         if snapshot[m]:
@@ -73,7 +87,7 @@ def _rebuild(px: np.ndarray, qty: np.ndarray, n: np.ndarray, starts: np.ndarray,
             return m
         bid, _ = book_best(px, qty, n, 0, BID)
         ask, _ = book_best(px, qty, n, 0, ASK)
-        if bid == bid and ask == ask and bid >= ask:
+        if valid[m] and bid == bid and ask == ask and bid >= ask:
             crossed[m] = True
     return len(starts) - 1
 
@@ -81,8 +95,10 @@ def _rebuild(px: np.ndarray, qty: np.ndarray, n: np.ndarray, starts: np.ndarray,
 class BookChecker:
     """Carries the book and the id chain of one market's book stream across its files and days."""
 
-    def __init__(self, market: str) -> None:
+    def __init__(self, market: str, spans: list[Span]) -> None:
         self.market = market
+        self.span_starts = np.array([sp.start_ns for sp in spans], dtype=np.int64)
+        self.span_ends = np.array([sp.end_ns for sp in spans], dtype=np.int64)
         self.px, self.qty, self.n = new_books(1, 4096)
         self.prev_last: int | None = None
         self.prev_ts: int | None = None
@@ -105,8 +121,11 @@ class BookChecker:
         prices = table.column("price").fill_null(0.0).to_numpy()
         amounts = table.column("amount").fill_null(0.0).to_numpy()
         crossed = np.zeros(len(starts), np.bool_)
+        effect = np.maximum.accumulate(ts)  # a message takes effect at the stream's running receive time
+        i = np.searchsorted(self.span_starts, effect, side="right") - 1
+        valid = (i >= 0) & (effect < self.span_ends[np.maximum(i, 0)])
         done = 0
-        while (done := _rebuild(self.px, self.qty, self.n, bounds, snapshot, stale, sides, prices, amounts,
+        while (done := _rebuild(self.px, self.qty, self.n, bounds, snapshot, stale, valid, sides, prices, amounts,
                                 crossed, done)) < len(starts):
             self.px, self.qty = grow_books(self.px, self.qty, 2 * self.px.shape[2])
         report.crossed += int(crossed.sum())
@@ -115,7 +134,12 @@ class BookChecker:
 
     def _chain(self, snapshot: np.ndarray, ts: np.ndarray, first: np.ndarray, last: np.ndarray,
                prev: np.ndarray, events: list[dict], report: DayReport) -> None:
-        gap_at = {(e["ts_recv"], e["received_id"]) for e in events if e["kind"] == "gap"}
+        # a gap is ledgered at the time it took effect, which for a diff held behind a snapshot is the
+        # snapshot's (later than the diff's own receive time)
+        gap_at: dict[int, list[int]] = {}
+        for e in events:
+            if e["kind"] == "gap" and e["received_id"] is not None:
+                gap_at.setdefault(e["received_id"], []).append(e["ts_recv"])
         other = sorted(e["ts_recv"] for e in events if e["kind"] in _EXPLAINING)
         for i in np.flatnonzero(~snapshot):
             if self.prev_last is not None:
@@ -124,7 +148,8 @@ class BookChecker:
                 if received != expected:
                     report.breaks += 1
                     t = int(ts[i])
-                    if (t, received) in gap_at or _any_between(other, self.prev_ts or 0, t):
+                    ledgered = any(t <= g <= t + HELD_NS for g in gap_at.get(received, ()))
+                    if ledgered or _any_between(other, self.prev_ts or 0, t):
                         report.explained += 1
                     else:
                         report.problems.append(f"unexplained id break at {t}: expected {expected}, "
@@ -137,90 +162,70 @@ def _any_between(sorted_ts: list[int], lo: int, hi: int) -> bool:
     return i < len(sorted_ts) and sorted_ts[i] <= hi
 
 
-def _recorder_running(data: Path) -> bool:
-    lock = data / ".nova-recorder.lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
-def _partitions(data: Path, table: str) -> dict[tuple[str, str, str], Path]:
-    out = {}
-    for date_dir in sorted((data / table).glob("exchange=*/market=*/symbol=*/date=*")):
-        market = date_dir.parent.parent.name.split("=", 1)[1]
-        symbol = date_dir.parent.name.split("=", 1)[1]
-        out[(market, symbol, date_dir.name.split("=", 1)[1])] = date_dir
-    return out
-
-
-def _read(path: Path, report: DayReport) -> pa.Table | None:
+def _read(data: Dataset, path: str, report: DayReport) -> pa.Table | None:
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, filesystem=data.fs)
     except (OSError, pa.ArrowException) as exc:
-        report.unreadable.append(str(path))
-        report.problems.append(f"{path} does not read ({str(exc).splitlines()[0][:120]})")
+        report.unreadable.append(path)
+        report.problems.append(f"{path} does not read ({str(exc).splitlines()[0][:120]}); move it away or "
+                               "restore it")
         return None
 
 
-def check(data: Path, date: str | None = None, symbol: str | None = None) -> list[DayReport]:
-    """Reports for every table, market, symbol and day (optionally one date and/or one symbol)."""
-    if not data.is_dir():
-        raise NovaError(f"the data directory {data} does not exist; point --data at a recording")
-    dash = symbol.replace("/", "-").upper() if symbol else None
-    running = _recorder_running(data)
+def check(root: Path | str, date: str | None = None, symbol: str | None = None) -> list[DayReport]:
+    """Reports for every table, market, symbol and day (optionally one date and/or one symbol, dashed)."""
+    data = Dataset(root)
+    if not data.exists():
+        raise NovaError(f"the data directory {root} does not exist; point --data at a recording")
+    running = held(data.root)
     reports: list[DayReport] = []
-    events: dict[tuple[str, str], list[dict]] = {}  # a break can be explained by the previous day's ledger
-    for (market, sym, _), folder in _partitions(data, "events").items():
-        for path in sorted(folder.glob("*.parquet")):
-            try:
-                rows = pq.read_table(path, columns=["ts_recv", "stream", "kind", "received_id"])
-            except (OSError, pa.ArrowException):
-                continue
-            rows = rows.set_column(0, "ts_recv", rows.column("ts_recv").cast(pa.int64()))
-            rows = rows.set_column(2, "kind", rows.column("kind").cast(pa.string()))
-            events.setdefault((market, sym), []).extend(r for r in rows.to_pylist() if r["stream"] == "book")
+    ledgers: dict[tuple[str, str], list[dict]] = {}  # a break can be explained by the previous day's ledger
+    spans: dict[tuple[str, str], list[Span]] = {}
+
+    def ledger_of(market: str, sym: str) -> list[dict]:
+        if (market, sym) not in ledgers:
+            ledgers[(market, sym)] = data.ledger(market, sym)
+            spans[(market, sym)] = data.book_spans(market, sym, ledgers[(market, sym)])
+        return ledgers[(market, sym)]
+
     for table in RECORDED_TABLES:
         checkers: dict[tuple[str, str], BookChecker] = {}
-        for (market, sym, day), folder in _partitions(data, table).items():
-            if (date and day != date) or (dash and sym != dash):
-                continue
+        for partition in data.partitions(table, symbol=symbol, date=date):
+            market, sym, day = partition.market, partition.symbol, partition.date
             report = DayReport(table, market, sym, day)
             reports.append(report)
-            for path in sorted(folder.iterdir()):
-                if path.name.startswith("."):
-                    if path.name.endswith(".parquet.tmp") or (path.name.endswith(".arrows") and not running):
-                        report.leftovers.append(str(path))
-                        report.problems.append(f"{path} was left by a crash (nova record recovers it on start)")
-                    continue
-                if path.suffix != ".parquet":
-                    continue
+            ledger = ledger_of(market, sym)
+            lo = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()) * 10**9
+            report.sources = run_sources(ledger, lo, lo + DAY_NS)
+            if len(report.sources) > 1:
+                report.problems.append(f"the day mixes recordings from {len(report.sources)} sources "
+                                       f"({'; '.join(report.sources)}): it is not one market; keep each source "
+                                       "in its own data directory")
+            if data.partitions("book", market, sym, day):
+                report.watched_s = covered_ns(spans[(market, sym)], lo, lo + DAY_NS) / 1e9
+            for path in data.leftovers(partition):
+                name = path.rsplit("/", 1)[-1]
+                if name.endswith(".parquet.tmp") or (name.endswith(".arrows") and not running):
+                    report.leftovers.append(path)
+                    report.problems.append(f"{path} was left by a crash (nova recover finishes it; so does the "
+                                           "next nova record on this directory)")
+            for path, _ in data.files(partition):
                 report.files += 1
-                content = _read(path, report)
+                content = _read(data, path, report)
                 if content is None or content.num_rows == 0:
                     continue
                 report.rows += content.num_rows
                 ts = content.column("ts_recv").cast(pa.int64())
-                lo, hi = int(np.min(ts.to_numpy())), int(np.max(ts.to_numpy()))
-                report.first_ts = lo if report.first_ts is None else min(report.first_ts, lo)
-                report.last_ts = hi if report.last_ts is None else max(report.last_ts, hi)
+                first, last = int(np.min(ts.to_numpy())), int(np.max(ts.to_numpy()))
+                report.first_ts = first if report.first_ts is None else min(report.first_ts, first)
+                report.last_ts = last if report.last_ts is None else max(report.last_ts, last)
                 if table == "book":
-                    checker = checkers.setdefault((market, sym), BookChecker(market))
-                    checker.check(content, events.get((market, sym), []), report)
+                    checker = checkers.setdefault((market, sym), BookChecker(market, spans[(market, sym)]))
+                    checker.check(content, [r for r in ledger if r.get("stream") == "book"], report)
                 else:
                     report.messages += content.num_rows
     if not reports:
         what = " and ".join(x for x in (f"date {date}" if date else "", f"symbol {symbol}" if symbol else "") if x)
-        raise NovaError(f"no recording found in {data}" + (f" for {what}" if what else "") +
+        raise NovaError(f"no recording found in {root}" + (f" for {what}" if what else "") +
                         "; check --data, --date and --symbol")
     return reports
-
-
-def summarize(reports: list[DayReport]) -> bool:
-    return all(r.ok for r in reports)
-

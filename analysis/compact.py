@@ -105,15 +105,19 @@ def compact_partition(data: Path, table: str, folder: Path, zstd_level: int | No
 
 
 def compact(data: Path, date: str | None, today: str, zstd_level: int | None = None) -> list[PartitionResult]:
-    """Compact every closed partition (before ``today``), or only ``date``'s."""
+    """Compact every closed partition (before ``today``), or only ``date``'s; an empty list: nothing to do."""
     if not data.is_dir():
         raise NovaError(f"the data directory {data} does not exist; point --data at a recording")
     if date is not None and date >= today:
         raise NovaError(f"{date} is not a closed day yet (today is {today} UTC); compaction only rewrites "
                         "finished days")
     leftover = data / STAGING
-    if leftover.exists():
-        shutil.rmtree(leftover)  # an interrupted run: its staging copies are not part of the dataset
+    try:  # compaction writes: say so before any work if it cannot
+        leftover.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise NovaError(f"cannot compact {data}: it is not writable ({exc.strerror}); compact a writable "
+                        "copy") from None
+    shutil.rmtree(leftover)  # an interrupted run: its staging copies are not part of the dataset
     results = []
     for table in (*RECORDED_TABLES, "spread"):
         for folder in sorted((data / table).glob("exchange=*/market=*/symbol=*/date=*")):
@@ -123,7 +127,4 @@ def compact(data: Path, date: str | None, today: str, zstd_level: int | None = N
             results.append(compact_partition(data, table, folder, zstd_level))
     if leftover.exists():
         shutil.rmtree(leftover)
-    if not results:
-        raise NovaError(f"nothing to compact in {data}" + (f" for {date}" if date else "") +
-                        "; only finished days (before today, UTC) are compacted")
     return results

@@ -1,11 +1,83 @@
 """The SQL macros of ``nova sql`` (and the notebook): the contract's rules for researchers who speak SQL.
 
 ``install`` registers them on a DuckDB connection whose views (``book``, ``bbo``, ``events``, ...) exist.
+
+- ``top_of_book(mkt, sym, t0, t1, step)``: the best bid and ask (bookTicker, the freshest top Binance
+  publishes) as of every ``step`` in ``[t0, t1)``, with the receive time of that quote, its age, and whether it
+  is valid at that instant.
+- ``book_at(mkt, sym, t, n)``: the depth book at ``t``, top ``n`` levels a side, rebuilt by the contract's
+  rule from the last snapshot at or before ``t`` plus every later diff taking effect by ``t``; one row with
+  ``valid = false`` and the reason when no valid book existed at ``t``.
+- ``basis(sym, t0, t1, step)``: spot and perp mids and the basis in bps every ``step``, from the two
+  ``top_of_book`` legs, with both legs' quote ages; NULL where either leg is not valid.
+
+Validity is nova.validity's rule restated in SQL (the kind sets and reason phrases are generated from it, and
+tests/test_validity.py holds the SQL to the Python on generated ledgers): a quote counts at ``t`` only if no
+break of its stream (disconnect, error, stop, a new run's start) is ledgered at or after it and by ``t``;
+a book likewise with the book's breaks (gap, disconnect, stop, start), counted from its last snapshot; and a
+run without a ``stop`` (a killed recorder, or one still writing) ends at its last recorded row. So a macro
+never answers with a quote from time nobody watched (say, across the hour between two recording runs): it
+returns NULL prices, ``valid = false`` and the reason.
+
+Symbols may be written as the CLI accepts them (``ETH/USDT``, ``ETHUSDT``, ``eth-usdt``, ``ETH/USDT:USDT``) and
+markets as ``spot``/``perp`` in any case; anything else, or a symbol not recorded, stops the query with one
+sentence. Partition dates are UTC dates: the macros prune them in UTC whatever the session's TimeZone.
 """
 
 from __future__ import annotations
 
 import duckdb
+
+from nova.markets import KNOWN_QUOTES, MARKETS
+from nova.validity import BOOK_ANCHOR, BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, QUOTE_BREAKS, REASONS
+
+
+def _lit(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_list(values: object) -> str:
+    return ", ".join(_lit(str(v)) for v in sorted(values))  # type: ignore[call-overload]
+
+
+def _reason_case(kind: str) -> str:
+    """A CASE turning a break kind (column ``kind``) into the shared phrase of nova.validity.REASONS."""
+    whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in REASONS.items())
+    return f"CASE {kind} {whens} ELSE {kind} END"
+
+
+def _split_quotes(u: str) -> str:
+    """``ETHUSDT`` -> ``ETH-USDT`` for the quote assets nova.markets knows (longest first, as Symbol.parse)."""
+    whens = " ".join(f"WHEN suffix({u}, '{q}') AND length({u}) > {len(q)} "
+                     f"THEN left({u}, length({u}) - {len(q)}) || '-{q}'" for q in KNOWN_QUOTES)
+    return f"CASE {whens} ELSE NULL END"
+
+
+_U = "upper(trim(sym))"
+HELPERS = [
+    f"""CREATE MACRO nova_market(mkt) AS
+    CASE WHEN lower(trim(mkt)) IN ({_sql_list(MARKETS)}) THEN lower(trim(mkt))
+         ELSE error('market ''' || mkt || ''' is not spot or perp; write the market as ''spot'' or ''perp''') END""",
+    f"""CREATE MACRO nova_spelled(sym) AS
+    CASE WHEN regexp_full_match({_U}, '[A-Z0-9]+[/_-][A-Z0-9]+(:[A-Z0-9]+)?')
+              THEN regexp_replace(regexp_replace({_U}, ':[A-Z0-9]+$', ''), '[/_]', '-')
+         WHEN regexp_full_match({_U}, '[A-Z0-9]+') THEN {_split_quotes(_U)}
+         ELSE NULL END""",
+    # A filter on nova_spelled(sym) stays a constant, so partitions are pruned; the guard (is the symbol
+    # recorded?) runs once, on the macro's final rows.
+    """CREATE MACRO nova_guard(sym) AS
+    CASE WHEN nova_spelled(sym) IS NULL
+              THEN error('''' || sym || ''' is not a symbol; write it as BASE/QUOTE, for example ETH/USDT')
+         WHEN nova_spelled(sym) IN (SELECT symbol FROM events) THEN true
+         ELSE error(nova_spelled(sym) || ' is not recorded here; recorded symbols: '
+                    || (SELECT string_agg(DISTINCT symbol, ', ' ORDER BY symbol) FROM events)) END""",
+    # Why a state is not valid: the nova.validity phrase of the break, and where it happened.
+    f"""CREATE MACRO nova_reason(kind, at_ts) AS
+    {_reason_case("kind")} || ' (' || kind || ' at '
+        || strftime(timezone('UTC', at_ts), '%Y-%m-%d %H:%M:%S.%f') || ' UTC)'
+    """,
+]
 
 MACROS = [
     # The grid's instants are step-aligned from t0, so only two kinds of quote can be the last one at or before
@@ -13,33 +85,66 @@ MACROS = [
     # exactly at an instant. Keeping only those (one hash aggregate over the receive times) leaves the ASOF
     # join ~2 quotes per instant to sort instead of the whole day's quotes: the same rows, about twice as fast.
     # Steps with calendar parts (days, months: their length depends on the date and time zone) keep every quote.
-    """CREATE MACRO top_of_book(mkt, sym, t0, t1, step) AS TABLE
+    # Validity: the first break ledgered after the quote (a second ASOF join) must come after the instant.
+    # A run without a stop ends at its last row: ``tail`` finds whether it has rows at or after t1 (then it
+    # outlives the grid), else its last row within the window read.
+    f"""CREATE MACRO top_of_book(mkt, sym, t0, t1, step) AS TABLE
     WITH grid AS (SELECT unnest(generate_series(t0::TIMESTAMPTZ, t1::TIMESTAMPTZ - step::INTERVAL,
                                                 step::INTERVAL)) AS ts),
          q AS NOT MATERIALIZED (
                SELECT ts_recv, bid_price, bid_amount, ask_price, ask_amount FROM bbo
-               WHERE market = mkt AND symbol = sym
+               WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym)
                  AND date BETWEEN timezone('UTC', t0::TIMESTAMPTZ - INTERVAL 1 DAY)::DATE
                                   AND timezone('UTC', t1::TIMESTAMPTZ)::DATE
                  AND ts_recv < t1::TIMESTAMPTZ),
-         k AS (SELECT ts_recv, epoch_ns(ts_recv) - epoch_ns(t0::TIMESTAMPTZ) AS off,
-                      epoch_ns(t0::TIMESTAMPTZ + step::INTERVAL) - epoch_ns(t0::TIMESTAMPTZ) AS step_ns,
+         k AS (SELECT ts_recv, epoch_us(ts_recv) - epoch_us(t0::TIMESTAMPTZ) AS off,
+                      epoch_us(t0::TIMESTAMPTZ + step::INTERVAL) - epoch_us(t0::TIMESTAMPTZ) AS step_us,
                       date_part('year', step::INTERVAL) <> 0 OR date_part('month', step::INTERVAL) <> 0
                           OR date_part('day', step::INTERVAL) <> 0 AS calendar
                FROM q),
          marks AS (SELECT max(ts_recv) AS ts_recv FROM k
-                   GROUP BY CASE WHEN calendar THEN off WHEN off < 0 THEN -1 ELSE off // step_ns END,
-                            off >= 0 AND off % step_ns = 0),
-         candidates AS (SELECT * FROM q WHERE ts_recv IN (SELECT ts_recv FROM marks))
-    SELECT grid.ts, c.bid_price, c.bid_amount, c.ask_price, c.ask_amount, c.ts_recv AS quote_ts
-    FROM grid ASOF LEFT JOIN candidates c ON grid.ts >= c.ts_recv ORDER BY grid.ts""",
+                   GROUP BY CASE WHEN calendar THEN off WHEN off < 0 THEN -1 ELSE off // step_us END,
+                            off >= 0 AND off % step_us = 0),
+         candidates AS (SELECT * FROM q WHERE ts_recv IN (SELECT ts_recv FROM marks)),
+         ledger AS (SELECT ts_recv AS ts, kind::VARCHAR AS kind FROM events
+                    WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym) AND stream = 'bbo'),
+         runs AS (SELECT ts AS run_start, coalesce(lead(ts) OVER (ORDER BY ts), 'infinity'::TIMESTAMPTZ) AS run_next
+                  FROM ledger WHERE kind = 'start'),
+         open_runs AS (SELECT * FROM runs r WHERE NOT EXISTS (
+                           SELECT 1 FROM ledger l WHERE l.kind = 'stop' AND l.ts >= r.run_start AND l.ts < r.run_next)),
+         ends AS (SELECT r.run_start,
+                         EXISTS (SELECT 1 FROM bbo x
+                                 WHERE x.market = nova_market(mkt) AND x.symbol = nova_spelled(sym)
+                                   AND x.date BETWEEN timezone('UTC', t1::TIMESTAMPTZ)::DATE
+                                                  AND timezone('UTC', t1::TIMESTAMPTZ)::DATE + 1
+                                   AND x.ts_recv >= t1::TIMESTAMPTZ AND x.ts_recv >= r.run_start
+                                   AND x.ts_recv < r.run_next) AS outlives,
+                         (SELECT max(ts_recv) FROM q WHERE q.ts_recv >= r.run_start AND q.ts_recv < r.run_next) AS last
+                  FROM open_runs r),
+         brk AS (SELECT ts, kind FROM ledger WHERE kind IN ({_sql_list(QUOTE_BREAKS)})
+                 UNION ALL
+                 SELECT coalesce(last, run_start) + INTERVAL 1 MICROSECOND, '{END_OF_DATA}'
+                 FROM ends WHERE NOT outlives),
+         joined AS (SELECT g.ts, c.*, b.ts AS break_ts, b.kind AS break_kind
+                    FROM grid g ASOF LEFT JOIN candidates c ON g.ts >= c.ts_recv
+                                ASOF LEFT JOIN brk b ON c.ts_recv <= b.ts),
+         judged AS (SELECT *, ts_recv IS NOT NULL AND (break_ts IS NULL OR break_ts > ts) AS valid FROM joined)
+    SELECT ts, CASE WHEN valid THEN bid_price END AS bid_price, CASE WHEN valid THEN bid_amount END AS bid_amount,
+           CASE WHEN valid THEN ask_price END AS ask_price, CASE WHEN valid THEN ask_amount END AS ask_amount,
+           ts_recv AS quote_ts, (epoch_us(ts) - epoch_us(ts_recv)) / 1000.0 AS quote_age_ms, valid,
+           CASE WHEN valid THEN NULL
+                WHEN ts_recv IS NULL THEN 'no quote had been recorded (within a day before this instant)'
+                ELSE nova_reason(break_kind, break_ts) END AS reason
+    FROM judged WHERE nova_guard(sym) ORDER BY ts""",
     # Which messages are in effect at t: those before the first message received after t (``f``). Found with
     # narrow scans that Parquet statistics prune: m = the last message received by t; f is looked for only
     # among messages up to m (normally there is none, and everything up to m counts); the last snapshot by
     # t. Only the levels of the messages from that snapshot on are then read (row groups pruned on msg).
-    """CREATE MACRO book_at(mkt, sym, t, n) AS TABLE
+    # Validity: no book break ledgered after that snapshot and by t, and t not past the end of a run without
+    # a stop (its last book row, unless it has rows after t).
+    f"""CREATE MACRO book_at(mkt, sym, t, n) AS TABLE
     WITH keys AS NOT MATERIALIZED (
-               SELECT ts_recv, msg, snapshot FROM book WHERE market = mkt AND symbol = sym
+               SELECT ts_recv, msg, snapshot FROM book WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym)
                AND date <= timezone('UTC', t::TIMESTAMPTZ)::DATE),
          upto_t AS (SELECT max(msg) AS m FROM keys WHERE ts_recv <= t::TIMESTAMPTZ),
          snap_t AS (SELECT max(msg) AS s FROM keys WHERE snapshot AND ts_recv <= t::TIMESTAMPTZ),
@@ -51,27 +156,69 @@ MACROS = [
          span AS (SELECT CASE WHEN e.any THEN fixed.last_msg ELSE upto_t.m END AS last_msg,
                          CASE WHEN e.any THEN fixed.snap_msg ELSE snap_t.s END AS snap_msg
                   FROM upto_t, snap_t, fixed, (SELECT EXISTS (SELECT 1 FROM early) AS any) e),
+         anchor AS (SELECT (SELECT max(ts_recv) FROM keys, span WHERE keys.msg = span.snap_msg) AS snap_ts,
+                           (SELECT max(ts_recv) FROM keys WHERE ts_recv <= t::TIMESTAMPTZ) AS last_ts),
+         ledger AS (SELECT ts_recv AS ts, kind::VARCHAR AS kind FROM events
+                    WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym) AND stream = 'book'),
+         run AS (SELECT max(l.ts) AS run_start FROM ledger l, anchor
+                 WHERE l.kind = 'start' AND l.ts <= anchor.snap_ts),
+         run_next AS (SELECT coalesce(min(l.ts), 'infinity'::TIMESTAMPTZ) AS run_next FROM ledger l, anchor
+                      WHERE l.kind = 'start' AND l.ts > anchor.snap_ts),
+         stopped AS (SELECT EXISTS (SELECT 1 FROM ledger l, run, run_next WHERE l.kind = 'stop'
+                                    AND l.ts >= coalesce(run.run_start, '-infinity'::TIMESTAMPTZ)
+                                    AND l.ts < run_next.run_next) AS yes),
+         outlives AS (SELECT EXISTS (SELECT 1 FROM book x, run_next
+                                     WHERE x.market = nova_market(mkt) AND x.symbol = nova_spelled(sym)
+                                       AND x.date BETWEEN timezone('UTC', t::TIMESTAMPTZ)::DATE
+                                                      AND timezone('UTC', t::TIMESTAMPTZ)::DATE + 1
+                                       AND x.ts_recv > t::TIMESTAMPTZ AND x.ts_recv < run_next.run_next) AS yes),
+         brk AS (SELECT l.ts, l.kind FROM ledger l, anchor
+                 WHERE l.kind IN ({_sql_list(BOOK_BREAKS)}) AND l.ts >= anchor.snap_ts AND l.ts <= t::TIMESTAMPTZ
+                 UNION ALL
+                 SELECT anchor.last_ts + INTERVAL 1 MICROSECOND, '{END_OF_DATA}' FROM anchor, stopped, outlives
+                 WHERE NOT stopped.yes AND NOT outlives.yes AND anchor.last_ts < t::TIMESTAMPTZ),
+         verdict AS (SELECT anchor.snap_ts, anchor.last_ts,
+                            anchor.snap_ts IS NOT NULL AND NOT EXISTS (SELECT 1 FROM brk) AS valid,
+                            CASE WHEN anchor.snap_ts IS NULL THEN {_lit(REASONS[NO_SNAPSHOT])}
+                                 ELSE (SELECT nova_reason(kind, ts) FROM brk ORDER BY ts LIMIT 1) END AS reason
+                     FROM anchor),
          live AS (SELECT r.side, r.price, r.amount, r.msg,
                          row_number() OVER (PARTITION BY r.side, r.price ORDER BY r.msg DESC) AS latest
-                  FROM book r, span
-                  WHERE r.market = mkt AND r.symbol = sym AND r.date <= timezone('UTC', t::TIMESTAMPTZ)::DATE
+                  FROM book r, span, verdict
+                  WHERE verdict.valid AND r.market = nova_market(mkt) AND r.symbol = nova_spelled(sym)
+                    AND r.date <= timezone('UTC', t::TIMESTAMPTZ)::DATE
                     AND r.ts_recv <= t::TIMESTAMPTZ AND r.msg >= span.snap_msg AND r.msg <= span.last_msg
                     AND NOT r.stale AND r.side IS NOT NULL),
          levels AS (SELECT side, price, amount,
                            row_number() OVER (PARTITION BY side ORDER BY
                                CASE WHEN side = 'bid' THEN -price ELSE price END) AS level
                     FROM live WHERE latest = 1 AND amount > 0)
-    SELECT side, level, price, amount FROM levels WHERE level <= n ORDER BY side DESC, level""",
+    SELECT side, level, price, amount, true AS valid, NULL::VARCHAR AS reason, v.snap_ts AS snapshot_ts,
+           (epoch_us(t::TIMESTAMPTZ) - epoch_us(v.last_ts)) / 1000.0 AS quote_age_ms
+    FROM levels, verdict v WHERE level <= n AND nova_guard(sym)
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, false, v.reason, v.snap_ts, NULL FROM verdict v
+    WHERE NOT v.valid AND nova_guard(sym)
+    ORDER BY side DESC NULLS FIRST, level""",
     """CREATE MACRO basis(sym, t0, t1, step) AS TABLE
     SELECT s.ts, (s.bid_price + s.ask_price) / 2 AS spot_mid, (p.bid_price + p.ask_price) / 2 AS perp_mid,
-           ((p.bid_price + p.ask_price) / (s.bid_price + s.ask_price) - 1) * 1e4 AS basis_bps
+           ((p.bid_price + p.ask_price) / (s.bid_price + s.ask_price) - 1) * 1e4 AS basis_bps,
+           s.quote_age_ms AS spot_quote_age_ms, p.quote_age_ms AS perp_quote_age_ms,
+           s.valid AND p.valid AS valid,
+           CASE WHEN NOT s.valid THEN 'spot: ' || s.reason WHEN NOT p.valid THEN 'perp: ' || p.reason END AS reason
     FROM top_of_book('spot', sym, t0, t1, step) s JOIN top_of_book('perp', sym, t0, t1, step) p USING (ts)
     ORDER BY s.ts""",
 ]
 
+_ = BOOK_ANCHOR  # the anchor of a book span is its snapshot message (the macros find it in ``book`` itself)
+
 
 def install(con: duckdb.DuckDBPyConnection, present: list[str]) -> None:
-    """Create every macro whose views are present."""
+    """Create the macros whose views are present (every macro needs the ledger, ``events``, for validity)."""
+    if "events" not in present:
+        return
+    for macro in HELPERS:
+        con.execute(macro)
     for macro in MACROS:
         needed = ["bbo"] if "FROM bbo" in macro or "top_of_book(" in macro else ["book"]
         if all(t in present for t in needed):

@@ -111,12 +111,15 @@ def ledger_times(data: Path) -> dict[str, list[float]]:
     return out
 
 
+STREAMED = ("bbo", "trades", "funding", "liquidations")  # with the book: the WebSocket streams
+
+
 def on_disk(data: Path) -> dict[str, int]:
     import duckdb
 
     con = duckdb.connect()
     counts = {"spot": 0, "perp": 0}
-    for table in ("book", "bbo", "trades", "funding"):
+    for table in ("book", *STREAMED):
         pattern = str(data / table / "**" / "*.parquet")
         if not list((data / table).rglob("*.parquet")):
             continue
@@ -187,7 +190,8 @@ def main() -> None:
             venue.send_signal(signal.SIGINT)
             venue.wait(timeout=30)
         summary = json.loads(result.read_text())
-        received = {m: sum(v["messages"] for k, v in summary.items() if k.startswith(m + "/")) for m in markets}
+        received = {m: sum(v["messages"] for k, v in summary.items()  # WebSocket streams (not polled REST)
+                           if k.startswith(m + "/") and k.rsplit("/", 1)[1] in STREAMED) for m in markets}
         stored = on_disk(data)
         times = ledger_times(data)
         events = {k: sum(v[k] for v in summary.values()) for k in ("gaps", "reconnects", "errors")}

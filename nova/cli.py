@@ -26,12 +26,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 err = Console(stderr=True, highlight=False)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"nova {version('nova-recorder')}")
+        except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+            print("nova (not installed)")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                    help="Print Nova's version and exit.")] = False,
+) -> None:
     """Record Binance spot and USDT-M perpetual order books losslessly, and replay them through the
     spot-perp spread logic. Start with `nova demo`, or `nova venue` and `nova record ETH/USDT --venue URL`.
     """
@@ -64,6 +79,40 @@ def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
         return asyncio.run(runner())
     except NovaError as exc:
         raise fail(str(exc), 1) from None
+
+
+def _date(option: str, text: str | None) -> str | None:
+    """A YYYY-MM-DD date (checked: 2026-02-30 is not one), or None."""
+    if text is None:
+        return None
+    import datetime as dt
+    import re
+
+    value = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise fail(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24")
+
+
+def _symbol(option: str, text: str | None) -> str | None:
+    """The dataset's spelling (ETH-USDT) of a symbol written any way the CLI accepts, or None."""
+    if text is None:
+        return None
+    from nova.markets import Symbol
+
+    try:
+        return Symbol.parse(text).dashed
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from None
+
+
+def _port(port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise fail(f"--port {port} is not a TCP port; use 1 to 65535, or 0 to pick a free one")
+    return port
 
 
 def _speed(text: str) -> float | None:
@@ -118,7 +167,8 @@ def venue(
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject a fault, KIND[=ARG]:MARKET@WHEN, e.g. gap:spot@every20s, close:perp@30s, abort:all@1m, "
         "stall=5:spot@every1m, snapshot-delay=3:perp@every1m, snapshot-fail=2:spot@45s, shutdown:all@2m, "
-        "malformed=nan/bookTicker:perp@every10s (kinds in the README). Repeatable.")] = None,
+        "malformed=nan/bookTicker:perp@every10s, malformed=nan/forceOrder:perp@every10s, oi-fail=2:perp@30s, "
+        "oi-delay=3:perp@every1m, oi-malformed=nan:perp@every20s (kinds in the README). Repeatable.")] = None,
     spot_ping: Annotated[str, typer.Option(help="Server ping interval on spot connections.")] = "20s",
     perp_ping: Annotated[str, typer.Option(help="Server ping interval on USDT-M connections.")] = "3m",
     spot_pong_timeout: Annotated[str, typer.Option(help="Close a spot connection after this long without a "
@@ -129,16 +179,18 @@ def venue(
 ) -> None:
     """Serve a simulated Binance (spot + USDT-M market data) on 127.0.0.1, for ccxt and `nova record`.
 
-    It answers exchangeInfo and depth snapshots over REST and diff-depth, bookTicker, trade, aggTrade and
-    markPrice streams over WebSocket, with Binance's update-id rules, pings and error replies. Point a
-    recorder at it with `nova record ETH/USDT --venue URL`. The control API under URL/_venue (book, status,
-    pause, resume, fault/drop|close|stall|snapshot|shutdown) is documented in the README.
+    It answers exchangeInfo, depth snapshots and openInterest over REST and diff-depth, bookTicker, trade,
+    aggTrade, markPrice and forceOrder streams over WebSocket, with Binance's update-id rules, pings and error
+    replies, and names what it serves in every response's Server header. Point a recorder at it with
+    `nova record ETH/USDT --venue URL`. The control API under URL/_venue (book, status, pause, resume,
+    fault/drop|close|stall|snapshot|shutdown|malformed|openinterest) is documented in the README.
     """
     from nova.venue import CaptureSource, SyntheticSource, Venue, VenueConfig
     from nova.venue.faults import FaultSpec, run_schedule
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    _port(port)
     try:
         config = VenueConfig(
             host=host, port=port,
@@ -158,10 +210,10 @@ def venue(
         if spot_files or perp_files:
             source: Any = CaptureSource(spot_files, perp_files, speed=_speed(speed), autostart=autostart,
                                         preload=preload)
-            what = "capture playback at " + ("max speed" if _speed(speed) is None else f"{speed}x")
+            what = source.description + " at " + ("max speed" if _speed(speed) is None else f"{speed}x")
         else:
             source = SyntheticSource(syms, seed=seed, rate=rate, spot_only=spot_syms)
-            what = f"synthetic market, seed {seed}, rate x{rate:g}"
+            what = source.description
         server = Venue(source, config)
         try:
             url = await server.start()
@@ -208,7 +260,7 @@ def _depth_speed(market: str, text: str) -> int:
 
 def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: bool, markets: str, tables: str,
                    flush: str, rotate: str, stall: str, spot_depth: str, perp_depth: str, fee_spot: float,
-                   fee_perp: float) -> Any:
+                   fee_perp: float, oi_every: str = "10s", recorder_id: str | None = None) -> Any:
     from nova.markets import Symbol
     from recorder.endpoints import check_venue_url
     from recorder.session import STREAMS
@@ -241,13 +293,17 @@ def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: b
     flush_s, rotate_s, stall_s = (_duration("--flush", flush) or 1.0, _duration("--rotate", rotate) or 900.0,
                                   _duration("--stall", stall) or 30.0)
     depth_ms = {"spot": _depth_speed("spot", spot_depth), "perp": _depth_speed("perp", perp_depth)}
+    oi_every_s = _duration("--oi-every", oi_every) or 10.0
+    if recorder_id is not None and not recorder_id.strip():
+        raise fail("--recorder-id must not be empty; it names this recorder in the ledger (default: the host name)")
     # Only now the heavy imports (ccxt, numba): a typo in an option is answered at once.
     from nova.spread import SpreadParams
     from recorder.recorder import RecorderConfig
 
     return RecorderConfig(
         symbols=syms, data=str(data), endpoint=endpoint, markets=chosen, tables=wanted,  # type: ignore[arg-type]
-        flush_s=flush_s, rotate_s=rotate_s, stall_s=stall_s, depth_ms=depth_ms,
+        flush_s=flush_s, rotate_s=rotate_s, stall_s=stall_s, depth_ms=depth_ms, oi_every_s=oi_every_s,
+        recorder_id=recorder_id.strip() if recorder_id else None,
         spread=SpreadParams(fee_spot_bps=fee_spot, fee_perp_bps=fee_perp))
 
 
@@ -301,8 +357,10 @@ def record(
                                               "(the URL `nova venue` prints) instead of Binance.")] = None,
     testnet: Annotated[bool, typer.Option(help="Record from Binance's testnet (ccxt's sandbox URLs).")] = False,
     markets: Annotated[str, typer.Option(help="both, spot or perp.")] = "both",
-    tables: Annotated[str, typer.Option(help="Comma-separated tables to record: book, bbo, trades, funding.")]
-    = "book,bbo,trades,funding",
+    tables: Annotated[str, typer.Option(help="Comma-separated tables to record: book, bbo, trades, funding, "
+                                        "liquidations, open_interest (exchangeInfo, as table instruments, "
+                                        "always).")]
+    = "book,bbo,trades,funding,liquidations,open_interest",
     duration: Annotated[str | None, typer.Option(help="Stop after this long (30s, 15m, 8h); default: until "
                                                  "Ctrl-C or SIGTERM.")] = None,
     flush: Annotated[str, typer.Option(help="How often buffered rows go to disk; kill -9 loses at most this.")]
@@ -314,21 +372,25 @@ def record(
                                             "500ms.")] = "0ms",
     fee_spot: Annotated[float, typer.Option(help="Spot taker fee in bps, for the live spread.")] = 10.0,
     fee_perp: Annotated[float, typer.Option(help="Perp taker fee in bps, for the live spread.")] = 5.0,
+    oi_every: Annotated[str, typer.Option(help="Poll the perpetual's open interest this often.")] = "10s",
+    recorder_id: Annotated[str | None, typer.Option(help="Name this recorder in the ledger's provenance "
+                                                    "(default: the host name).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status and no summary.")] = False,
 ) -> None:
     """Record every order-book update of Binance spot and USDT-M perpetual markets to Parquet.
 
     Each symbol is recorded on both markets side by side: every diff-depth message and REST snapshot
-    (table book), bookTicker (bbo), trades and, for the perpetual, markPrice@1s (funding), with a ledger of
-    gaps, resyncs and reconnects (events). Files appear under DATA as they are completed; Ctrl-C or SIGTERM
-    flushes everything and exits 0.
+    (table book), bookTicker (bbo), trades and, for the perpetual, markPrice@1s (funding), liquidations
+    (forceOrder) and open interest (polled), plus exchangeInfo (instruments), with a ledger of gaps, resyncs
+    and reconnects (events) whose start rows say where the data came from. Files appear under DATA as they
+    are completed; Ctrl-C or SIGTERM flushes everything, removes the lock and exits 0.
 
     Examples: `nova record ETH/USDT`, `nova record ETH/USDT BTC/USDT --duration 8h`,
     `nova record ETH/USDT --venue http://127.0.0.1:8765 --duration 30s`.
     """
     duration_s = _duration("--duration", duration)
     config = _record_config(symbols, data, venue, testnet, markets, tables, flush, rotate, stall, spot_depth,
-                            perp_depth, fee_spot, fee_perp)
+                            perp_depth, fee_spot, fee_perp, oi_every, recorder_id)
     raise typer.Exit(run_async(lambda stop: _record(config, stop, duration_s, quiet)))
 
 
@@ -361,6 +423,8 @@ def replay(
                                              "the dataset's spread table.")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Replay without files that cannot be read (the summary names "
                                            "them) instead of stopping.")] = False,
+    replace: Annotated[bool, typer.Option(help="Let a window replay replace a stored series of the spread table "
+                                          "that covers more of the day.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
 ) -> None:
     """Replay a recorded day (or range) of spot and perp books through the spread logic the recorder shows.
@@ -382,16 +446,24 @@ def replay(
         raise fail(f"--out {out} must be a .parquet file in an existing directory")
     from replay import Replay
     from replay.console import ProgressBar, summary_table
+    from replay.kernel import kernels_cached
 
+    write: bool | str = str(out) if out else True
     try:
         session = Replay(str(data), symbol, date, until, start, end, clock=clock, size=size, fee_spot=fee_spot,
                          fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms, skip_bad=skip_bad)
+        session.check_output(write, replace)  # before any work: a read-only archive, a window over a day
     except NovaError as exc:
         raise fail(str(exc)) from None
+    for warning in session.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", soft_wrap=True)
+    if not kernels_cached():
+        err.print("Compiling the replay loop for this machine (first run only: about 10 to 40 s; it is cached "
+                  "for the next runs) ...", soft_wrap=True)
 
     async def main(stop: asyncio.Event) -> int:
         with ProgressBar(err, f"replay {session.span.symbol}", enabled=not quiet and err.is_terminal) as bar:
-            summary = await asyncio.to_thread(session.run, paced, write=str(out) if out else True,
+            summary = await asyncio.to_thread(session.run, paced, write=write, replace=replace,
                                               progress=bar.update, stop=stop.is_set)
         if not quiet:
             out_console().print(summary_table(summary))
@@ -402,15 +474,17 @@ def replay(
 
 @app.command()
 def demo(
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="Where the recording goes.")] = Path("data"),
+    data: Annotated[Path, typer.Option(help="Where the recording goes: its own folder, so that simulated data "
+                                       "never mixes with real recordings (NOVA_DATA is not used here).")]
+    = Path("demo-data"),
     duration: Annotated[str, typer.Option(help="How long to record.")] = "20s",
     seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status.")] = False,
 ) -> None:
-    """Start the built-in simulated Binance venue, record ETH/USDT from it, and say where the data is.
+    """Start the built-in simulated Binance venue, record ETH/USDT from it, and say what to run next.
 
-    Everything runs on 127.0.0.1: no exchange access is needed. Afterwards, replay or query the recording
-    with the commands printed at the end.
+    Everything runs on 127.0.0.1: no exchange access is needed. The recording goes to ./demo-data (not the
+    default data root, where real recordings belong); the commands printed at the end look there.
     """
     from nova.markets import Symbol
     from nova.venue import SyntheticSource, Venue
@@ -420,12 +494,17 @@ def demo(
     async def main(stop: asyncio.Event) -> int:
         async with Venue(SyntheticSource([Symbol("ETH", "USDT")], seed=seed)) as server:
             err.print(f"Simulated Binance venue at {server.url}; recording ETH/USDT spot and perp for {duration}.")
-            config = _record_config(["ETH/USDT"], data, server.url, False, "both", "book,bbo,trades,funding", "1s",
+            config = _record_config(["ETH/USDT"], data, server.url, False, "both",
+                                    "book,bbo,trades,funding,liquidations,open_interest", "1s",
                                     "15m", "30s", "100ms", "0ms", 10.0, 5.0)
             code = await _record(config, stop, duration_s, quiet)
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        err.print(f"Done: the recording is under {data}/ (book, bbo, trades, funding, events), partition "
-                  f"date={day}.")
+        where = str(data) if " " not in str(data) else f'"{data}"'
+        err.print(f"Done: the recording is under {data}/, partition date={day}. Next:", soft_wrap=True)
+        for line in (f"nova ls --data {where}", f"nova replay --data {where}",
+                     f'nova sql --data {where} "SELECT market, count(*) AS rows FROM book GROUP BY market"',
+                     f"nova check --data {where}"):
+            err.print(f"  {line}", soft_wrap=True, markup=False)
         return code
 
     raise typer.Exit(run_async(main))
@@ -439,128 +518,92 @@ def _guard(action: Callable[[], Any]) -> Any:
         raise fail(str(exc)) from None
 
 
-def _display_table(table: Any, title: str | None = None, limit: int = 50) -> Any:
-    """A rich table of an Arrow table's first ``limit`` rows, timestamps and all shown as text."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from rich.table import Table
-
-    view = Table(title=title, caption=f"{table.num_rows:,} rows" + (f", first {limit} shown"
-                                                                  if table.num_rows > limit else ""))
-    head = table.slice(0, limit)
-    columns = []
-    for name, column in zip(head.column_names, head.columns, strict=True):
-        numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-        view.add_column(name, justify="right" if numeric else "left")
-        columns.append(pc.cast(column, pa.string()).to_pylist() if not pa.types.is_dictionary(column.type)
-                       else pc.cast(pc.cast(column, column.type.value_type), pa.string()).to_pylist())
-    for row in zip(*columns, strict=True):
-        view.add_row(*("NULL" if v is None else v for v in row))
-    return view
-
-
 @app.command()
 def sql(
     query: Annotated[str | None, typer.Argument(help="The SQL to run (read-only), e.g. \"SELECT count(*) FROM book\".")]
     = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the SQL from this file instead.")] = None,
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to query.")] = Path("data"),
-    format: Annotated[str, typer.Option("--format", help="table (default), csv, json or parquet.")] = "table",
-    output: Annotated[Path | None, typer.Option(help="Write the result here (needed for parquet).")] = None,
-    limit: Annotated[int, typer.Option(help="Rows shown by the table format.")] = 50,
+    format: Annotated[str | None, typer.Option(
+        "--format", help="table, csv, json (JSON lines) or parquet. Default: what the extension of --output says "
+        "(.txt, .csv, .json/.jsonl/.ndjson, .parquet), else table.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Write the result to this file instead of stdout (needed for parquet); it appears only once complete.")]
+    = None,
+    limit: Annotated[str, typer.Option(help="Rows shown by the table format; the caption counts them all.")] = "50",
 ) -> None:
-    """Query the recording with DuckDB: views book, bbo, trades, funding, events, spread and macros.
+    """Query the recording with DuckDB: a view per table (book, bbo, trades, ..., spread) and macros.
 
-    Views carry the partition columns exchange, market, symbol, date. Macros: top_of_book(mkt, sym, t0, t1,
-    step), book_at(mkt, sym, t, n) and basis(sym, t0, t1, step); see the README's "Analyse" section. The
-    session is read-only. Example: nova sql "SELECT market, count(*) FROM book GROUP BY market".
+    Views carry the partition columns exchange, market, symbol, date; timestamps are TIMESTAMPTZ in microseconds.
+
+    Macros: top_of_book(mkt, sym, t0, t1, step), book_at(mkt, sym, t, n), basis(sym, t0, t1, step) (README).
+
+    The session is read-only. Example: nova sql "SELECT market, count(*) FROM book GROUP BY market".
     """
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-    from rich.console import Console
+    import os
 
-    from analysis.sql import run as run_sql
+    from analysis.output import check_output, choose_format, export, parse_limit
 
     if (query is None) == (file is None):
         raise fail("give the SQL either as an argument or with --file, not both and not neither")
-    if format not in ("table", "csv", "json", "parquet"):
-        raise fail(f"--format {format} is not one of table, csv, json, parquet")
-    if format == "parquet" and output is None:
+    if output is not None:
+        _guard(lambda: check_output(output, data))
+    fmt = _guard(lambda: choose_format(format, output))
+    rows = _guard(lambda: parse_limit(limit))
+    if fmt == "parquet" and output is None:
         raise fail("--format parquet needs --output FILE.parquet")
-    if file is not None and not file.is_file():
-        raise fail(f"the SQL file {file} does not exist")
-    text = file.read_text() if file is not None else str(query)
-    result = _guard(lambda: run_sql(data, text))
-    if result is None:
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "does not exist" if isinstance(exc, FileNotFoundError) else \
+                f"cannot be read as UTF-8 text ({getattr(exc, 'strerror', None) or exc})"
+            raise fail(f"the SQL file {file} {reason}") from None
+    else:
+        text = str(query)
+    try:
+        wrote = _guard(lambda: export(data, text, fmt, output, rows, out_console()))
+    except BrokenPipeError:  # the reader (head, less) has what it wanted; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    if not wrote:
         err.print("done (the statement returned no rows)")
-        return
-    if format == "table":
-        console = Console(file=open(output, "w"), width=200) if output else out_console()  # noqa: SIM115
-        console.print(_display_table(result, limit=limit))
-    elif format == "parquet":
-        pq.write_table(result, output)
-    elif format == "csv":
-        import io
-
-        buf = io.BytesIO()
-        pacsv.write_csv(result, buf)
-        _emit(buf.getvalue().decode(), output)
-    else:
-        import json
-
-        rows = _display_rows(result)
-        _emit("\n".join(json.dumps(r, default=str) for r in rows) + "\n", output)
-
-
-def _display_rows(table: Any) -> list[dict]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    columns = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-            columns[name] = pc.cast(column, pa.string()).to_pylist()
-        else:
-            columns[name] = column.to_pylist()
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-
-
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
 
 
 @app.command()
 def check(
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to check.")] = Path("data"),
     date: Annotated[str | None, typer.Option(help="Only this day (YYYY-MM-DD).")] = None,
-    symbol: Annotated[str | None, typer.Option(help="Only this symbol (ETH/USDT).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON lines.")] = False,
 ) -> None:
     """Verify a recording per table, market, symbol and day: files read, no crash leftovers, every break
-    of the update-id chain explained by the ledger, no crossed book. Exits 1 when something is wrong."""
+    of the update-id chain explained by the ledger, no crossed book while valid, one source per day. Each row
+    says how much of the day was watched (the market's book valid, from the ledger). Exits 1 when something
+    is wrong. Works on a read-only copy.
+
+    Examples: `nova check`, `nova check --date 2026-11-24 --symbol ETHUSDT --json`.
+    """
     import json
 
     from rich.table import Table
 
     from analysis.check import check as run_check
 
-    reports = _guard(lambda: run_check(data, date, symbol))
+    day, dashed = _date("--date", date), _symbol("--symbol", symbol)
+    reports = _guard(lambda: run_check(data, day, dashed))
     if json_out:
         for r in reports:
             print(json.dumps(r.as_dict()))
     else:
         view = Table(title=f"nova check {data}")
-        for col in ("table", "market", "symbol", "date", "files", "rows", "messages", "hours", "breaks",
+        for col in ("table", "market", "symbol", "date", "files", "rows", "messages", "watched", "breaks",
                     "explained", "crossed", "verdict"):
             view.add_column(col, justify="left" if col in ("table", "market", "symbol", "date", "verdict")
                             else "right")
         for r in reports:
-            d = r.as_dict()
             view.add_row(r.table, r.market, r.symbol, r.date, str(r.files), f"{r.rows:,}", f"{r.messages:,}",
-                         f"{d['hours_covered']:.2f}", str(r.breaks), str(r.explained), str(r.crossed),
+                         _hms(r.watched_s), str(r.breaks), str(r.explained), str(r.crossed),
                          "[green]ok[/]" if r.ok else "[bold red]PROBLEM[/]")
         out_console().print(view)
         for r in reports:
@@ -586,8 +629,19 @@ def compact(
 
     from analysis.compact import compact as run_compact
 
+    day = _date("--date", date)
+    if zstd_level is not None and not 1 <= zstd_level <= 22:
+        raise fail(f"--zstd-level {zstd_level} is not a zstd level; use 1 (fastest) to 22 (smallest)")
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    results = _guard(lambda: run_compact(data, date, today, zstd_level))
+    results = _guard(lambda: run_compact(data, day, today, zstd_level))
+    if not any(r.files_before > r.files_after for r in results):
+        skipped = [r for r in results if r.skipped and r.skipped != "already one file"]
+        err.print(f"nothing to compact in {data}" + (f" for {day}" if day else "") + ": "
+                  + ("every finished day is already one file per partition" if results and not skipped else
+                     "no finished day (before today, UTC) is recorded" if not results else
+                     f"{len(skipped)} partition(s) skipped ({skipped[0].skipped})"), soft_wrap=True)
+        if not skipped:
+            raise typer.Exit(0)
     view = Table(title=f"nova compact {data}")
     for col in ("table", "partition", "files", "bytes before", "bytes after", "rows", "note"):
         view.add_column(col, justify="left" if col in ("table", "partition", "note") else "right")
@@ -598,6 +652,104 @@ def compact(
     view.caption = (f"{sum(r.files_before for r in results)} files, {before:,} bytes -> "
                     f"{sum(r.files_after for r in results)} files, {after:,} bytes")
     out_console().print(view)
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _ns_text(ns: int | None) -> str:
+    import datetime as dt
+
+    if ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ns // 10**9, dt.UTC).strftime("%H:%M:%S")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@app.command(name="ls")
+def ls_command(
+    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The data root to list.")] = Path("data"),
+    date: Annotated[str | None, typer.Option(help="Only this day (YYYY-MM-DD).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line, with every table's "
+                                                          "files, rows, bytes and times.")] = False,
+) -> None:
+    """What a data root holds, per exchange, market, symbol and day.
+
+    Shows the tables, rows, bytes, first and last receive time, the watched time (how long the market's book
+    was valid, from the ledger: a day can span 24 h and hold an hour-long hole between two runs), ledgered
+    gaps, and where the data came from (sources, recorder ids). A day recorded from more than one source is
+    flagged: it is not one market. Reads footers and the ledger only; works on a read-only copy.
+
+    Examples: `nova ls`, `nova ls --data /srv/nova --date 2026-11-24 --symbol ETHUSDT`, `nova ls --json`.
+    """
+    import json
+
+    from rich.table import Table
+
+    from analysis.ls import listing
+    from nova.dataset import Dataset
+
+    day, dashed = _date("--date", date), _symbol("--symbol", symbol)
+    days = _guard(lambda: listing(Dataset(data), day, dashed))
+    if json_out:
+        for d in days:
+            print(json.dumps(d.as_dict()))
+        raise typer.Exit(0)
+    view = Table(title=f"nova ls {data}")
+    for col in ("exchange", "market", "symbol", "date", "tables", "rows", "bytes", "first", "last", "watched",
+                "gaps", "sources", "recorders"):
+        view.add_column(col, justify="right" if col in ("rows", "bytes", "watched", "gaps") else "left")
+    for d in days:
+        sources = "\n".join(d.sources) or "-"
+        if d.mixed_sources:
+            sources = f"[bold red]MIXED:[/] {sources}"
+        view.add_row(d.exchange, d.market, d.symbol, d.date, " ".join(d.tables), f"{d.rows:,}", _size(d.bytes),
+                     _ns_text(d.first_ns), _ns_text(d.last_ns), _hms(d.watched_s), str(d.gaps), sources,
+                     ", ".join(d.recorders) or "-")
+    out_console().print(view)
+    for d in days:
+        if d.mixed_sources:
+            err.print(f"[yellow]warning:[/] {d.market} {d.symbol} {d.date} mixes recordings from "
+                      f"{len(d.sources)} sources: it is not one market (nova check flags it)", soft_wrap=True)
+        for t, facts in d.tables.items():
+            for path in facts.unreadable:
+                err.print(f"[red]{t} {d.market} {d.symbol} {d.date}:[/] {path} does not read (nova check "
+                          "tells more)", soft_wrap=True)
+
+
+@app.command()
+def recover(
+    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The data root a recorder crashed on.")]
+    = Path("data"),
+) -> None:
+    """Finish what a killed recorder left, without starting a recorder.
+
+    Turns its hidden journals into their Parquet files, deletes half-written temporaries, and ledgers the
+    `stop` each killed run lacks (at its last recorded row), so the ledger says when the market stopped being
+    watched. The next `nova record` on the directory does the same; this is for archives that will not be
+    recorded into again. Refuses while a recorder is writing there.
+
+    Example: `nova recover --data /srv/nova`.
+    """
+    from recorder.recovery import recover_root
+
+    done = _guard(lambda: recover_root(str(data)))
+    for line in done:
+        err.print(f"[green]recovered:[/] {line}", soft_wrap=True)
+    if not done:
+        err.print(f"nothing to recover in {data}: no journals, temporaries or unfinished runs")
 
 
 def main() -> None:

@@ -21,8 +21,10 @@ import pyarrow as pa
 from nova.markets import Market, Symbol
 
 EXCHANGE = "binance"
-Table = Literal["book", "bbo", "trades", "funding", "events", "spread"]
-RECORDED_TABLES: tuple[Table, ...] = ("book", "bbo", "trades", "funding", "events")
+Table = Literal["book", "bbo", "trades", "funding", "liquidations", "open_interest", "instruments", "events",
+                "spread"]
+RECORDED_TABLES: tuple[Table, ...] = ("book", "bbo", "trades", "funding", "liquidations", "open_interest",
+                                      "instruments", "events")
 PARTITION_KEYS = ("exchange", "market", "symbol", "date")
 
 TS = pa.timestamp("ns", tz="UTC")
@@ -71,6 +73,34 @@ FUNDING = pa.schema([
     pa.field("next_funding_time", TS),
 ])
 
+LIQUIDATIONS = pa.schema([  # perp: Binance forceOrder, at most one snapshot per symbol and second
+    pa.field("ts_recv", TS, nullable=False),
+    pa.field("ts_event", TS),  # E
+    pa.field("ts_trade", TS),  # the order's trade time, o.T
+    pa.field("side", LABEL, nullable=False),  # buy or sell: the liquidation order's side (sell: a long closed)
+    pa.field("price", pa.float64(), nullable=False),
+    pa.field("amount", pa.float64(), nullable=False),  # original quantity
+    pa.field("average_price", pa.float64()),
+    pa.field("filled_amount", pa.float64()),  # accumulated filled quantity
+    pa.field("status", LABEL, nullable=False),  # Binance's order status: FILLED, PARTIALLY_FILLED, ...
+])
+
+OPEN_INTEREST = pa.schema([  # perp: REST openInterest, polled every --oi-every
+    pa.field("ts_recv", TS, nullable=False),
+    pa.field("ts_event", TS),  # the response's time
+    pa.field("open_interest", pa.float64(), nullable=False),  # in base units
+])
+
+INSTRUMENTS = pa.schema([  # what exchangeInfo said about the market, at every start and whenever it changed
+    pa.field("ts_recv", TS, nullable=False),
+    pa.field("tick_size", pa.float64()),
+    pa.field("step_size", pa.float64()),
+    pa.field("min_notional", pa.float64()),
+    pa.field("status", pa.string()),
+    pa.field("contract_type", pa.string()),  # perp: PERPETUAL; null on spot
+    pa.field("filters", pa.string()),  # the raw filters array, JSON text
+])
+
 EVENT_KINDS = ("start", "subscribed", "snapshot", "gap", "resync", "disconnect", "reconnect", "error", "stop")
 
 EVENTS = pa.schema([
@@ -80,10 +110,18 @@ EVENTS = pa.schema([
     pa.field("expected_id", pa.int64()),
     pa.field("received_id", pa.int64()),
     pa.field("detail", pa.string()),
+    # provenance, on ``start`` rows only (null elsewhere): where the data came from (a stable identity: the
+    # exchange, or a venue's own description, so that two runs of one source compare equal), which recorder
+    # wrote it, and the versions of the software that did
+    pa.field("source", pa.string()),
+    pa.field("recorder_id", pa.string()),
+    pa.field("versions", pa.string()),
 ])
+PROVENANCE_COLUMNS = ("source", "recorder_id", "versions")
 
 SCHEMAS: dict[str, pa.Schema] = {"book": BOOK, "bbo": BBO, "trades": TRADES, "funding": FUNDING,
-                                 "events": EVENTS}
+                                 "liquidations": LIQUIDATIONS, "open_interest": OPEN_INTEREST,
+                                 "instruments": INSTRUMENTS, "events": EVENTS}
 
 PARTITIONING_SCHEMA = pa.schema([("exchange", pa.string()), ("market", pa.string()), ("symbol", pa.string()),
                                  ("date", pa.string())])
@@ -141,6 +179,9 @@ def parquet_options(table: str, archival: bool = False) -> dict:
              "bbo": ["ts_recv", "ts_event", "update_id"],
              "trades": ["ts_recv", "ts_event", "trade_id"],
              "funding": ["ts_recv", "ts_event", "next_funding_time"],
+             "liquidations": ["ts_recv", "ts_event", "ts_trade"],
+             "open_interest": ["ts_recv", "ts_event"],
+             "instruments": ["ts_recv"],
              "events": ["ts_recv"],
              "spread": ["ts"]}.get(table, [])
     schema = SCHEMAS.get(table)

@@ -86,7 +86,7 @@ READING_SCHEMA = pa.schema(
     + [pa.field(name, pa.bool_(), nullable=False) if name in FLAG_COLUMNS else pa.field(name, pa.float64())
        for name in VALUE_COLUMNS]
 )
-"""The spread series as Arrow (replay's output table): missing values are NaN, flags are never null."""
+"""The spread series as Arrow (replay's output table): missing values are null, flags are never null."""
 
 _COL = {name: i for i, name in enumerate(VALUE_COLUMNS)}
 C_SPOT_BID, C_SPOT_BID_AMT, C_SPOT_ASK, C_SPOT_ASK_AMT = (_COL["spot_bid"], _COL["spot_bid_amount"],
@@ -289,7 +289,7 @@ def reading_table(ts: npt.ArrayLike, values: FloatArray) -> pa.Table:
     columns = [pa.array(ts_array, type=READING_SCHEMA.field("ts").type)]
     for i, name in enumerate(VALUE_COLUMNS):
         column = values[:, i]
-        columns.append(pa.array(column != 0.0) if name in FLAG_COLUMNS else pa.array(column))
+        columns.append(pa.array(column != 0.0) if name in FLAG_COLUMNS else pa.array(column, mask=np.isnan(column)))
     return pa.Table.from_arrays(columns, schema=READING_SCHEMA)
 
 

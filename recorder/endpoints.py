@@ -53,3 +53,35 @@ def configure(exchange: Any, endpoint: Endpoint) -> None:
         exchange.set_sandbox_mode(True)
         return
     point_at_venue(exchange, endpoint)
+
+
+def describe_source(endpoint: Endpoint, server: str | None) -> tuple[str, str]:
+    """(identity, where) of the source a session records from, for the ledger's provenance.
+
+    The identity must compare equal for two runs of one market and differ between markets: real Binance and
+    its testnet are named; a server at a venue URL is named by its own description when its ``Server`` header
+    carries one (``product/version (what it serves)``, as Nova's venue sends), since its port changes from
+    run to run while what it serves does not; otherwise by its URL. ``where`` is the URL itself.
+    """
+    if endpoint == "binance":
+        return "Binance", "Binance (api.binance.com, fapi.binance.com)"
+    if endpoint == "testnet":
+        return "Binance testnet", "the Binance testnet (ccxt's sandbox URLs)"
+    where = check_venue_url(endpoint)
+    if server and "(" in server and server.rstrip().endswith(")"):
+        return server.strip(), where
+    return where + (f" (server {server.strip()})" if server else ""), where
+
+
+def versions() -> str:
+    """The software that records, as the ledger's provenance keeps it."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import ccxt
+
+    try:
+        nova = version("nova-recorder")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+        nova = "dev"
+    return f"nova {nova}, ccxt {ccxt.__version__}, python {platform.python_version()}"

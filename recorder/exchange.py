@@ -13,8 +13,10 @@ re-subscribing after reconnects, answering pings, and fetching the REST snapshot
 The hook names are ccxt internals of the pinned version (4.5.x): ``handle_order_book`` (snake_case; a
 camelCase override is ignored), the implicit REST methods ``fetch_order_book`` calls, hooked as
 ``public_get_depth`` (spot, snake_case) and ``fapiPublicGetDepth`` (USDT-M, camelCase), ``handle_bids_asks``,
-``handle_trade``, ``handle_mark_prices``, ``handle_order_book_subscription``, ``handle_message`` (for the
-``serverShutdown`` notice ccxt ignores), and the client's ``handle_text_or_binary_message``.
+``handle_trade``, ``handle_mark_prices``, ``handle_liquidation``, the exchangeInfo requests
+(``publicGetExchangeInfo``, ``fapiPublicGetExchangeInfo``: camelCase both), ``handle_order_book_subscription``,
+``handle_message`` (for the ``serverShutdown`` notice ccxt ignores), and the client's
+``handle_text_or_binary_message``.
 tests/test_recorder_faults.py (the hook test) fails if any of them stops being called.
 
 Bad input from the wire (tests/test_wire_faults.py): ccxt processes frames inside an asyncio callback, so a
@@ -35,7 +37,7 @@ import ccxt.pro as ccxtpro
 from nova.markets import Market
 
 # Events the recorder subscribes to; ccxt routes them to the hooks below (spot's bookTicker has no "e").
-_ROUTED_EVENTS = frozenset({"depthUpdate", "bookTicker", "trade", "aggTrade", "markPriceUpdate"})
+_ROUTED_EVENTS = frozenset({"depthUpdate", "bookTicker", "trade", "aggTrade", "markPriceUpdate", "forceOrder"})
 
 
 class Sink(Protocol):
@@ -50,6 +52,10 @@ class Sink(Protocol):
     def on_trade(self, market: Market, message: dict, ts: int) -> None: ...
 
     def on_funding(self, market: Market, message: dict, ts: int) -> None: ...
+
+    def on_liquidation(self, market: Market, message: dict, ts: int) -> None: ...
+
+    def on_exchange_info(self, market: Market, response: Any, ts: int) -> None: ...
 
     def on_subscribed(self, market: Market, symbols: list[str], ts: int) -> None: ...
 
@@ -135,6 +141,22 @@ class RecordingBinance(ccxtpro.binance):
         self.nova_sink.on_snapshot(market, symbol, response, time.time_ns())
         return response
 
+    # ---- exchangeInfo: the instruments, raw (ccxt's load_markets asks once per start) -----------------------
+    async def publicGetExchangeInfo(self, params: dict | None = None) -> Any:
+        # spot: ccxt's snake-to-camel copy of public_get_exchangeinfo lands on "publicGetExchangeinfo", not on
+        # the name fetch_markets calls, so (unlike depth) the camelCase override is the one reached
+        return await self._exchange_info("spot", super().publicGetExchangeInfo, params or {})
+
+    async def fapiPublicGetExchangeInfo(self, params: dict | None = None) -> Any:
+        # USDT-M: only the camelCase override is reached (see fapiPublicGetDepth)
+        return await self._exchange_info("perp", super().fapiPublicGetExchangeInfo, params or {})
+
+    async def _exchange_info(self, market: Market, call: Any, params: dict) -> Any:
+        self._count("publicGetExchangeInfo" if market == "spot" else "fapiPublicGetExchangeInfo")
+        response = await call(params)
+        self.nova_sink.on_exchange_info(market, response, time.time_ns())
+        return response
+
     # ---- notices ccxt does not handle ------------------------------------------------------------------------
     def handle_message(self, client: Any, message: Any) -> None:
         body = message.get("data", message) if isinstance(message, dict) and "stream" in message else message
@@ -165,6 +187,9 @@ class RecordingBinance(ccxtpro.binance):
 
     def handle_trade(self, client: Any, message: dict) -> None:
         self.nova_sink.on_trade(self.nova_market, message, time.time_ns())
+
+    def handle_liquidation(self, client: Any, message: dict) -> None:
+        self.nova_sink.on_liquidation(self.nova_market, message, time.time_ns())
 
     def handle_mark_prices(self, client: Any, message: Any) -> None:
         ts = time.time_ns()

@@ -19,6 +19,7 @@ import errno
 import itertools
 import os
 import random
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,17 +31,18 @@ import numpy as np
 import pyarrow as pa
 
 from nova.errors import NovaError
+from nova.lock import RootBusy, RootLock
 from nova.markets import Market, Symbol
 from nova.spread import SpreadLogic, SpreadParams
-from recorder.endpoints import ccxt_options, configure
+from recorder.endpoints import ccxt_options, configure, describe_source, versions
 from recorder.exchange import RecordingBinance
+from recorder.recovery import CRASH_DETAIL, missing_stops
 from recorder.rows import SMALL_SCHEMAS, Levels, book_batch, malformed_details, records_batch
 from recorder.sequencer import SNAPSHOT, STALE
-from recorder.session import STREAMS, MarketSession, SymbolState, Taken
+from recorder.session import PERP_ONLY, POLLED, STREAM_MARKERS, STREAMS, MarketSession, SymbolState, Taken
 from recorder.writer import DatasetWriter
 
 MARKET_NAME = {"spot": "spot", "perp": "USDT-M"}
-_STREAM_MARKER = {"book": "orderbook::", "bbo": "bookTicker@", "trades": "trade::", "funding": "markPrice@"}
 _WATCHED_FOR_STALLS = ("book", "bbo", "funding")  # trades can be legitimately quiet for minutes
 
 
@@ -61,6 +63,9 @@ class RecorderConfig:
     backoff_cap_s: float = 30.0
     spread: SpreadParams = field(default_factory=SpreadParams)
     live_spread: bool = True  # keep live books for the status view (about 4 µs per 65-level message)
+    recorder_id: str | None = None  # who recorded, in the ledger's provenance; default: the host name
+    oi_every_s: float = 10.0  # open interest is polled over REST this often
+    instruments_every_s: float = 3600.0  # exchangeInfo is checked for changes this often
 
 
 @dataclass
@@ -96,9 +101,10 @@ class Recorder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nova-writer")
         self._tasks: set[asyncio.Task] = set()
         self._stream_started: dict[tuple[Market, str, str], int] = {}
-        self._lock_file: Any = None
+        self._lock: RootLock | None = None
         self._stopping = False
         self._inflight: asyncio.Future | None = None
+        self._sources: dict[Market, tuple[str, str]] = {}  # market -> (source identity, where), for the ledger
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,14 +127,23 @@ class Recorder:
         for market, session in self.sessions.items():
             for state in session.states.values():
                 state.seq.next_msg = self.writer.max_msg(market, state.symbol) + 1
+        await loop.run_in_executor(self._executor, self._close_crashed_runs)
         self.started_ns = time.time_ns()
+        recorder_id = self.config.recorder_id or socket.gethostname()
+        software = versions()
         for market, session in self.sessions.items():
+            source, where = self._sources[market]
             for state in session.states.values():
                 for stream in self._streams(market):
                     session.ledger(state, stream, self.started_ns, "start", None, None,
-                                   f"recording {state.symbol.ccxt_symbol(market)} from {self._endpoint_name()}")
+                                   f"recording {state.symbol.ccxt_symbol(market)} from {where}",
+                                   (source, recorder_id, software))
                     self._stream_started[(market, state.symbol.exchange_id, stream)] = self.started_ns
-                    self._spawn(self._watch(session, state, stream))
+                    if stream == "open_interest":
+                        self._spawn(self._poll_open_interest(session, state))
+                    elif stream not in POLLED:
+                        self._spawn(self._watch(session, state, stream))
+            self._spawn(self._poll_instruments(session))
         self._spawn(self._flusher())
         self._spawn(self._watchdog())
 
@@ -195,11 +210,9 @@ class Recorder:
         return task
 
     def _streams(self, market: Market) -> list[str]:
-        return [s for s in STREAMS if s in self.config.tables and not (s == "funding" and market == "spot")]
-
-    def _endpoint_name(self) -> str:
-        return {"binance": "Binance", "testnet": "the Binance testnet"}.get(self.config.endpoint,
-                                                                          self.config.endpoint)
+        """The streams recorded on a market: the chosen ones it has, and always its instruments."""
+        chosen = [s for s in STREAMS if s in self.config.tables and not (s in PERP_ONLY and market == "spot")]
+        return [*chosen, "instruments"]
 
     # ---- start-up checks ---------------------------------------------------------------------------------------------
     def _prepare_data_dir(self) -> DatasetWriter:
@@ -217,24 +230,29 @@ class Recorder:
 
     def _recover_and_lock(self) -> list[str]:
         assert self.writer is not None
-        if isinstance(self.writer.fs, type(self.writer.fs)) and "://" not in self.config.data:
-            import fcntl
-
-            path = os.path.join(self.writer.root, ".nova-recorder.lock")
-            handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the recording
+        if "://" not in self.config.data:
+            lock = RootLock(self.writer.root)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise NovaError(f"another nova record is already writing to {self.config.data}; stop it or "
-                                "record into another --data directory") from None
-            self._lock_file = handle
+                lock.acquire()
+            except RootBusy:
+                raise NovaError(f"another nova record (or nova recover) is already writing to {self.config.data}; "
+                                "stop it or record into another --data directory") from None
+            self._lock = lock
         return self.writer.recover()
 
     def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        """A clean stop leaves no lock file behind."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _close_crashed_runs(self) -> None:
+        """Ledger the ``stop`` a killed run could not, for each stream we record (recorder.recovery)."""
+        assert self.writer is not None
+        for market, session in self.sessions.items():
+            for state in session.states.values():
+                for ts, stream in missing_stops(self.writer, market, state.symbol, self._streams(market)):
+                    session.ledger(state, stream, ts, "stop", None, None, CRASH_DETAIL)
 
     async def _load_markets(self, session: MarketSession) -> None:
         name = MARKET_NAME[session.market]
@@ -242,6 +260,8 @@ class Recorder:
         for attempt in range(1, self.config.connect_attempts + 1):
             try:
                 await session.exchange.load_markets()
+                headers = session.exchange.last_response_headers or {}
+                self._sources[session.market] = describe_source(self.config.endpoint, headers.get("Server"))
                 return
             except ccxt.BaseError as exc:
                 if attempt == self.config.connect_attempts:
@@ -286,6 +306,8 @@ class Recorder:
                     await exchange.watch_bids_asks([symbol])
                 elif stream == "trades":
                     await exchange.watch_trades(symbol)
+                elif stream == "liquidations":
+                    await exchange.watch_liquidations(symbol)
                 else:
                     await exchange.watch_mark_price(symbol, {"use1sFreq": True})
                 backoff.reset()  # the book's watch resolves once its snapshot is in: healthy again
@@ -316,6 +338,49 @@ class Recorder:
                 await asyncio.sleep(backoff.next())
                 self._stream_started[key] = time.time_ns()
 
+    async def _poll_open_interest(self, session: MarketSession, state: SymbolState) -> None:
+        """Ask for the open interest every ``oi_every_s``. A failing endpoint is ledgered when it starts failing
+        (and when its error changes), retried with backoff up to 5 minutes, and ledgered again when it answers."""
+        failures, last_error = 0, ""
+        while True:
+            delay = self.config.oi_every_s
+            try:
+                response = await session.exchange.fapiPublicGetOpenInterest({"symbol": state.symbol.exchange_id})
+                ts = time.time_ns()
+                if session.on_open_interest(state, response, ts) and failures:
+                    session.ledger(state, "open_interest", ts, "reconnect", None, None,
+                                   f"open interest answered again after {failures} failed requests")
+                    failures, last_error = 0, ""
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                text = f"{type(exc).__name__}: {str(exc)[:200]}"
+                if text != last_error:
+                    session.ledger(state, "open_interest", time.time_ns(), "error", None, None,
+                                   f"open interest request failed: {text}; retrying with backoff")
+                    last_error = text
+                delay = min(self.config.oi_every_s * 2 ** min(failures, 10), 300.0)
+            await asyncio.sleep(delay)
+
+    async def _poll_instruments(self, session: MarketSession) -> None:
+        """Check exchangeInfo for changes every ``instruments_every_s`` (the hook records what changed)."""
+        while True:
+            await asyncio.sleep(self.config.instruments_every_s)
+            exchange = session.exchange
+            try:
+                if session.market == "spot":
+                    for exchange_id in session.states:
+                        await exchange.publicGetExchangeInfo({"symbol": exchange_id})
+                else:
+                    await exchange.fapiPublicGetExchangeInfo()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                for state in session.states.values():
+                    session.ledger(state, "instruments", time.time_ns(), "error", None, None,
+                                   f"exchangeInfo request failed: {type(exc).__name__}: {str(exc)[:200]}")
+
     def _request_resync(self, market: Market, symbol: Symbol) -> None:
         session = self.sessions[market]
         state = session.states[symbol.exchange_id]
@@ -341,7 +406,7 @@ class Recorder:
             state.resyncing = False
 
     def _stream_client(self, session: MarketSession, state: SymbolState, stream: str) -> Any:
-        marker, symbol = _STREAM_MARKER[stream], state.symbol.ccxt_symbol(session.market)
+        marker, symbol = STREAM_MARKERS[stream], state.symbol.ccxt_symbol(session.market)
         for client in list((session.exchange.clients or {}).values()):
             for key in [*client.subscriptions, *client.futures]:
                 if isinstance(key, str) and marker in key and key.endswith(symbol):
@@ -450,8 +515,7 @@ class Recorder:
                 rows["book"] = batch.num_rows
                 if self.config.live_spread:
                     self._update_live_book(t.market, t.symbol, levels)
-            for table, buffer in (("bbo", t.bbo), ("trades", t.trades), ("funding", t.funding),
-                                  ("events", t.events)):
+            for table, buffer in t.small().items():
                 if buffer:
                     self.writer.write(table, t.market, t.symbol, records_batch(SMALL_SCHEMAS[table], buffer))
                     rows[table] = len(buffer)

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from nova.contract import BBO, BOOK, EVENTS, FUNDING, TRADES
+from nova.contract import BBO, BOOK, EVENTS, FUNDING, INSTRUMENTS, LIQUIDATIONS, OPEN_INTEREST, TRADES
 from recorder.levels import OK, parse_texts, plain_decimal
 from recorder.sequencer import NULL, SNAPSHOT, STALE, BookColumns
 
@@ -139,8 +139,15 @@ def _short(value: object) -> str:
 def records_batch(schema: pa.Schema, rows: list[tuple]) -> pa.RecordBatch:
     """A batch of one of the small tables (bbo, trades, funding, events) from row tuples in schema order.
 
-    Timestamps arrive as ns integers (None for null); labels as plain strings.
+    Timestamps arrive as ns integers (None for null); labels as plain strings. Trailing nullable columns (the
+    ledger's provenance, on every row but a ``start``) may be left out of a row: they are null.
     """
+    width = len(schema)
+    if any(len(row) != width for row in rows):
+        missing = schema.names[min(len(row) for row in rows):]
+        if any(not schema.field(name).nullable for name in missing):
+            raise ValueError(f"rows of {schema.names} lack the required column(s) {missing}")
+        rows = [row + (None,) * (width - len(row)) for row in rows]
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = []
     for field, values in zip(schema, columns, strict=True):
@@ -151,4 +158,5 @@ def records_batch(schema: pa.Schema, rows: list[tuple]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-SMALL_SCHEMAS = {"bbo": BBO, "trades": TRADES, "funding": FUNDING, "events": EVENTS}
+SMALL_SCHEMAS = {"bbo": BBO, "trades": TRADES, "funding": FUNDING, "liquidations": LIQUIDATIONS,
+                 "open_interest": OPEN_INTEREST, "instruments": INSTRUMENTS, "events": EVENTS}

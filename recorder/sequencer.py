@@ -69,6 +69,7 @@ class BookSequencer:
         self.last_id = NULL
         self.held: list[Diff] = []
         self.need_resync_ledger = False  # the next snapshot ends a gap or a disconnect
+        self.clock = 0  # the largest receive time seen: what the ledger stamps, so it never runs backwards
         self.messages = 0
         self.gaps = 0
         self.stale = 0
@@ -82,6 +83,7 @@ class BookSequencer:
     # ---- what arrives ------------------------------------------------------------------------------------
     def on_diff(self, diff: Diff) -> None:
         self.messages += 1
+        self.clock = max(self.clock, diff[0])
         if not self.live:
             self.held.append(diff)
             if len(self.held) > HOLD_LIMIT_MESSAGES or diff[0] - self.held[0][0] > HOLD_LIMIT_NS:
@@ -92,6 +94,7 @@ class BookSequencer:
     def on_snapshot(self, ts: int, event_ms: int, trade_ms: int, last_update_id: int, text: str,
                     levels: int) -> None:
         self.snapshots += 1
+        self.clock = max(self.clock, ts)
         self._write(ts, event_ms, trade_ms, last_update_id, last_update_id, NULL, SNAPSHOT, text)
         self.ledger(ts, "snapshot", None, last_update_id, f"{levels} levels")
         if self.need_resync_ledger:
@@ -173,7 +176,10 @@ class BookSequencer:
             rule = "U == last u + 1" if self.market == "spot" else "pu == last u"
             if not self.synced:
                 rule = "first diff to straddle the snapshot id"
-            self.ledger(ts, "gap", expected, received, f"broke {rule}; resyncing")
+            # stamped with the stream's clock: a held diff breaking the chain right after its snapshot is
+            # found at the snapshot's time (its own receive time is earlier), and readers must see the gap
+            # after the snapshot it follows (nova.validity)
+            self.ledger(max(ts, self.clock), "gap", expected, received, f"broke {rule}; resyncing")
             self._write_diff(diff, STALE)
             self.live = False
             self.need_resync_ledger = True

@@ -18,9 +18,14 @@ from nova.markets import Market, Symbol
 from recorder.levels import plain_decimal
 from recorder.sequencer import NULL, BookColumns, BookSequencer
 
-STREAMS = ("book", "bbo", "trades", "funding")
+STREAMS = ("book", "bbo", "trades", "funding", "liquidations", "open_interest")
+"""The streams a user can choose (``--tables``); ``instruments`` (exchangeInfo) is always recorded."""
+PERP_ONLY = frozenset({"funding", "liquidations", "open_interest"})
+POLLED = frozenset({"open_interest", "instruments"})  # REST, not a WebSocket stream
 # How ccxt names each stream's subscription on a connection (the key ends with the marker and the symbol).
-STREAM_MARKERS = {"book": "orderbook::", "bbo": "bookTicker@", "trades": "trade::", "funding": "markPrice@"}
+STREAM_MARKERS = {"book": "orderbook::", "bbo": "bookTicker@", "trades": "trade::", "funding": "markPrice@",
+                  "liquidations": "liquidations::"}
+ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH"})
 MAX_ID = 2**63 - 1  # ids are stored as int64
 MAX_MS = (2**63 - 1) // 1_000_000  # times in ms must still fit as ns in an int64
 
@@ -47,7 +52,12 @@ class SymbolState:
     trades: list[tuple] = field(default_factory=list)
     funding: list[tuple] = field(default_factory=list)
     events: list[tuple] = field(default_factory=list)
-    stats: dict[str, StreamStats] = field(default_factory=lambda: {s: StreamStats() for s in STREAMS})
+    liquidations: list[tuple] = field(default_factory=list)
+    open_interest: list[tuple] = field(default_factory=list)
+    instruments: list[tuple] = field(default_factory=list)
+    last_instrument: tuple | None = None  # the last instruments row, to record only changes
+    stats: dict[str, StreamStats] = field(default_factory=lambda: {s: StreamStats()
+                                                                   for s in (*STREAMS, "instruments")})
     latest_bbo: tuple | None = None
     latest_funding: float = float("nan")
     down: dict[str, int] = field(default_factory=dict)  # stream -> when it disconnected (until it is back)
@@ -64,7 +74,15 @@ class Taken:
     bbo: list[tuple]
     trades: list[tuple]
     funding: list[tuple]
+    liquidations: list[tuple]
+    open_interest: list[tuple]
+    instruments: list[tuple]
     events: list[tuple]
+
+    def small(self) -> dict[str, list[tuple]]:
+        """The row buffers of every table but the book, by table name."""
+        return {"bbo": self.bbo, "trades": self.trades, "funding": self.funding, "liquidations": self.liquidations,
+                "open_interest": self.open_interest, "instruments": self.instruments, "events": self.events}
 
 
 class MarketSession:
@@ -89,19 +107,15 @@ class MarketSession:
 
     # ---- the ledger ----------------------------------------------------------------------------------------
     def ledger(self, state: SymbolState, stream: str, ts: int, kind: str, expected: int | None = None,
-               received: int | None = None, detail: str = "") -> None:
-        state.events.append((ts, stream, kind, expected, received, detail))
+               received: int | None = None, detail: str = "", provenance: tuple[str, str, str] | None = None
+               ) -> None:
+        state.events.append((ts, stream, kind, expected, received, detail, *(provenance or (None, None, None))))
         if kind == "gap":
             state.stats[stream].gaps += 1
         elif kind == "error":
             state.stats[stream].errors += 1
         elif kind == "reconnect":
             state.stats[stream].reconnects += 1
-
-    def ledger_all(self, stream: str, kind: str, detail: str = "") -> None:
-        ts = time.time_ns()
-        for state in self.states.values():
-            self.ledger(state, stream, ts, kind, None, None, detail)
 
     def _back(self, state: SymbolState, stream: str, ts: int) -> None:
         """The first message of a stream after a disconnect: ledger the reconnect."""
@@ -261,6 +275,76 @@ class MarketSession:
         if state.down:
             self._back(state, "funding", ts)
 
+    def on_liquidation(self, market: Market, message: dict, ts: int) -> None:
+        order = message.get("o") if isinstance(message, dict) else None
+        state = self._state(order if isinstance(order, dict) else message, "liquidations", ts)
+        if state is None:
+            return
+        try:
+            if market != "perp":
+                raise ValueError("forceOrder is a USDT-M stream")
+            if not isinstance(order, dict):
+                raise TypeError("o must be the liquidation order")
+            status = order["X"]
+            if type(status) is not str or status not in ORDER_STATUSES:
+                raise ValueError(f"{str(status)[:20]!r} is not an order status")
+            amount, filled = _num(order["q"], positive=True), _num(order["z"])
+            if filled > amount:
+                raise ValueError("the filled amount exceeds the order's")
+            row = (ts, _time(message["E"]), _time(order["T"]), _side(order["S"]), _num(order["p"], positive=True),
+                   amount, _num(order["ap"]), filled, status)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._bad(state, "liquidations", ts, message, _why(exc))
+            return
+        state.liquidations.append(row)
+        self._received(state, "liquidations", ts)
+
+    def on_open_interest(self, state: SymbolState, response: Any, ts: int) -> bool:
+        """A polled openInterest response; False (and an error ledgered) when it is not Binance's shape."""
+        try:
+            if not isinstance(response, dict):
+                raise TypeError("the response is not a JSON object")
+            if response.get("symbol") != state.symbol.exchange_id:
+                raise ValueError(f"it is for {str(response.get('symbol'))[:20]!r}")
+            row = (ts, _time(response["time"]), _num(response["openInterest"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            self._bad(state, "open_interest", ts, response, _why(exc))
+            return False
+        state.open_interest.append(row)
+        self._received(state, "open_interest", ts)
+        return True
+
+    def on_exchange_info(self, market: Market, response: Any, ts: int) -> None:
+        """An exchangeInfo response: the entry of every recorded symbol becomes an instruments row if changed."""
+        symbols = response.get("symbols") if isinstance(response, dict) else None
+        if not isinstance(symbols, list):
+            for state in self.states.values():
+                self._bad(state, "instruments", ts, response, "no symbols list")
+            return
+        entries = {e.get("symbol"): e for e in symbols if isinstance(e, dict)}
+        for exchange_id, state in self.states.items():
+            if exchange_id in entries:
+                self.on_instrument(state, entries[exchange_id], ts)
+
+    def on_instrument(self, state: SymbolState, info: Any, ts: int) -> None:
+        """One market's entry of an exchangeInfo response: a row when it differs from the last one recorded."""
+        try:
+            row = instrument_row(self.market, info)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._bad(state, "instruments", ts, info, _why(exc))
+            return
+        if row != state.last_instrument:
+            state.last_instrument = row
+            state.instruments.append((ts, *row))
+            self._received(state, "instruments", ts)
+
+    def _received(self, state: SymbolState, stream: str, ts: int) -> None:
+        stats = state.stats[stream]
+        stats.messages += 1
+        stats.last_recv_ns = ts
+        if state.down:
+            self._back(state, stream, ts)
+
     def on_subscribed(self, market: Market, symbols: list[str], ts: int) -> None:
         for state in self.states.values():
             if state.symbol.ccxt_symbol(market) in symbols:
@@ -287,8 +371,9 @@ class MarketSession:
         out = []
         for state in self.states.values():
             taken = Taken(self.market, state.symbol, state.seq.take(), state.bbo, state.trades, state.funding,
-                          state.events)
+                          state.liquidations, state.open_interest, state.instruments, state.events)
             state.bbo, state.trades, state.funding, state.events = [], [], [], []
+            state.liquidations, state.open_interest, state.instruments = [], [], []
             out.append(taken)
         return out
 
@@ -299,6 +384,38 @@ def _num(value: Any, positive: bool = False) -> float:
     if positive and number == 0:
         raise ValueError(f"'{value}' is not a valid price or size")
     return number
+
+
+def _side(value: Any) -> str:
+    if value not in ("BUY", "SELL"):
+        raise ValueError(f"{str(value)[:20]!r} is not BUY or SELL")
+    return "buy" if value == "BUY" else "sell"
+
+
+def _filter(filters: list, kind: str, key: str) -> float | None:
+    for f in filters:
+        if isinstance(f, dict) and f.get("filterType") == kind and key in f:
+            return _num(f[key])
+    return None
+
+
+def instrument_row(market: Market, info: Any) -> tuple:
+    """(tick_size, step_size, min_notional, status, contract_type, filters JSON) of an exchangeInfo entry."""
+    if not isinstance(info, dict):
+        raise TypeError("a symbol entry must be a JSON object")
+    filters, status = info["filters"], info["status"]
+    if type(filters) is not list or type(status) is not str:
+        raise TypeError("filters must be a list and status a string")
+    tick, step = _filter(filters, "PRICE_FILTER", "tickSize"), _filter(filters, "LOT_SIZE", "stepSize")
+    if market == "spot":
+        notional = _filter(filters, "NOTIONAL", "minNotional") or _filter(filters, "MIN_NOTIONAL", "minNotional")
+        contract = None
+    else:
+        notional = _filter(filters, "MIN_NOTIONAL", "notional")
+        contract = info.get("contractType")
+        if contract is not None and type(contract) is not str:
+            raise TypeError("contractType must be a string")
+    return (tick, step, notional, status, contract, orjson.dumps(filters).decode())
 
 
 def _rate(value: Any) -> float:

@@ -182,6 +182,47 @@ class DatasetWriter:
                 done.append(f"recovered {rows} rows into {directory}/{final_name_of_journal(name)}")
         return done
 
+    def _date_dirs(self, table: str, market: Market, symbol: Symbol) -> list[str]:
+        """The partition folders of a stream, newest date first."""
+        base = partition_dir(self.root, table, market, symbol, "x").rsplit("/", 1)[0]
+        selector = pafs.FileSelector(base, allow_not_found=True)
+        return sorted((i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.Directory),
+                      reverse=True)
+
+    def _visible_files(self, directory: str) -> list[str]:
+        return sorted(i.path for i in self.fs.get_file_info(pafs.FileSelector(directory))
+                      if i.path.endswith(".parquet") and not i.base_name.startswith("."))
+
+    def last_row_ns(self, table: str, market: Market, symbol: Symbol) -> int | None:
+        """The latest receive time on disk of a stream (from Parquet statistics), or None if it has no rows."""
+        for date_dir in self._date_dirs(table, market, symbol):
+            best = None
+            for path in self._visible_files(date_dir):
+                meta = pq.read_metadata(path, filesystem=self.fs)
+                col = meta.schema.to_arrow_schema().get_field_index("ts_recv")
+                for g in range(meta.num_row_groups):
+                    stats = meta.row_group(g).column(col).statistics
+                    if stats is not None and stats.has_min_max:
+                        best = max(best or 0, int(stats.max_raw))
+            if best is not None:
+                return best
+        return None
+
+    def last_event(self, market: Market, symbol: Symbol, stream: str) -> tuple[int, str] | None:
+        """(ts_recv, kind) of the last event ledgered on disk for one stream, or None if it has none."""
+        for date_dir in self._date_dirs("events", market, symbol):
+            found: tuple[int, str] | None = None
+            for path in self._visible_files(date_dir):
+                table = pq.read_table(path, columns=["ts_recv", "stream", "kind"], filesystem=self.fs)
+                ts = table.column("ts_recv").cast(pa.int64()).to_pylist()
+                for t, s, k in zip(ts, table.column("stream").to_pylist(), table.column("kind").to_pylist(),
+                                   strict=True):
+                    if s == stream and (found is None or t >= found[0]):
+                        found = (t, str(k))
+            if found is not None:
+                return found
+        return None
+
     def max_msg(self, market: Market, symbol: Symbol) -> int:
         """The highest book message number on disk for a stream (0 if none), from Parquet statistics."""
         base = partition_dir(self.root, "book", market, symbol, "x").rsplit("/", 1)[0]

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from nova.errors import NovaError
+from nova.markets import Market
 from nova.spread import READING_SCHEMA, Reading, SpreadParams
 from replay.dataset import Dataset
 from replay.engine import Chunk, Engine, ReplayRange
@@ -33,7 +34,7 @@ from replay.kernel import K_ENTRIES, K_LAST_KEY, K_READINGS, NO_KEY, SEG_BOOK_PE
 from replay.merge import Window
 from replay.output import SpreadOutput, readings_table
 from replay.pacing import Pacer
-from replay.summary import ReplaySummary, SummaryBuilder
+from replay.summary import ReplaySummary, SummaryBuilder, format_ns
 from replay.timespan import resolve
 
 ReadingCallback = Callable[[Reading], Any]
@@ -97,7 +98,17 @@ class Replay:
         self._reading_callbacks: list[ReadingCallback] = []
         self._event_callbacks: list[EventCallback] = []
         self._summary: ReplaySummary | None = None
-        self._engine(raw=False)  # plan once now: unreadable files and other bad input fail here, not later
+        planned = self._engine(raw=False)  # plan once now: unreadable files and other bad input fail here
+        if not planned.planner.overlaps():
+            raise NovaError(_empty_window(self.span, planned.planner.recorded))
+        self.sources = self.dataset.run_sources(self.span.symbol, self.span.start_ns, self.span.end_ns)
+        self.warnings: list[str] = []
+        distinct = list(dict.fromkeys(src for found in self.sources.values() for src in found))
+        if len(distinct) > 1:
+            named = "; ".join(f"{market}: {', '.join(found)}" for market, found in self.sources.items())
+            self.warnings.append(f"the replayed range mixes recordings from {len(distinct)} sources ({named}); "
+                                 "they are not one market, so spreads across them mean nothing: record each "
+                                 "source into its own --data directory")
 
     def __repr__(self) -> str:
         return (f"Replay({self.span.symbol}, {self.dates[0]}..{self.dates[-1]}, clock={self.span.clock}, "
@@ -165,14 +176,17 @@ class Replay:
         self._event_callbacks.append(callback)
         return callback
 
-    def run(self, speed: float | None = None, *, write: bool | str = False,
+    def run(self, speed: float | None = None, *, write: bool | str = False, replace: bool = False,
             progress: Callable[[Progress], Any] | None = None, stop: Callable[[], bool] | None = None
             ) -> ReplaySummary:
         """One pass that feeds the registered callbacks and, with ``write``, stores the readings: ``True`` into
-        the dataset's ``spread`` table (replacing an earlier replay of those dates), a path for one file.
-        Nothing is written unless the whole pass succeeds. ``progress`` is called as the pass advances;
-        ``stop`` is polled likewise and, once true, ends the pass with ``ReplayInterrupted``."""
+        the dataset's ``spread`` table, a path for one file. The spread table holds one series per symbol and
+        date: a replay replaces an earlier one of those dates, but a window never replaces a series covering
+        more of the day unless ``replace`` (NovaError before any work otherwise; the summary's notes say what
+        was replaced). Nothing is written unless the whole pass succeeds. ``progress`` is called as the pass
+        advances; ``stop`` is polled likewise and, once true, ends the pass with ``ReplayInterrupted``."""
         raw = bool(self._event_callbacks)
+        notes = self.check_output(write, replace)
         output = self._output(write)
         try:
             with self._pass(speed, raw=raw) as p:
@@ -182,6 +196,7 @@ class Replay:
                         progress(p.progress())
                 if output is not None:
                     p.output = output.commit()
+                    p.notes.extend(notes)
                     output = None
         finally:
             if output is not None:
@@ -223,7 +238,17 @@ class Replay:
         metadata = {"symbol": self.span.symbol.unified, "start_ns": self.span.start_ns, "end_ns": self.span.end_ns,
                     "clock": self.span.clock, "params": self.params.__dict__}
         path = None if write is True else str(write)
-        return SpreadOutput(self.dataset.root_text, self.span.symbol, self.params.size, metadata, path)
+        return SpreadOutput(self.dataset.root_text, self.span.symbol, self.params.size, metadata, path,
+                            self.span.start_ns, self.span.end_ns)
+
+    def check_output(self, write: bool | str, replace: bool = False) -> list[str]:
+        """What writing would replace, checked before any work: NovaError when the target cannot be written,
+        or when a window would replace a stored series that covers more of a day (unless ``replace``).
+        Returns a note per stored series that writing will replace."""
+        output = self._output(write)
+        if output is None:
+            return []
+        return output.check(replace)
 
     # ---- async ---------------------------------------------------------------------------------------------------
     async def areadings(self, speed: float | None = None) -> AsyncIterator[Reading]:
@@ -274,6 +299,21 @@ class Replay:
         return self._summary
 
 
+def _empty_window(span: ReplayRange, recorded: dict[tuple[str, Market], tuple[int, int]]) -> str:
+    """One sentence: nothing was recorded in the window, and what was recorded around it."""
+    def when(ns: int) -> str:
+        return format_ns(ns)[:19]
+
+    seen = []
+    for market in ("spot", "perp"):
+        spans = [v for (table, m), v in recorded.items() if m == market and table in ("book", "bbo")]
+        if spans:
+            seen.append(f"{market} {when(min(lo for lo, _ in spans))} to {when(max(hi for _, hi in spans))}")
+    around = "; recorded around it: " + ", ".join(seen) if seen else ""
+    return (f"nothing of {span.symbol} was recorded between {when(span.start_ns)} and {when(span.end_ns)} UTC"
+            f"{around}; choose a window inside the recording (nova ls shows what is recorded)")
+
+
 def _next_copy(chunks: Iterator[Chunk]) -> Chunk | None:
     chunk = next(chunks, None)
     if chunk is None:
@@ -292,6 +332,7 @@ class _Pass:
         self.pacer = pacer
         self.builder = SummaryBuilder(replay.span.symbol.unified, replay.span.clock, pacer.speed)
         self.output: str | None = None
+        self.notes: list[str] = list(replay.warnings)
         self._started = time.perf_counter()
 
     def __enter__(self) -> _Pass:
@@ -306,6 +347,8 @@ class _Pass:
         self.replay._summary = self.builder.finish(
             counters, time.perf_counter() - self._started, self.pacer.lateness if self.pacer.paced else None,
             self.replay.dataset.bad, min(known) if known else None, self.output)
+        self.replay._summary.sources = dict(self.replay.sources)
+        self.replay._summary.notes = list(self.notes)
 
     def chunks(self) -> Iterator[Chunk]:
         for chunk in self.engine.chunks():

@@ -27,6 +27,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from nova.contract import EXCHANGE, is_hidden
+from nova.dataset import Dataset as CoreDataset
+from nova.dataset import run_sources
 from nova.errors import NovaError
 from nova.markets import MARKETS, Market, Symbol
 
@@ -114,11 +116,14 @@ class Dataset:
                 found.update(self._dirs(base, "symbol="))
         return sorted(s.replace("-", "/") for s in found)
 
-    def dates(self, symbol: Symbol, tables: tuple[str, ...] = tuple(STREAM_TABLES)) -> list[str]:
-        """Dates with at least one visible Parquet file of ``symbol`` in any of ``tables``."""
+    def dates(self, symbol: Symbol, tables: tuple[str, ...] = tuple(STREAM_TABLES),
+              markets: tuple[Market, ...] = MARKETS) -> list[str]:
+        """Dates with at least one visible Parquet file of ``symbol`` in any of ``tables`` and ``markets``."""
         found: set[str] = set()
         for table in tables:
             for market in STREAM_TABLES[table]:
+                if market not in markets:
+                    continue
                 base = self._market_dir(table, market, symbol)
                 for date in self._dirs(base, "date="):
                     if date not in found and self.files_of(f"{base}/date={date}"):
@@ -175,6 +180,16 @@ class Dataset:
             out.append(RowGroupStats(first, last, group.num_rows, has_snapshot))
         return out
 
+    def run_sources(self, symbol: Symbol, start_ns: int, end_ns: int) -> dict[str, list[str]]:
+        """Per market, the sources (ledger provenance) of the recording runs that overlap [start_ns, end_ns)."""
+        core = CoreDataset(self.root_text)
+        out = {}
+        for market in MARKETS:
+            found = run_sources(core.ledger(market, symbol.dashed), start_ns, end_ns)
+            if found:
+                out[market] = found
+        return out
+
     def read_row_group(self, path: str, group: int, columns: list[str]) -> pa.Table:
         with self.fs.open_input_file(path) as source:
             return pq.ParquetFile(source).read_row_group(group, columns=columns)
@@ -209,6 +224,7 @@ class Planner:
         self.columns = columns
         self.skip_bad = skip_bad
         self.warmup_ns: dict[Market, int | None] = {}
+        self.recorded: dict[tuple[str, Market], tuple[int, int]] = {}  # stream -> first/last receive time read
 
     def _candidates(self, table: str, market: Market, dates: list[str]) -> list[_Candidate]:
         out = []
@@ -219,7 +235,17 @@ class Planner:
                     raise unreadable(path, self.dataset.bad[path])
                 continue
             out.append(_Candidate(path, groups))
+            real = [g for g in groups if g.first_ts > -(2**62)]
+            if real:
+                lo, hi = self.recorded.get((table, market), (2**63 - 1, -(2**63)))
+                self.recorded[(table, market)] = (min(lo, min(g.first_ts for g in real)),
+                                                  max(hi, max(g.last_ts for g in real)))
         return out
+
+    def overlaps(self) -> bool:
+        """Whether any book or bookTicker row group read reaches into [start, end) (by its statistics)."""
+        return any(lo < self.end_ns + self.margin and hi >= self.start_ns - self.margin
+                   for (table, _), (lo, hi) in self.recorded.items() if table in ("book", "bbo"))
 
     def _days(self, first: int, last: int) -> list[str]:
         from nova.contract import date_of

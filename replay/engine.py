@@ -82,6 +82,7 @@ class Engine:
         columns = {t: needed_columns(t, span.event_clock) for t in COLUMNS}
         planner = Planner(dataset, span.symbol, span.start_ns, span.end_ns, span.event_clock, columns, skip_bad)
         self.plans: dict[tuple[str, Market], StreamPlan] = planner.plan()
+        self.planner = planner
         self.warmup_ns = planner.warmup_ns
         self.state = ReplayState(params)
         self._out = OutputBuffer(output_rows)

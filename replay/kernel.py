@@ -29,6 +29,7 @@ from nova.spread import (
     C_SPOT_ASK_VWAP,
     C_VALID,
     N_VALUES,
+    NO_ID,
     P_SIZE,
     PERP,
     S_BBO_ID,
@@ -53,6 +54,8 @@ N_SEGMENTS = len(SEGMENTS)
 ACT_INVALIDATE = 1  # the book of that market is not trustworthy until its next snapshot
 ACT_GAP = 2
 ACT_DISCONNECT = 4
+ACT_CLEAR_QUOTE = 8  # the market's held bookTicker is not trustworthy: drop it (nova.validity, quote breaks)
+ACT_CLEAR_FUNDING = 16  # the held funding rate likewise
 
 # counters (ReplayState.counters); "in the window" means time key in [start, end)
 K_ENTRIES = 0  # merged entries in the window, of every stream
@@ -256,6 +259,14 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
             if action & ACT_INVALIDATE and stamps[m, S_VALID] != 0:
                 stamps[m, S_VALID] = 0
                 moved = True
+            if action & ACT_CLEAR_QUOTE and stamps[m, S_BBO_ID] != NO_ID:
+                for c in range(4):
+                    quotes[m, c] = np.nan
+                stamps[m, S_BBO_ID] = NO_ID
+                moved = True
+            if action & ACT_CLEAR_FUNDING and funding[0] == funding[0]:
+                funding[0] = np.nan
+                moved = True
             if in_window:
                 counters[K_LEDGER] += 1
                 if action & ACT_GAP:
@@ -318,3 +329,13 @@ def _apply_market(px: FloatArray, qty: FloatArray, n: IntArray, m: int, spot_sid
         return _apply(px, qty, n, SPOT, spot_sides, spot_prices, spot_amounts, lo, hi)
     return _apply(px, qty, n, PERP, perp_sides, perp_prices, perp_amounts, lo, hi)
 
+
+
+def kernels_cached() -> bool:
+    """Whether this machine already holds the compiled replay loop for this code (numba's cache index for it
+    exists and matches the source), so a caller can announce the first run's compilation instead of going
+    silent for tens of seconds."""
+    try:
+        return bool(run_window._cache._cache_file._load_index())  # type: ignore[attr-defined]
+    except Exception:
+        return False

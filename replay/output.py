@@ -1,9 +1,12 @@
 """Writing the spread series: a ``spread`` table in the dataset (default) or one Parquet file (``--out``).
 
-Why a fixed file name per partition: re-running a replay must replace its earlier output, not add to it, and
-a reader must never see both or neither. Each date's readings are written under a hidden temporary name and
-renamed onto ``replay.parquet`` of the partition only when the whole replay succeeded (a rename replaces the
-old file atomically); any other file a partition holds is removed after. A replay that fails writes nothing.
+Why one series per partition: re-running a replay must replace its earlier output, not add to it (a reader
+of the ``spread`` table would count both), and a reader must never see both or neither. Each date's readings
+are written under a hidden temporary name and renamed into place only when the whole replay succeeded; the
+partition's other files (the earlier series) are removed after. A replay that fails writes nothing. The file
+name says what the series covers: ``replay.parquet`` for a whole day, ``replay_140000-150000.parquet`` for a
+window of it, so a window replay never passes for the day's; and a window never replaces a stored series that
+covers more of the day unless asked to (``check``): that would silently lose readings a notebook relies on.
 
 Why a worker thread: encoding Parquet costs about as much per reading as the replay loop itself; pyarrow
 encodes without the GIL, so the loop keeps going meanwhile. The caller's chunk is copied first (the engine
@@ -25,9 +28,10 @@ import pyarrow.parquet as pq
 
 from nova.book import kernel
 from nova.contract import date_of, is_hidden, parquet_options, partition_dir, temp_name
+from nova.errors import NovaError
 from nova.markets import Market, Symbol
 from nova.spread import FLAG_COLUMNS, READING_SCHEMA, VALUE_COLUMNS
-from replay.dataset import DAY_NS, filesystem_for
+from replay.dataset import DAY_NS, date_ns, filesystem_for, reason
 
 SPREAD_TABLE = "spread"
 SPREAD_MARKET = "spot-perp"  # the market partition value of the spread table: it joins both markets
@@ -70,7 +74,8 @@ def readings_table(ts: np.ndarray, values: np.ndarray, schema: pa.Schema = READI
         if f.name == "ts":
             continue
         column = columns[index[f.name]]
-        arrays.append(pa.array(column != 0.0) if f.name in FLAG_COLUMNS else pa.array(column))
+        # the kernel marks a missing value with NaN; the table says NULL, as every SQL tool expects
+        arrays.append(pa.array(column != 0.0) if f.name in FLAG_COLUMNS else pa.array(column, mask=np.isnan(column)))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -94,8 +99,9 @@ class SpreadOutput:
     """
 
     def __init__(self, root: str, symbol: Symbol, size: float, metadata: dict[str, Any],
-                 path: str | None = None) -> None:
+                 path: str | None = None, start_ns: int = 0, end_ns: int = 2**63 - 1) -> None:
         self.symbol = symbol
+        self.start_ns, self.end_ns = start_ns, end_ns
         self.schema = output_schema(size).with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
         self.fs, self.root = filesystem_for(path if path is not None else root)
         self.single = path is not None
@@ -107,11 +113,72 @@ class SpreadOutput:
     def describe(self) -> str:
         if self.single:
             return self.root
-        if not self.dates:
+        if not self.targets:
             return f"{self.root}/{SPREAD_TABLE}/ (no readings)"
-        span = self.dates[0] if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
-        base = partition_dir(self.root, SPREAD_TABLE, cast(Market, SPREAD_MARKET), self.symbol, "x")
-        return f"{base.rsplit('/', 1)[0]}/date={span}/{OUTPUT_NAME}"
+        names = list(self.targets)
+        return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} dates)"
+
+    def _partition(self, date: str) -> str:
+        return partition_dir(self.root, SPREAD_TABLE, cast(Market, SPREAD_MARKET), self.symbol, date)
+
+    def _covered(self, day: int) -> tuple[int, int]:
+        """The part of a UTC day (its number since the epoch) this replay covers."""
+        return max(self.start_ns, day * DAY_NS), min(self.end_ns, (day + 1) * DAY_NS)
+
+    def file_name(self, day: int) -> str:
+        """``replay.parquet`` for a whole day, ``replay_HHMMSS-HHMMSS.parquet`` for a window of it."""
+        lo, hi = self._covered(day)
+        if (lo, hi) == (day * DAY_NS, (day + 1) * DAY_NS):
+            return OUTPUT_NAME
+        return f"replay_{_clock(lo - day * DAY_NS)}-{_clock(hi - day * DAY_NS)}.parquet"
+
+    def check(self, replace: bool) -> list[str]:
+        """Before any work: the target must be writable, and a stored series that covers part of a day this
+        replay does not cover is replaced only with ``replace``. Returns a note per series it will replace."""
+        if self.single:
+            return []
+        self._check_writable()
+        notes = []
+        for day in range(self.start_ns // DAY_NS, (self.end_ns - 1) // DAY_NS + 1):
+            lo, hi = self._covered(day)
+            date = date_of(day * DAY_NS)
+            for path, (old_lo, old_hi) in self._stored(date).items():
+                what = _coverage(old_lo, old_hi, day)
+                if (old_lo < lo or old_hi > hi) and not replace:
+                    raise NovaError(f"the spread table already holds a replay of {self.symbol} on {date} covering "
+                                    f"{what}, more than this replay ({_coverage(lo, hi, day)}); add --replace to "
+                                    "replace it, or write this one elsewhere with --out FILE.parquet")
+                notes.append(f"replaced the earlier replay of {date} ({what}): {path}")
+        return notes
+
+    def _stored(self, date: str) -> dict[str, tuple[int, int]]:
+        """The series a partition holds: path -> the time it covers (from its metadata; a whole day if none)."""
+        out = {}
+        directory = self._partition(date)
+        day0 = date_ns(date)
+        for info in self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") or is_hidden(info.base_name):
+                continue
+            lo, hi = day0, day0 + DAY_NS
+            try:
+                meta = json.loads((pq.read_schema(info.path, filesystem=self.fs).metadata or {}).get(METADATA_KEY,
+                                                                                                   b"{}"))
+                lo, hi = max(lo, int(meta.get("start_ns", lo))), min(hi, int(meta.get("end_ns", hi)))
+            except (OSError, pa.ArrowException, ValueError, TypeError):
+                pass  # unreadable or foreign: it is replaced like any other file of the partition
+            out[info.path] = (lo, hi)
+        return out
+
+    def _check_writable(self) -> None:
+        probe = f"{self.root}/{SPREAD_TABLE}/.nova-write-probe"
+        try:
+            self.fs.create_dir(f"{self.root}/{SPREAD_TABLE}", recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"")
+            self.fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as exc:
+            raise NovaError(f"cannot write the spread table into {self.root} ({_why(exc)}); write the series "
+                            "elsewhere with --out FILE.parquet") from None
 
     def write(self, ts: np.ndarray, values: np.ndarray) -> None:
         """Queue a chunk (copied: the engine reuses its buffers)."""
@@ -136,8 +203,7 @@ class SpreadOutput:
             hi = int(np.searchsorted(ts, (day + 1) * DAY_NS, side="left"))
             if hi > lo:
                 date = date_of(day * DAY_NS)
-                directory = partition_dir(self.root, SPREAD_TABLE, cast(Market, SPREAD_MARKET), self.symbol, date)
-                self._append(self._target(f"{directory}/{OUTPUT_NAME}"), table.slice(lo, hi - lo))
+                self._append(self._target(f"{self._partition(date)}/{self.file_name(day)}"), table.slice(lo, hi - lo))
                 if date not in self.dates:
                     self.dates.append(date)
 
@@ -211,3 +277,22 @@ class SpreadOutput:
             with contextlib.suppress(Exception):
                 self.fs.delete_file(target.temp)
 
+
+
+def _clock(offset_ns: int) -> str:
+    """HHMMSS of a time of day (24:00:00 for the end of the day)."""
+    seconds = offset_ns // 10**9
+    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+
+
+def _coverage(lo: int, hi: int, day: int) -> str:
+    if (lo, hi) == (day * DAY_NS, (day + 1) * DAY_NS):
+        return "the whole day"
+    a, b = _clock(lo - day * DAY_NS), _clock(hi - day * DAY_NS)
+    return f"{a[:2]}:{a[2:4]}:{a[4:]} to {b[:2]}:{b[2:4]}:{b[4:]} UTC"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return reason(exc)

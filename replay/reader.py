@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nova.book import NO_SIDE, side_codes
+from nova.validity import BOOK_BREAKS, QUOTE_BREAKS
 from replay.dataset import Dataset, StreamPlan, reason, unreadable
-from replay.kernel import ACT_DISCONNECT, ACT_GAP, ACT_INVALIDATE
+from replay.kernel import ACT_CLEAR_FUNDING, ACT_CLEAR_QUOTE, ACT_DISCONNECT, ACT_GAP, ACT_INVALIDATE
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "book": ("ts_recv", "msg", "last_id", "snapshot", "stale", "side", "price", "amount"),
@@ -35,11 +36,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Columns the replay loop needs per table (plus ``ts_event`` under the exchange clock)."""
 
-INVALIDATING = {"gap": ACT_INVALIDATE | ACT_GAP, "disconnect": ACT_INVALIDATE | ACT_DISCONNECT,
-                "stop": ACT_INVALIDATE}
-"""Ledger kinds on a book stream after which that market's book is not trusted until its next snapshot.
-
-``stop`` is included because between two recording runs nothing was watching the book."""
+COUNTED = {"gap": ACT_GAP, "disconnect": ACT_DISCONNECT}
+"""Book-stream ledger kinds the summary counts as crossed."""
 
 BATCH_ROWS = {"book": 1 << 17, "bbo": 1 << 16, "funding": 1 << 14, "trades": 1 << 16, "events": 1 << 12}
 
@@ -189,11 +187,21 @@ def _convert_funding(batch: pa.RecordBatch) -> Columns:
 
 
 def _convert_events(batch: pa.RecordBatch) -> Columns:
+    """The ledger as actions of the loop, by the validity rule (nova.validity): a book break invalidates
+    the market's book until its next snapshot; a quote break drops the held bookTicker (or funding rate)."""
     actions = np.zeros(batch.num_rows, dtype=np.int8)
-    on_book = pc.equal(batch.column("stream"), "book").to_numpy(zero_copy_only=False)
+    stream = batch.column("stream")
     kinds = batch.column("kind").cast(pa.string())
-    for kind, action in INVALIDATING.items():
-        actions[on_book & pc.equal(kinds, kind).to_numpy(zero_copy_only=False)] |= action
+
+    def where(name: str, kind_set: frozenset[str] | set[str]) -> np.ndarray:
+        hit = pc.and_(pc.equal(stream, name), pc.is_in(kinds, pa.array(sorted(kind_set), pa.string())))
+        return hit.to_numpy(zero_copy_only=False)
+
+    actions[where("book", BOOK_BREAKS)] |= ACT_INVALIDATE
+    for kind, action in COUNTED.items():
+        actions[where("book", {kind})] |= action
+    actions[where("bbo", QUOTE_BREAKS)] |= ACT_CLEAR_QUOTE
+    actions[where("funding", QUOTE_BREAKS)] |= ACT_CLEAR_FUNDING
     return {"action": actions}
 
 

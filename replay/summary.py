@@ -2,10 +2,16 @@
 
 Why streaming statistics: a day holds tens of millions of readings and a week must replay in the memory of
 an hour, so nothing here keeps the readings. Basis percentiles come from a fixed histogram (0.01 bps bins
-over +-1000 bps, exact beyond that only in min/max); the mean is exact. Statistics are over valid readings
-(one per change of a top of book, so a busy second weighs more than a quiet one). Durations (invalid time,
-opportunities) are integrated reading to reading: a state lasts until the next reading, and the last one
-until the last entry replayed.
+over +-1000 bps, exact beyond that only in min/max); the mean is exact. Per-reading statistics are over valid
+readings that changed a top of book (so a busy second weighs more than a quiet one); the time-weighted mean
+weighs each valid reading by how long it lasted, so every watched second counts once. Durations (valid and
+invalid time, opportunities) are integrated reading to reading: a state lasts until the next reading, and the
+last one until the last entry replayed.
+
+Why only top-of-book changes: with ``--size`` the loop also keeps readings where only a size-aware price
+moved; they repeat the top of the reading before, and counting them would make the basis statistics depend
+on ``--size``. So a reading enters the statistics only when its effective tops or its validity differ from
+the previous reading's: exactly the readings a replay without ``--size`` keeps, with the same values.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nova.book import kernel
-from nova.spread import C_BASIS, C_OPEN, C_OPPORTUNITY, C_VALID
+from nova.spread import C_BASIS, C_OPEN, C_OPPORTUNITY, C_TOP_FIRST, C_TOP_LAST, C_VALID, N_VALUES
 from replay.kernel import (
     K_BBO,
     K_BOOK_MESSAGES,
@@ -62,8 +68,10 @@ class ReplaySummary:
     valid_readings: int = 0
     gaps: int = 0
     disconnects: int = 0
+    valid_s: float = 0.0
     invalid_s: float = 0.0
     basis_mean_bps: float = math.nan
+    basis_time_mean_bps: float = math.nan
     basis_p5_bps: float = math.nan
     basis_p50_bps: float = math.nan
     basis_p95_bps: float = math.nan
@@ -79,6 +87,8 @@ class ReplaySummary:
     lateness_max_ms: float = math.nan
     skipped_files: dict[str, str] = field(default_factory=dict)
     output: str | None = None
+    sources: dict[str, list[str]] = field(default_factory=dict)  # market -> where the replayed runs came from
+    notes: list[str] = field(default_factory=list)  # what the replay decided and the reader should know
 
     @property
     def span_s(self) -> float:
@@ -102,19 +112,30 @@ class ReplaySummary:
 
 
 # accumulator slots (SummaryBuilder._ints / _floats)
-A_HAS_PREV, A_PREV_TS, A_PREV_VALID, A_PREV_OPP, A_INVALID_NS, A_OPP_NS, A_OPPS, A_VALID, A_BEST_TS = range(9)
-F_BASIS_SUM, F_BEST_OPEN = range(2)
+(A_HAS_PREV, A_PREV_TS, A_PREV_VALID, A_PREV_OPP, A_INVALID_NS, A_OPP_NS, A_OPPS, A_VALID, A_BEST_TS,
+ A_VALID_NS) = range(10)
+F_BASIS_SUM, F_BEST_OPEN, F_PREV_BASIS, F_BASIS_TIME_SUM = range(4)
 
 
 @kernel()
-def _accumulate(ts: np.ndarray, values: np.ndarray, ints: np.ndarray, floats: np.ndarray, hist: np.ndarray) -> None:
-    """One pass over a chunk of readings (compiled: a day has tens of millions of them)."""
+def _accumulate(ts: np.ndarray, values: np.ndarray, ints: np.ndarray, floats: np.ndarray, hist: np.ndarray,
+                prev: np.ndarray) -> None:
+    """One pass over a chunk of readings (compiled: a day has tens of millions of them). ``prev`` holds the
+    last counted reading's values, so only readings that change a top or the validity count."""
     for i in range(ts.shape[0]):
+        if ints[A_HAS_PREV] and not _changed(values, i, prev):
+            continue
+        for c in range(values.shape[1]):
+            prev[c] = values[i, c]
         valid = values[i, C_VALID] != 0.0
         opportunity = values[i, C_OPPORTUNITY] != 0.0
         if ints[A_HAS_PREV]:
             lasted = ts[i] - ints[A_PREV_TS]
-            if not ints[A_PREV_VALID]:
+            if ints[A_PREV_VALID]:
+                ints[A_VALID_NS] += lasted
+                if floats[F_PREV_BASIS] == floats[F_PREV_BASIS]:
+                    floats[F_BASIS_TIME_SUM] += floats[F_PREV_BASIS] * lasted
+            else:
                 ints[A_INVALID_NS] += lasted
             if ints[A_PREV_OPP]:
                 ints[A_OPP_NS] += lasted
@@ -123,6 +144,7 @@ def _accumulate(ts: np.ndarray, values: np.ndarray, ints: np.ndarray, floats: np
         ints[A_HAS_PREV], ints[A_PREV_TS] = 1, ts[i]
         ints[A_PREV_VALID], ints[A_PREV_OPP] = valid, opportunity
         basis = values[i, C_BASIS]
+        floats[F_PREV_BASIS] = basis if valid and math.isfinite(basis) else math.nan
         if valid and math.isfinite(basis):
             ints[A_VALID] += 1
             floats[F_BASIS_SUM] += basis
@@ -134,30 +156,47 @@ def _accumulate(ts: np.ndarray, values: np.ndarray, ints: np.ndarray, floats: np
                 ints[A_BEST_TS] = ts[i]
 
 
+@kernel(inline=True)
+def _changed(values: np.ndarray, i: int, prev: np.ndarray) -> bool:
+    """Whether reading i shows another top of book or validity than ``prev`` (NaN equals NaN)."""
+    for c in range(C_TOP_FIRST, C_TOP_LAST + 1):
+        a, b = values[i, c], prev[c]
+        if a != b and not (a != a and b != b):
+            return True
+    return values[i, C_VALID] != prev[C_VALID]
+
+
 class SummaryBuilder:
     """Feeds on chunks of readings (``ts``, row-major ``values``) and, at the end, the loop's counters."""
 
     def __init__(self, symbol: str, clock: str, speed: float | None) -> None:
         self.summary = ReplaySummary(symbol, clock, speed)
         self._hist = np.zeros(_BINS, dtype=np.int64)
-        self._ints = np.zeros(9, dtype=np.int64)
-        self._floats = np.array([0.0, math.nan])
+        self._ints = np.zeros(10, dtype=np.int64)
+        self._floats = np.array([0.0, math.nan, math.nan, 0.0])
+        self._prev = np.full(N_VALUES, math.nan)
 
     def add(self, ts: np.ndarray, values: np.ndarray) -> None:
         if ts.shape[0]:
-            _accumulate(ts, values, self._ints, self._floats, self._hist)
+            _accumulate(ts, values, self._ints, self._floats, self._hist, self._prev)
 
     def finish(self, counters: np.ndarray, wall_s: float, lateness: Lateness | None,
                skipped: dict[str, str], warmup_ns: int | None, output: str | None) -> ReplaySummary:
         s, ints = self.summary, self._ints
         if counters[K_FIRST_KEY] != NO_KEY:
             s.first_ns, s.last_ns = int(counters[K_FIRST_KEY]), int(counters[K_LAST_KEY])
-        invalid_ns, opportunity_ns = int(ints[A_INVALID_NS]), int(ints[A_OPP_NS])
+        invalid_ns, opportunity_ns, valid_ns = int(ints[A_INVALID_NS]), int(ints[A_OPP_NS]), int(ints[A_VALID_NS])
+        basis_time = float(self._floats[F_BASIS_TIME_SUM])
         if ints[A_HAS_PREV] and s.last_ns is not None:  # the last reading lasts until the last entry
             tail = s.last_ns - int(ints[A_PREV_TS])
             invalid_ns += 0 if ints[A_PREV_VALID] else tail
+            valid_ns += tail if ints[A_PREV_VALID] else 0
+            if ints[A_PREV_VALID] and math.isfinite(self._floats[F_PREV_BASIS]):
+                basis_time += float(self._floats[F_PREV_BASIS]) * tail
             opportunity_ns += tail if ints[A_PREV_OPP] else 0
-        s.invalid_s, s.opportunity_s = invalid_ns / 1e9, opportunity_ns / 1e9
+        s.invalid_s, s.valid_s, s.opportunity_s = invalid_ns / 1e9, valid_ns / 1e9, opportunity_ns / 1e9
+        if valid_ns > 0:
+            s.basis_time_mean_bps = basis_time / valid_ns
         s.opportunities, s.valid_readings = int(ints[A_OPPS]), int(ints[A_VALID])
         if s.valid_readings:
             s.best_open_bps, s.best_open_ns = float(self._floats[F_BEST_OPEN]), int(ints[A_BEST_TS])
@@ -210,9 +249,11 @@ def summary_rows(s: ReplaySummary) -> list[tuple[str, str]]:
                    f"trades {s.trades:,}, funding {s.funding:,}, ledger {s.ledger:,})"),
         ("readings", f"{s.readings:,} ({s.valid_readings:,} valid)"),
         ("gaps crossed", f"{s.gaps} gap{'s' * (s.gaps != 1)}, {s.disconnects} disconnect{'s' * (s.disconnects != 1)}"),
-        ("invalid time", format_duration(s.invalid_s)),
+        ("valid / invalid time", f"{format_duration(s.valid_s)} / {format_duration(s.invalid_s)}"),
         ("basis mean / p5 / p50 / p95", " / ".join(bps(v) for v in (s.basis_mean_bps, s.basis_p5_bps,
-                                                                     s.basis_p50_bps, s.basis_p95_bps))),
+                                                                     s.basis_p50_bps, s.basis_p95_bps))
+         + " (valid readings)"),
+        ("basis mean over valid time", bps(s.basis_time_mean_bps)),
         ("best open", f"{bps(s.best_open_bps)} at {format_ns(s.best_open_ns)}" if s.best_open_ns else "-"),
         ("opportunities", f"{s.opportunities:,} lasting {format_duration(s.opportunity_s)} in total"),
         ("achieved speed", f"{s.achieved_speed:,.1f}x ({'max' if s.speed is None else f'{s.speed:g}x asked'}; "
@@ -226,6 +267,9 @@ def summary_rows(s: ReplaySummary) -> list[tuple[str, str]]:
         rows.append(("books warmed up from", f"{format_ns(s.warmup_from_ns)} (last snapshot before the start)"))
     if s.skipped_files:
         rows.append(("skipped files", "; ".join(f"{p} ({why})" for p, why in s.skipped_files.items())))
+    if s.sources:
+        rows.append(("sources", "; ".join(f"{m}: {', '.join(v)}" for m, v in s.sources.items())))
+    rows.extend(("note", note) for note in s.notes)
     if s.output:
         rows.append(("written to", s.output))
     return rows

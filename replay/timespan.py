@@ -10,8 +10,8 @@ import datetime as dt
 import re
 
 from nova.errors import NovaError
-from nova.markets import Symbol
-from replay.dataset import Dataset, date_ns, shift_date
+from nova.markets import MARKETS, Symbol
+from replay.dataset import STREAM_TABLES, Dataset, date_ns, shift_date
 from replay.engine import ReplayRange
 
 CLOCKS = ("recv", "event")
@@ -73,6 +73,13 @@ def resolve(dataset: Dataset, symbol: str, date: str | None, until: str | None, 
             raise NovaError(f"nothing is recorded under {where}; record first (nova record {sym}) or point --data "
                             "at a recording")
         raise NovaError(f"{sym} is not recorded under {where}; recorded symbols: {', '.join(recorded)}")
+    have = {m: dataset.dates(sym, tables=("book", "bbo"), markets=(m,)) for m in MARKETS}
+    for market, other in (("perp", "spot"), ("spot", "perp")):
+        if not have[market] and have[other]:
+            tables = [t for t in STREAM_TABLES if dataset.dates(sym, tables=(t,), markets=(other,))]
+            raise NovaError(f"{sym} has no {market} book or bookTicker recorded under {dataset.root_text} (only "
+                            f"{other}: {', '.join(tables)}); replay compares spot with perp, so both must be "
+                            f"recorded (nova record {sym} records both)")
     dates = dataset.dates(sym)
     if not dates:
         raise NovaError(f"{sym} has no complete recording file under {dataset.root_text} yet (files appear when "

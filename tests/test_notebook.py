@@ -1,10 +1,14 @@
-"""notebooks/spread_analysis.ipynb runs top to bottom on a real recording and produces its figures.
+"""notebooks/spread_analysis.ipynb runs top to bottom on real recordings, draws holes as holes, and agrees with
+`nova replay`.
 
-The recording: the venue plays the real ETHUSDT captures (spot and USDT-M, ~6 minutes) as fast as the
-recorder reads them, and the real recorder (ccxt.pro over real sockets) records book, bookTicker and trades
-(the captures have no markPrice stream, so there is no funding table: the notebook must cope). ``Replay``
-then writes the spread table, as ``nova replay`` would, and the notebook is executed by nbclient in a kernel
-of this interpreter (a kernel spec in a temporary folder; no network beyond 127.0.0.1).
+The main recording: the venue plays the real ETHUSDT captures (spot and USDT-M, ~6 minutes) as fast as the
+recorder reads them, in two recording runs with a hole between them: the playback is paused, the first run
+stops, nobody records for a few seconds, a second run starts and the playback resumes. The real recorder
+(ccxt.pro over real sockets) records book, bookTicker and trades (the captures have no markPrice, forceOrder or
+openInterest: the notebook must cope). ``Replay`` then writes the spread table, as ``nova replay`` would, and the
+notebook is executed by nbclient in a kernel of this interpreter (a kernel spec in a temporary folder; no network
+beyond 127.0.0.1). A second, synthetic recording holds funding, liquidations and open interest, so every figure
+is drawn from data.
 """
 
 from __future__ import annotations
@@ -14,19 +18,24 @@ import csv
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from nova.venue import CaptureSource, Venue, VenueConfig
+from analysis.sql import connect
+from nova.venue import CaptureSource, SyntheticSource, Venue, VenueConfig, derivatives
 from recorder.recorder import Recorder, RecorderConfig
 from tests.conftest import ETH, REPO, realdata_file, wait_until_recorded
+from tests.oracle import read_table
 
 NOTEBOOK = REPO / "notebooks" / "spread_analysis.ipynb"
 NEEDS_EXTRA = "the notebook tests need the test extra (pip install -e '.[test]')"
 FIGURES = ("spread_main", "open_close_fee_band", "basis_distribution", "opportunity_windows", "funding",
-           "depth_profile")
-pytestmark = pytest.mark.timeout(180)
+           "liquidations_open_interest", "depth_profile")
+HOLE_S = 3.0
+pytestmark = pytest.mark.timeout(240)
 
 
 def test_committed_notebook_has_no_outputs() -> None:
@@ -43,22 +52,58 @@ def test_committed_notebook_has_no_outputs() -> None:
     assert all(name in code[0].source for name in ("NOVA_DATA", "NOVA_DATE", "NOVA_SYMBOL", "NOVA_FIGURES"))
 
 
-async def record_real_captures(root: Path) -> None:
-    """Play the real ETHUSDT captures at full speed into the recorder until it has every book message."""
+async def record_real_captures(root: Path, hole_s: float = 0.0) -> None:
+    """Play the real ETHUSDT captures at full speed into the recorder until it has every book message; with
+    ``hole_s``, in two runs with that long a pause between them."""
     source = CaptureSource([realdata_file("spot_ethusdt_20240808.gz")], [realdata_file("usdm_ethusdt_20240808.gz")],
                            speed=None)
     venue = Venue(source, VenueConfig())
     await venue.start()
-    rec = Recorder(RecorderConfig(symbols=[ETH], data=str(root), endpoint=venue.url, flush_s=0.2,
-                                  tables=("book", "bbo", "trades"), snapshot_limit={"spot": 1000, "perp": 1000},
-                                  live_spread=False))
+    config = RecorderConfig(symbols=[ETH], data=str(root), endpoint=venue.url, flush_s=0.2,
+                            tables=("book", "bbo", "trades"), snapshot_limit={"spot": 1000, "perp": 1000},
+                            live_spread=False)
+    rec = Recorder(config)
     try:
         await rec.start()
-        await wait_until_recorded(rec, venue, source, timeout_s=90)
+        if hole_s:
+            perp = rec.sessions["perp"].states["ETHUSDT"]
+            deadline = time.monotonic() + 60
+            while perp.stats["book"].messages < 2500:  # about a third of the capture
+                assert time.monotonic() < deadline, "the playback did not get going"
+                await asyncio.sleep(0.05)
+            venue.pause()
+            for market, session in rec.sessions.items():
+                state = session.states["ETHUSDT"]
+                while state.seq.last_id != venue.truth(market, "ETHUSDT")["lastUpdateId"] or not state.seq.live:
+                    assert time.monotonic() < deadline, "the first run did not catch up"
+                    await asyncio.sleep(0.05)
+            await rec.stop()
+            await asyncio.sleep(hole_s)  # nobody records
+            rec = Recorder(config)
+            await rec.start()  # subscribes and takes its snapshots while the playback is paused
+            for session in rec.sessions.values():
+                while not session.states["ETHUSDT"].seq.live:
+                    assert time.monotonic() < deadline, "the second run did not sync"
+                    await asyncio.sleep(0.05)
+            venue.resume()
+        await wait_until_recorded(rec, venue, source, timeout_s=120)
         await asyncio.sleep(0.3)  # the last bookTickers and trades of the capture
     finally:
         await rec.stop()
         await venue.stop()
+
+
+async def record_synthetic(root: Path) -> None:
+    """A few seconds of the synthetic venue with every perp stream: funding, liquidations, open interest."""
+    saved = derivatives.LIQUIDATIONS_PER_S
+    derivatives.LIQUIDATIONS_PER_S = 4.0
+    try:
+        async with Venue(SyntheticSource([ETH], seed=12)) as venue:
+            rec = Recorder(RecorderConfig(symbols=[ETH], data=str(root), endpoint=venue.url, flush_s=0.2,
+                                          oi_every_s=0.5, live_spread=False))
+            await rec.run(duration_s=8.0)
+    finally:
+        derivatives.LIQUIDATIONS_PER_S = saved
 
 
 def main_date(root: Path) -> str:
@@ -67,24 +112,17 @@ def main_date(root: Path) -> str:
     return max(dates, key=lambda d: sum(f.stat().st_size for f in root.glob(f"book/*/*/*/date={d}/*.parquet")))
 
 
-@pytest.mark.realdata
-def test_notebook_runs_on_a_recording_of_the_real_captures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def execute_notebook(tmp_path: Path, data: Path, day: str, figures: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Run the notebook on ``data``; returns its findings table (and checks every figure was drawn)."""
     nbformat = pytest.importorskip("nbformat", reason=NEEDS_EXTRA)
     nbclient = pytest.importorskip("nbclient", reason=NEEDS_EXTRA)
     for module in ("ipykernel", "matplotlib", "pandas"):
         pytest.importorskip(module, reason=NEEDS_EXTRA)
-    data, figures = tmp_path / "data", tmp_path / "figures"
-    asyncio.run(record_real_captures(data))
-    day = main_date(data)
-    from replay import Replay
-
-    Replay(str(data), "ETH/USDT", day).run(write=True)  # what `nova replay --date DAY` does
-
     # A kernel of this very interpreter, declared in a temporary Jupyter path; Jupyter's and IPython's own
     # files go there too, not into the home directory.
     jupyter = tmp_path / "jupyter"
     spec = jupyter / "kernels" / "nova-test"
-    spec.mkdir(parents=True)
+    spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "nova test", "language": "python"}))
@@ -93,24 +131,78 @@ def test_notebook_runs_on_a_recording_of_the_real_captures(tmp_path: Path, monke
                         ("MPLCONFIGDIR", tmp_path / "mpl"), ("NOVA_DATA", data), ("NOVA_DATE", day),
                         ("NOVA_SYMBOL", "ETH/USDT"), ("NOVA_FIGURES", figures)):
         monkeypatch.setenv(name, str(value))
-
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="nova-test", timeout=120,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if any cell fails
-
     for name in FIGURES:
         path = figures / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 5000, f"{name}.png was not produced"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with open(figures / "findings.csv", newline="") as fh:
-        findings = dict(csv.reader(fh))
-    assert len(findings) >= 12, findings
-    assert findings["funding"] == "not recorded"
-    assert "dataset's spread table" in findings["spread readings"], "the notebook should use nova replay's output"
-    assert re.match(r"mean -?\d+\.\d\d bps, p5 ", findings["basis (time-sampled)"]), findings
-    assert "ETH" in findings["perp depth at the instant"] and "ETH" in findings["spot depth at the instant"]
-    # the findings table is the notebook's last output
     last = [cell for cell in nb.cells if cell.cell_type == "code"][-1]
     assert any("text/html" in out.get("data", {}) and "best entry (open_bps)" in out["data"]["text/html"]
                for out in last.outputs), "the findings table was not displayed"
+    with open(figures / "findings.csv", newline="") as fh:
+        return dict(csv.reader(fh))
+
+
+def bps_of(text: str) -> float:
+    match = re.match(r"(-?\d+\.\d+) bps$", text)
+    assert match, text
+    return float(match.group(1))
+
+
+@pytest.mark.realdata
+def test_notebook_on_a_day_with_a_hole_agrees_with_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, figures = tmp_path / "data", tmp_path / "figures"
+    asyncio.run(record_real_captures(data, hole_s=HOLE_S))
+    day = main_date(data)
+    events = [e for e in read_table(data, "events", "perp") if e["stream"] == "book"]
+    stop = min(e["ts_recv"] for e in events if e["kind"] == "stop")
+    restart = max(e["ts_recv"] for e in events if e["kind"] == "start")
+    assert restart - stop >= HOLE_S * 1e9
+
+    # the macros give no quote inside the hole
+    con = connect(data)
+    for t in (stop + 10**9, (stop + restart) // 2, restart - 10**9):
+        for market in ("spot", "perp"):
+            bid, valid = con.execute(f"SELECT bid_price, valid FROM top_of_book('{market}', 'ETH-USDT', "
+                                     f"make_timestamptz({t // 1000}), make_timestamptz({t // 1000 + 1}), "
+                                     "INTERVAL 1 MICROSECOND)").fetchall()[0]
+            assert bid is None and valid is False, (market, t)
+            assert con.execute(f"SELECT count(*) FROM book_at('{market}', 'ETH-USDT', make_timestamptz({t // 1000}), "
+                               "5) WHERE valid").fetchall()[0][0] == 0
+        assert con.execute(f"SELECT count(*) FROM basis('ETH-USDT', make_timestamptz({t // 1000}), "
+                           f"make_timestamptz({t // 1000 + 1}), INTERVAL 1 MICROSECOND) WHERE basis_bps IS NOT NULL"
+                           ).fetchall()[0][0] == 0
+
+    from replay import Replay
+
+    summary = Replay(str(data), "ETH/USDT", day).run(write=True)  # what `nova replay --date DAY` does
+    assert summary.invalid_s >= HOLE_S
+    findings = execute_notebook(tmp_path, data, day, figures, monkeypatch)
+    assert findings["funding"] == "not recorded" and findings["liquidations"] == "not recorded"
+    assert "dataset's spread table" in findings["spread readings"], "the notebook should use nova replay's output"
+    # the headline figures are replay's, within rounding
+    assert bps_of(findings["basis mean, valid readings"]) == pytest.approx(summary.basis_mean_bps, abs=1e-4)
+    assert bps_of(findings["basis mean over valid time"]) == pytest.approx(summary.basis_time_mean_bps, abs=1e-3)
+    assert re.match(r"mean -?\d+\.\d\d bps, p5 ", findings["basis (time-sampled)"]), findings
+    assert "ETH" in findings["perp depth at the instant"] and "ETH" in findings["spot depth at the instant"]
+    # the plotted basis has a hole where nobody watched, and no value in it
+    buckets = pd.read_csv(figures / "basis_buckets.csv", index_col=0, parse_dates=True)
+    stamps = buckets.index.astype("int64")
+    inside = buckets[(stamps >= stop) & (stamps + (stamps[1] - stamps[0]) <= restart)]
+    assert len(inside) >= 1 and inside["mean"].isna().all(), inside
+    assert buckets["mean"].notna().sum() > 0.5 * len(buckets)
+
+
+def test_notebook_draws_funding_liquidations_and_open_interest(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    data, figures = tmp_path / "data", tmp_path / "figures"
+    asyncio.run(record_synthetic(data))
+    findings = execute_notebook(tmp_path, data, main_date(data), figures, monkeypatch)
+    assert findings["funding"].startswith("mean "), findings["funding"]
+    assert re.match(r"\d+: \d+ sells, \d+ buys", findings["liquidations"]), findings["liquidations"]
+    assert findings["open interest"].endswith(" ETH"), findings["open interest"]
+    assert "Replay.run()" in findings["spread readings"], "no nova replay output: the notebook replays itself"
+    assert "synthetic market" in findings["sources"]

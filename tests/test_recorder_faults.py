@@ -29,16 +29,27 @@ from tests.test_recorder_e2e import rebuilt_equals_truth, record_until
 
 MARKETS = ("spot", "perp")
 STREAMS = {"spot": ("book", "bbo", "trades"), "perp": ("book", "bbo", "trades", "funding")}
+"""The streams these tests record (liquidations come seconds apart, and are tested in tests/test_trust.py)."""
 SEED = 5
 
 
 # ---- helpers shared with tests/test_recorder_cli.py ----------------------------------------------------------------
 
+STREAMED = ("bbo", "trades", "funding", "liquidations")  # with the book: what arrives over WebSockets
+
+
 def messages_on_disk(root: Path, market: str) -> int:
-    """Messages of one market stored in a recording: distinct book messages that are not REST snapshots, plus
-    every bbo, trades and funding row (one row per message on those streams)."""
+    """WebSocket messages of one market stored in a recording: distinct book messages that are not REST
+    snapshots, plus every bbo, trades, funding and liquidations row (one row per message on those streams)."""
     count = len({r["msg"] for r in read_table(root, "book", market) if not r["snapshot"]})
-    return count + sum(len(read_table(root, table, market)) for table in ("bbo", "trades", "funding"))
+    return count + sum(len(read_table(root, table, market)) for table in STREAMED)
+
+
+def streamed_messages(summary: dict, market: str) -> int:
+    """WebSocket messages a recorder's summary counts for a market (not the polled REST answers), comparable
+    with the venue's ``messages_sent``."""
+    return sum(v["messages"] for k, v in summary.items()
+               if k.startswith(f"{market}/") and k.rsplit("/", 1)[1] in ("book", *STREAMED))
 
 
 def ledger(root: Path, market: str) -> list[dict]:
@@ -80,6 +91,7 @@ async def recording(make_venue: Any, root: Path, **config: Any) -> AsyncIterator
     """A synthetic venue with the recorder as its only client, recording both markets with a 0.2 s flush;
     yields once every stream is flowing. The recorder is stopped however the test ends."""
     venue = await make_venue(SyntheticSource([ETH], seed=SEED))
+    config.setdefault("tables", STREAMS["perp"])
     rec = Recorder(RecorderConfig(symbols=[ETH], data=str(root), endpoint=venue.url, flush_s=0.2, **config))
     await rec.start()
     try:
@@ -99,7 +111,7 @@ async def finish(venue: Venue, rec: Recorder, root: Path) -> tuple[dict[str, Any
     sent = venue.status()["markets"]
     for market in MARKETS:
         rebuilt_equals_truth(root, market, venue.truth(market, "ETHUSDT"))
-        received = sum(v["messages"] for k, v in summary.items() if k.startswith(f"{market}/"))
+        received = streamed_messages(summary, market)
         assert received == sent[market]["messages_sent"], (market, "every frame the venue wrote was received")
         assert messages_on_disk(root, market) == received, (market, "every message received is on disk")
     return summary, {m: ledger(root, m) for m in MARKETS}

@@ -195,9 +195,17 @@ def oracle(root: Path, params: SpreadParams, start: int, end: int, clock: str = 
             leg.bbo_id, leg.last_ns, changed = item["update_id"], key, True
         elif table == "funding":
             funding = item["funding_rate"]
-        elif (table == "events" and item["stream"] == "book" and item["kind"] in ("gap", "disconnect", "stop")
-              and leg.valid):
-            leg.valid, changed = False, True
+        elif table == "events":
+            # who was watching: a book is not valid after a gap, disconnect, stop or a new run's start until its
+            # next snapshot; a held bookTicker or funding rate is dropped after a disconnect, error, stop or start
+            # of its own stream
+            stream, kind = item["stream"], item["kind"]
+            if stream == "book" and kind in ("gap", "disconnect", "stop", "start") and leg.valid:
+                leg.valid, changed = False, True
+            if stream == "bbo" and kind in ("disconnect", "error", "stop", "start") and leg.bbo_id != -1:
+                leg.quote, leg.bbo_id, changed = (math.nan,) * 4, -1, True  # type: ignore[assignment]
+            if stream == "funding" and kind in ("disconnect", "error", "stop", "start"):
+                funding = math.nan
         if key < start:
             continue
         if last is not None and not changed:
@@ -233,7 +241,9 @@ def assert_same_readings(got: pa.Table, want: list[dict[str, Any]]) -> None:
 
 
 def plain(table: pa.Table) -> list[dict[str, Any]]:
-    return table.set_column(0, "ts", table.column("ts").cast(pa.int64())).to_pylist()
+    """Readings as dicts; a missing value (NULL in the table) as NaN, as the oracle computes it."""
+    rows = table.set_column(0, "ts", table.column("ts").cast(pa.int64())).to_pylist()
+    return [{k: math.nan if v is None else v for k, v in row.items()} for row in rows]
 
 
 # ---- recordings -----------------------------------------------------------------------------------------------------
@@ -312,13 +322,29 @@ def test_synthetic_recording_with_gaps_disconnect_and_two_runs_equals_the_oracle
     assert_summary_matches(s, want, last_entry=max(e[0] for e in merged_entries(root)))
 
 
-def assert_summary_matches(s: Any, want: list[dict[str, Any]], last_entry: int) -> None:
+def top_changes(want: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The readings the summary's statistics count: those that change a top of book or the validity (with a
+    size, the loop also keeps readings where only a size-aware price moved; they must not weigh twice)."""
+    out: list[dict[str, Any]] = []
+    for w in want:
+        if not out or not same(w, out[-1], TOPS) or w["valid"] != out[-1]["valid"]:
+            out.append(w)
+    return out
+
+
+def assert_summary_matches(s: Any, all_readings: list[dict[str, Any]], last_entry: int) -> None:
     """The summary's statistics, recomputed from the oracle's readings: a state lasts until the next reading."""
+    want = top_changes(all_readings)
     ends = [w["ts"] for w in want[1:]] + [last_entry]
     invalid = sum(end - w["ts"] for w, end in zip(want, ends, strict=True) if not w["valid"]) / 1e9
     opportunity = sum(end - w["ts"] for w, end in zip(want, ends, strict=True) if w["opportunity"]) / 1e9
     runs = sum(1 for i, w in enumerate(want) if w["opportunity"] and (i == 0 or not want[i - 1]["opportunity"]))
     valid = [w for w in want if w["valid"]]
+    lasted = [end - w["ts"] for w, end in zip(want, ends, strict=True)]
+    valid_ns = sum(d for w, d in zip(want, lasted, strict=True) if w["valid"])
+    assert s.valid_s == pytest.approx(valid_ns / 1e9) and s.valid_s + s.invalid_s == pytest.approx(s.span_s)
+    assert s.basis_time_mean_bps == pytest.approx(
+        sum(w["basis_bps"] * d for w, d in zip(want, lasted, strict=True) if w["valid"]) / valid_ns)
     assert s.invalid_s == pytest.approx(invalid) and 0 < s.invalid_s < s.span_s
     assert s.opportunity_s == pytest.approx(opportunity) and s.opportunities == runs
     assert s.valid_readings == len(valid)

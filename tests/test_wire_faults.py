@@ -40,6 +40,7 @@ from tests.test_recorder_faults import (
     ledger,
     messages_on_disk,
     recording,
+    streamed_messages,
     wait_until,
 )
 
@@ -122,7 +123,7 @@ async def finish_with_malformed(venue: Any, rec: Recorder, root: Path) -> tuple[
         assert_no_malformed_rows(root, market)
         kept = [e for e in entries(events[market], "error", "book")
                 if e["detail"].startswith("malformed diff-depth message msg")]
-        received = sum(v["messages"] for k, v in summary.items() if k.startswith(f"{market}/"))
+        received = streamed_messages(summary, market)
         assert received == sent[market]["messages_sent"] + len(kept), market
         assert messages_on_disk(root, market) == received, (market, "every message received is on disk")
         firsts: dict[int, dict] = {}
@@ -203,7 +204,7 @@ async def test_a_frame_over_the_client_size_limit_costs_a_ledgered_reconnect(mak
         assert entries(events, "reconnect", stream, down[0]["ts_recv"])
         rebuilt_equals_truth(tmp_path, market, venue.truth(market, "ETHUSDT"))
         assert_no_malformed_rows(tmp_path, market)
-        received = sum(v["messages"] for k, v in summary.items() if k.startswith(f"{market}/"))
+        received = streamed_messages(summary, market)
         assert messages_on_disk(tmp_path, market) == received
     assert entries(ledger(tmp_path, "spot"), "resync", "book", t0)
 

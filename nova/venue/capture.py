@@ -10,6 +10,10 @@ To reproduce the recorded session exactly, playback holds at each captured snaps
 it (at most ``SNAPSHOT_HOLD_S``) and serves it verbatim: the client then holds the same snapshot and the
 same buffered diffs the original recorder held, and rebuilds the very book Binance's rules give. Snapshot
 requests after that (a resync after a gap) are answered from the venue's current book.
+
+Besides stream messages (routed by their stream name or event type, ``forceOrder`` included), a capture may
+hold REST bodies: the depth snapshot, and USDT-M open interest (a bare ``{"openInterest","symbol","time"}``
+line), which from the moment it plays is what ``/fapi/v1/openInterest`` answers for that symbol, verbatim.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import orjson
 from nova.errors import NovaError
 from nova.markets import Market, Symbol
 from nova.venue.instruments import Instrument
-from nova.venue.source import FeedSource, Publish
-from nova.venue.streams import DEPTH_SPEEDS_MS, MARK_PRICE_SPEEDS_S, depth_key, mark_key
+from nova.venue.source import FeedSource, NoData, Publish
+from nova.venue.streams import DEPTH_SPEEDS_MS, FORCE_ORDER_KEY, MARK_PRICE_SPEEDS_S, depth_key, mark_key
 
 SNAPSHOT_HOLD_S = 10.0
 PENDING_LIMIT_CHARS = 256 << 20
@@ -115,6 +119,7 @@ class Playable(NamedTuple):
     ids: tuple[int, int] | None  # (U, u) of a diff-depth message
     snapshot: dict | None  # the captured REST snapshot, for the line that holds one
     name: str | None = None  # the stream name the capture's combined-stream wrapper gave
+    open_interest: bool = False  # the line is an openInterest REST body (``text``), for symbol ``stream_id``
 
 
 def playback_lines(path: Path, market: Market) -> Iterator[Playable]:
@@ -134,12 +139,28 @@ def playback_lines(path: Path, market: Market) -> Iterator[Playable]:
         if "lastUpdateId" in obj and "bids" in obj:
             yield Playable(recv_ns, "", (), body, None, obj)
             continue
+        if is_open_interest_body(obj):
+            yield Playable(recv_ns, str(obj["symbol"]).lower(), (), body, None, None, open_interest=True)
+            continue
         payload, text = obj, body
         if "stream" in obj and "data" in obj:
             payload, text = obj["data"], orjson.dumps(obj["data"]).decode()
         keys = stream_keys(CaptureLine(recv_ns, None, payload), market)
         ids = (int(payload["U"]), int(payload["u"])) if keys is _DEPTH_KEYS else None
-        yield Playable(recv_ns, str(payload.get("s", "")).lower(), keys, text, ids, None)
+        yield Playable(recv_ns, _symbol_of(payload).lower(), keys, text, ids, None)
+
+
+def is_open_interest_body(obj: object) -> bool:
+    """A ``/fapi/v1/openInterest`` response body, as a recorder writes it into a capture."""
+    return isinstance(obj, dict) and "openInterest" in obj and isinstance(obj.get("symbol"), str) and "e" not in obj
+
+
+def _symbol_of(payload: dict) -> str:
+    """The symbol of a stream payload: ``s``, or ``o.s`` for a forceOrder (Binance nests the order there)."""
+    sym = payload.get("s")
+    if sym is None and isinstance(payload.get("o"), dict):
+        sym = payload["o"].get("s")
+    return str(sym or "")
 
 
 def _ids(text: str) -> tuple[int, int]:
@@ -157,11 +178,14 @@ def _keys_for_stream(kind: str) -> tuple[str, ...] | None:
         return _MARK_KEYS
     if kind in ("bookTicker", "trade", "aggTrade"):
         return (kind,)
+    if kind == FORCE_ORDER_KEY:
+        return _FORCE_ORDER_KEYS
     return None
 
 
 _DEPTH_KEYS = tuple(depth_key(ms) for ms in DEPTH_SPEEDS_MS)
 _MARK_KEYS = tuple(mark_key(s) for s in MARK_PRICE_SPEEDS_S)
+_FORCE_ORDER_KEYS = (FORCE_ORDER_KEY,)
 
 
 def stream_keys(line: CaptureLine, market: Market) -> tuple[str, ...]:
@@ -178,6 +202,8 @@ def stream_keys(line: CaptureLine, market: Market) -> tuple[str, ...]:
         return _MARK_KEYS
     if event in ("trade", "aggTrade", "bookTicker"):
         return (event,)
+    if event == "forceOrder":
+        return _FORCE_ORDER_KEYS
     if event is None and "u" in p and "b" in p and "a" in p and not isinstance(p["b"], list):
         return ("bookTicker",)
     return ()
@@ -281,6 +307,8 @@ class CaptureSource(FeedSource):
         self.instruments = []
         self.captured_streams: dict[Market, set[str]] = {}
         self.sent = 0
+        self.open_interest_played = 0
+        self._open_interest: dict[str, str] = {}  # symbol (upper case) -> the last openInterest body played
         self.total_lines = 0
         self.finished = False
         self.started = asyncio.Event()
@@ -361,6 +389,10 @@ class CaptureSource(FeedSource):
         self.finished = True
 
     def _play(self, publish: Publish, market: Market, line: Playable) -> None:
+        if line.open_interest:
+            self._open_interest[line.stream_id.upper()] = line.text
+            self.open_interest_played += 1
+            return
         book = self.books[market]
         if line.snapshot is not None:
             book.load_snapshot(line.snapshot)
@@ -394,6 +426,19 @@ class CaptureSource(FeedSource):
         bids, asks = book.levels()
         return {"lastUpdateId": book.last_id, "bids": bids, "asks": asks}
 
+    def open_interest(self, exchange_id: str) -> str:
+        """The last openInterest body the playback passed for the symbol, as recorded (its ``time`` too)."""
+        body = self._open_interest.get(exchange_id.upper())
+        if body is None:
+            raise NoData(f"this capture holds no open interest for {exchange_id} yet")
+        return body
+
+    @property
+    def description(self) -> str:
+        """The capture files by base name: the same captures played at another speed are the same market."""
+        names = [p.name for p in (*self.files["spot"], *self.files["perp"])]
+        return "capture playback of " + ", ".join(names)
+
     def pause(self, market: Market | None = None) -> None:
         """Playback is one merged timeline, so pausing any market pauses the whole playback."""
         super().pause(None)
@@ -410,6 +455,7 @@ class CaptureSource(FeedSource):
             "started": self.started.is_set(),
             "finished": self.finished,
             "messages_played": self.sent,
+            "open_interest_played": self.open_interest_played,
             "captured_streams": {m: sorted(s) for m, s in self.captured_streams.items()},
             "id_breaks": {m: self._synced(b).id_breaks for m, b in self.books.items()},
         }

@@ -12,7 +12,13 @@ A fault is written ``KIND[=ARG]:MARKET@WHEN``:
 - ``malformed=nan/bookTicker:perp@every10s`` makes the next perp bookTicker of every symbol malformed
   (``malformed=KIND[/STREAM]``; the stream defaults to ``depth``; a bare ``malformed``, or the kind ``any``
   as in ``malformed=any/trade:spot@every5s``, takes the kinds of ``nova.venue.malformed`` in turn, one per
-  firing).
+  firing); ``malformed=nan/forceOrder:perp@every10s`` damages the next liquidation (USDT-M only, like
+  ``markPrice``);
+- ``oi-fail=2:perp@30s`` makes the next 2 ``/fapi/v1/openInterest`` responses fail with HTTP 503;
+- ``oi-delay=3:perp@every1m`` makes the next openInterest response take 3 s;
+- ``oi-malformed=nan:perp@every20s`` makes the next openInterest response malformed (a kind of
+  ``malformed.OPEN_INTEREST_KINDS``; a bare ``oi-malformed`` or ``oi-malformed=any`` takes them in turn).
+  Open interest is a USDT-M endpoint: the ``oi-`` faults take ``:perp`` only.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from nova.units import parse_duration
 from nova.venue import malformed as bad
 from nova.venue.server import Venue
 
-KINDS = ("gap", "close", "abort", "stall", "snapshot-delay", "snapshot-fail", "shutdown", "malformed")
+KINDS = ("gap", "close", "abort", "stall", "snapshot-delay", "snapshot-fail", "shutdown", "malformed", "oi-fail",
+         "oi-delay", "oi-malformed")
+OPEN_INTEREST_FAULTS = ("oi-fail", "oi-delay", "oi-malformed")
 _SPEC = re.compile(r"^(?P<kind>[a-z-]+)(?:=(?P<arg>[0-9a-z./-]+))?:(?P<market>spot|perp|all)@(?P<every>every)?"
                    r"(?P<when>[0-9a-z.]+)$")
 
@@ -38,7 +46,7 @@ class FaultSpec:
     arg: float | None
     at_s: float
     every: bool
-    malformed: str | None = None  # KIND of a ``malformed`` fault (None: every kind in turn)
+    malformed: str | None = None  # KIND of a ``malformed`` or ``oi-malformed`` fault (None: every kind in turn)
     stream: str = "depth"  # the stream a ``malformed`` fault damages
 
     @classmethod
@@ -60,9 +68,19 @@ class FaultSpec:
                     bad.check_kind(what)
             except ValueError as exc:
                 raise ValueError(f"'{text}': {exc}") from None
-            if family == "markPrice" and m.group("market") != "perp":
-                raise ValueError(f"'{text}': markPrice is a USDT-M stream; use :perp")
+            if family in bad.PERP_ONLY and m.group("market") != "perp":
+                raise ValueError(f"'{text}': {family} is a USDT-M stream; use :perp")
             return cls(kind, m.group("market"), None, at, bool(m.group("every")), what or None, family)
+        if kind in OPEN_INTEREST_FAULTS and m.group("market") != "perp":
+            raise ValueError(f"'{text}': openInterest is a USDT-M endpoint; use :perp")
+        if kind == "oi-malformed":
+            what = "" if raw in (None, "any") else raw
+            try:
+                if what:
+                    bad.check_open_interest_kind(what)
+            except ValueError as exc:
+                raise ValueError(f"'{text}': {exc}") from None
+            return cls(kind, m.group("market"), None, at, bool(m.group("every")), what or None)
         try:
             arg = float(raw) if raw else None
         except ValueError:
@@ -95,6 +113,13 @@ async def apply_fault(venue: Venue, spec: FaultSpec, firing: int = 0) -> None:
             for inst in venue.source.instruments:
                 if inst.market == market:
                     venue.inject_malformed(market, inst.symbol.exchange_id, kind, spec.stream)  # type: ignore[arg-type]
+        elif spec.kind == "oi-fail":
+            venue.open_interest_fault(market, fail=int(spec.arg or 1))  # type: ignore[arg-type]
+        elif spec.kind == "oi-delay":
+            venue.open_interest_fault(market, delay=spec.arg or 3.0)  # type: ignore[arg-type]
+        elif spec.kind == "oi-malformed":
+            kinds = list(bad.OPEN_INTEREST_KINDS)
+            venue.open_interest_fault(market, malformed=spec.malformed or kinds[firing % len(kinds)])  # type: ignore[arg-type]
 
 
 async def run_schedule(venue: Venue, specs: list[FaultSpec]) -> None:

@@ -7,13 +7,19 @@ so that the real ccxt.pro client, unchanged but for its URLs, cannot tell the di
 
 The control API under ``/_venue`` exposes the truth (the venue's own book), pause/resume, and the faults
 tests inject: a dropped message (sequence gap), closed connections, a stalled stream, slow or failing
-snapshots, Binance's ``serverShutdown`` notice, and malformed frames (``nova.venue.malformed``).
+snapshots, slow, failing or malformed open interest, Binance's ``serverShutdown`` notice, and malformed
+frames (``nova.venue.malformed``).
+
+Every HTTP response, the WebSocket upgrade included, names the venue and its feed in a ``Server`` header
+(``nova-venue/<version> (<FeedSource.description>)``), so that a recorder can write down where its data came
+from; Binance's own servers answer with their own name there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import logging
 import struct
@@ -28,8 +34,15 @@ from aiohttp import WSMsgType, web
 from nova.markets import Market
 from nova.venue import malformed as bad
 from nova.venue.instruments import exchange_info
-from nova.venue.source import FeedSource
-from nova.venue.streams import DEPTH_SPEEDS_MS, MARK_PRICE_SPEEDS_S, depth_key, mark_key, parse_stream
+from nova.venue.source import FeedSource, NoData
+from nova.venue.streams import (
+    DEPTH_SPEEDS_MS,
+    FORCE_ORDER_KEY,
+    MARK_PRICE_SPEEDS_S,
+    depth_key,
+    mark_key,
+    parse_stream,
+)
 
 log = logging.getLogger("nova.venue")
 
@@ -55,6 +68,24 @@ class VenueConfig:
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+def nova_version() -> str:
+    try:
+        return importlib.metadata.version("nova-recorder")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "dev"
+
+
+def server_header(description: str) -> str:
+    """``nova-venue/<version> (<description>)``; the description is made safe for an HTTP header comment
+    (printable ASCII, parentheses balanced away), whatever a capture file happens to be called."""
+    safe = "".join(c if " " <= c <= "~" and c not in "()\\" else "?" for c in description)
+    return f"nova-venue/{nova_version()} ({safe})"
+
+
+# Binance's bodies for a throttled or failing REST request (the weight limit is per market).
+_WEIGHT_LIMIT = {"spot": 6000, "perp": 2400}
 
 
 _WRITE_HIGH_WATER = 4 << 20
@@ -166,6 +197,10 @@ class MarketStats:
     snapshots_served: int = 0
     snapshots_inside: int = 0  # snapshots whose lastUpdateId fell strictly inside the next message's [U, u]
     snapshots_failed: int = 0
+    open_interest_served: int = 0
+    open_interest_failed: int = 0  # answered with an injected error status
+    open_interest_malformed: int = 0  # answered with an injected malformed body
+    open_interest_missing: int = 0  # answered 404: the feed had no open interest to give (a capture, so far)
     connections_total: int = 0
     malformed_sent: int = 0  # malformed frames sent to clients (never counted in frames_sent)
     malformed_replaced: int = 0  # real messages replaced by a corrupted copy (their changes never sent)
@@ -188,6 +223,11 @@ class Venue:
         self._stalled_until: dict[Market, float] = {"spot": 0.0, "perp": 0.0}
         self._snapshot_delay: dict[Market, list[float]] = {"spot": [], "perp": []}
         self._snapshot_fail: dict[Market, list[int]] = {"spot": [], "perp": []}
+        self._oi_delay: list[float] = []  # open interest is USDT-M only: one queue of each
+        self._oi_fail: list[int] = []
+        self._oi_malformed: list[str] = []
+        self.description = source.description
+        self.server_header = server_header(self.description)
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -197,12 +237,14 @@ class Venue:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> str:
         app = web.Application()
+        app.on_response_prepare.append(self._stamp)
         r = app.router
         for prefix, market in (("/api/v3", "spot"), ("/fapi/v1", "perp")):
             r.add_get(f"{prefix}/exchangeInfo", self._exchange_info(market))
             r.add_get(f"{prefix}/depth", self._depth(market))
             r.add_get(f"{prefix}/ping", self._ping)
             r.add_get(f"{prefix}/time", self._time)
+        r.add_get("/fapi/v1/openInterest", self._open_interest)  # USDT-M only: spot answers 404 as Binance does
         r.add_get("/dapi/v1/exchangeInfo", self._empty_exchange_info)  # ccxt's default load_markets asks
         r.add_get("/stream/ws", self._ws("spot", combined=False))
         r.add_get("/stream/ws/{name}", self._ws("spot", combined=False))
@@ -228,6 +270,10 @@ class Venue:
         self._feed_task = asyncio.get_running_loop().create_task(self.source.run(self.publish))
         self._feed_task.add_done_callback(self._feed_done)
         return self.url
+
+    async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Name the venue and its feed on every response (REST, control API, errors, WebSocket upgrades)."""
+        response.headers["Server"] = self.server_header
 
     def _feed_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -393,19 +439,47 @@ class Venue:
             if delay > 0:
                 await asyncio.sleep(delay)
             if self._snapshot_fail[market]:
-                status = self._snapshot_fail[market].pop(0)
                 self.stats[market].snapshots_failed += 1
-                if status == 429:
-                    return self._rest_error(429, -1003, "Too much request weight used; current limit is 6000 "
-                                            "request weight per 1 MINUTE. Please use WebSocket Streams for live "
-                                            "updates to avoid polling the API.")
-                return self._rest_error(status, -1001, "Internal error; unable to process your request. "
-                                                       "Please try again.")
+                return self._injected_error(market, self._snapshot_fail[market].pop(0))
             body = await self.source.snapshot(market, symbol, limit)
             self.stats[market].snapshots_served += 1
             self._snapshot_checks.setdefault((market, symbol.lower()), []).append(body["lastUpdateId"])
             return web.json_response(body, dumps=_dumps)
         return handler
+
+    def _injected_error(self, market: Market, status: int) -> web.Response:
+        """The body Binance sends with an error status: -1003 when throttled (429), -1001 otherwise."""
+        if status == 429:
+            return self._rest_error(429, -1003, f"Too much request weight used; current limit is "
+                                    f"{_WEIGHT_LIMIT[market]} request weight per 1 MINUTE. Please use WebSocket "
+                                    "Streams for live updates to avoid polling the API.")
+        return self._rest_error(status, -1001, "Internal error; unable to process your request. Please try again.")
+
+    async def _open_interest(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/openInterest?symbol=``: the perp's open interest, with any injected fault applied."""
+        symbol = request.query.get("symbol", "")
+        if not symbol:
+            return self._rest_error(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or "
+                                                "malformed.")
+        if self.source.instrument("perp", symbol) is None:
+            return self._rest_error(400, -1121, "Invalid symbol.")
+        stats = self.stats["perp"]
+        if self._oi_delay:
+            await asyncio.sleep(self._oi_delay.pop(0))
+        if self._oi_fail:
+            stats.open_interest_failed += 1
+            return self._injected_error("perp", self._oi_fail.pop(0))
+        try:
+            body = self.source.open_interest(symbol)
+        except NoData as exc:
+            stats.open_interest_missing += 1
+            return self._rest_error(404, -1000, str(exc))
+        if self._oi_malformed:
+            stats.open_interest_malformed += 1
+            return web.Response(text=bad.corrupt_open_interest(self._oi_malformed.pop(0), body),
+                                content_type="application/json")
+        stats.open_interest_served += 1
+        return web.Response(text=body, content_type="application/json")
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return web.Response(status=404)
@@ -523,7 +597,8 @@ class Venue:
         return self.source.truth(market, exchange_id)
 
     def status(self) -> dict:
-        out: dict[str, Any] = {"url": self.url, **self.source.status(), "markets": {}}
+        out: dict[str, Any] = {"url": self.url, "description": self.description, **self.source.status(),
+                               "markets": {}}
         for market in ("spot", "perp"):
             s = self.stats[market]
             conns = [c for c in self.connections if c.market == market]
@@ -542,6 +617,10 @@ class Venue:
                 "snapshots_served": s.snapshots_served,
                 "snapshots_inside": s.snapshots_inside,
                 "snapshots_failed": s.snapshots_failed,
+                "open_interest_served": s.open_interest_served,
+                "open_interest_failed": s.open_interest_failed,
+                "open_interest_malformed": s.open_interest_malformed,
+                "open_interest_missing": s.open_interest_missing,
                 "stalled": self._stalled_until[market] > time.monotonic(),
             }
         return out
@@ -569,14 +648,14 @@ class Venue:
                          size: int = bad.OVERSIZED_BYTES) -> int:
         """Make the next ``count`` messages of ``stream`` malformed (``kind``, see ``nova.venue.malformed``).
 
-        ``stream`` is ``depth`` (every depth speed clients listen to), ``bookTicker``, ``trade``, ``aggTrade``
-        or ``markPrice`` (recorder names ``book``, ``bbo``, ``trades``, ``funding`` are accepted too). Returns
-        the number of stream keys armed; each of them corrupts (or adds after) its own next messages.
+        ``stream`` is ``depth`` (every depth speed clients listen to), ``bookTicker``, ``trade``, ``aggTrade``,
+        or on USDT-M ``markPrice`` or ``forceOrder`` (recorder names ``book``, ``bbo``, ``trades``, ``funding``,
+        ``liquidations`` are accepted too). Returns the number of stream keys armed; each of them corrupts (or
+        adds after) its own next messages.
         """
         bad.check_kind(kind)
         family = bad.stream_family(stream)
-        if family == "markPrice" and market != "perp":
-            raise ValueError("markPrice is a USDT-M stream; use market=perp")
+        bad.check_market(family, market)
         if count < 1 or size < 1:
             raise ValueError("count and size must be positive")
         if self.source.instrument(market, exchange_id) is None:
@@ -586,7 +665,8 @@ class Venue:
                 and bad.family_of_key(k) == family}
         if not keys:
             keys = ({depth_key(ms) for ms in DEPTH_SPEEDS_MS} if family == "depth" else
-                    {mark_key(s) for s in MARK_PRICE_SPEEDS_S} if family == "markPrice" else {family})
+                    {mark_key(s) for s in MARK_PRICE_SPEEDS_S} if family == "markPrice" else
+                    {FORCE_ORDER_KEY} if family == "forceOrder" else {family})
         for key in keys:
             self._malformed.setdefault((market, stream_id, key), deque()).extend([(kind, size)] * count)
         return len(keys)
@@ -609,6 +689,25 @@ class Venue:
         if delay > 0:
             self._snapshot_delay[market].extend([delay] * count)
         self._snapshot_fail[market].extend([status] * fail)
+
+    def open_interest_fault(self, market: Market = "perp", delay: float = 0.0, fail: int = 0, status: int = 503,
+                            malformed: str | None = None, count: int = 1) -> None:
+        """Make the next openInterest responses slow (``delay`` s, ``count`` of them), fail (the next ``fail``
+        with ``status``) or malformed (the next ``count`` with ``malformed``, a kind of
+        ``malformed.OPEN_INTEREST_KINDS``). Open interest is a USDT-M endpoint: ``market`` must be perp."""
+        if market != "perp":
+            raise ValueError("openInterest is a USDT-M endpoint; use market=perp")
+        if malformed:
+            bad.check_open_interest_kind(malformed)
+        if count < 1 or fail < 0 or delay < 0:
+            raise ValueError("count must be positive, fail and delay not negative")
+        if not 400 <= status <= 599:
+            raise ValueError(f"status {status} is not an HTTP error status (400-599)")
+        if delay > 0:
+            self._oi_delay.extend([delay] * count)
+        self._oi_fail.extend([status] * fail)
+        if malformed:
+            self._oi_malformed.extend([malformed] * count)
 
     async def server_shutdown(self, market: Market | None = None, grace_s: float | None = None) -> int:
         """Send ``serverShutdown`` to every connection of the market, then close them after a grace period."""
@@ -696,7 +795,14 @@ class Venue:
                                           count=int(q.get("count", "1")),
                                           size=int(q.get("size", str(bad.OVERSIZED_BYTES))))
                 return web.json_response({"malformed": n, "kind": what, "stream": bad.stream_family(stream)})
+            if kind == "openinterest":
+                market = self._market_arg(request, required=True)
+                assert market is not None
+                self.open_interest_fault(market, delay=float(q.get("delay", "0")), fail=int(q.get("fail", "0")),
+                                         status=int(q.get("status", "503")), malformed=q.get("malformed") or None,
+                                         count=int(q.get("count", "1")))
+                return web.json_response({"openinterest_fault": market})
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"error": f"unknown fault {kind!r}; use drop, close, stall, snapshot, "
-                                  "shutdown or malformed"}, status=404)
+                                  "openinterest, shutdown or malformed"}, status=404)

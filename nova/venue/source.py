@@ -20,6 +20,13 @@ class Publish(Protocol):
                  ids: tuple[int, int] | None = None) -> None: ...
 
 
+class NoData(LookupError):
+    """The source has nothing to answer a request with (yet): a capture before its first open-interest line.
+
+    The message is what the venue tells the client, so it says what is missing and why.
+    """
+
+
 class FeedSource(ABC):
     """A source of Binance market data for a set of instruments, with the book as the venue knows it."""
 
@@ -54,6 +61,24 @@ class FeedSource(ABC):
     @abstractmethod
     def truth(self, market: Market, exchange_id: str) -> dict:
         """The venue's whole current book: ``{"lastUpdateId", "bids", "asks"}`` with string levels."""
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """What market this feed is, in a few words, for the venue's ``Server`` header and ``/_venue/status``.
+
+        A recorder writes it down as the provenance of its data, so it names what makes the market what it is
+        (a seed and rate, the capture files) and nothing that changes between two runs of the same market
+        (ports, times, playback speed, which symbols a client happened to ask for).
+        """
+
+    def open_interest(self, exchange_id: str) -> str:
+        """The USDT-M ``/fapi/v1/openInterest`` body for a listed perp symbol, as JSON text.
+
+        Text rather than a dict so that a capture's recorded body can be served byte for byte. Raises
+        ``NoData`` when the source has no open interest to give.
+        """
+        raise NoData(f"this feed holds no open interest for {exchange_id}")
 
     def status(self) -> dict:
         """Source-specific facts for ``/_venue/status``."""

@@ -16,12 +16,16 @@ from nova.markets import Market
 DEPTH_SPEEDS_MS = (0, 100, 250, 500, 1000)
 DEFAULT_DEPTH_SPEED = {"spot": 1000, "perp": 250}
 MARK_PRICE_SPEEDS_S = (1, 3)
+FORCE_ORDER_KEY = "forceOrder"
+# Streams only Binance's USDT-M servers carry; the spot servers ACK a subscription to them and never send data.
+PERP_ONLY_FAMILIES = frozenset({"markPrice", FORCE_ORDER_KEY})
 
 _STREAM_RE = re.compile(
     r"^(?P<sym>[a-z0-9]+)@(?:"
     r"(?P<depth>depth)(?:@(?P<dspeed>\d+)ms)?"
     r"|(?P<kind>bookTicker|trade|aggTrade)"
     r"|(?P<mark>markPrice)(?:@(?P<mspeed>\d+)s)?"
+    r"|(?P<force>forceOrder)"
     r")$"
 )
 
@@ -58,6 +62,8 @@ def parse_stream(name: str, market: Market) -> StreamName | None:
         speed = m.group("mspeed")
         s = 3 if speed is None else int(speed)
         return StreamName(sym, mark_key(s)) if s in MARK_PRICE_SPEEDS_S else None
+    if m.group("force"):
+        return StreamName(sym, FORCE_ORDER_KEY) if market == "perp" else None
     return StreamName(sym, m.group("kind"))
 
 

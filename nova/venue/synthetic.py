@@ -5,7 +5,8 @@ the awkward properties of the real one. So the engine changes the book through m
 (each with its own update id) and the streams coalesce them into messages, exactly like Binance: spot ids
 are contiguous, perp ids jump and chain by ``pu``, snapshots land inside message ranges, the number of level
 changes per message is long-tailed (a ladder refresh now and then touches hundreds), bookTicker fires on
-every top-of-book change, trades come out of the book, and funding is published every second.
+every top-of-book change, trades come out of the book, and funding is published every second. Each perp
+also has liquidations and open interest (``nova.venue.derivatives``) that follow its price.
 
 Everything random derives from the seed and the tick count, never from wall-clock jitter, so the same seed
 replays the same sequence of internal updates.
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 import orjson
 
 from nova.markets import Market, Symbol
+from nova.venue.derivatives import PerpFlow, force_order_payload, open_interest_body
 from nova.venue.instruments import Instrument
 from nova.venue.source import FeedSource, Publish
-from nova.venue.streams import DEPTH_SPEEDS_MS, DepthWindow, depth_key, mark_key
+from nova.venue.streams import DEPTH_SPEEDS_MS, FORCE_ORDER_KEY, DepthWindow, depth_key, mark_key
 
 TICK_MS = 10  # engine step; depth windows are whole numbers of steps
+FORCE_ORDER_WINDOW_TICKS = 1000 // TICK_MS  # Binance pushes at most one liquidation per symbol per 1000 ms
 MAX_LEVELS = 800  # per side; stays under ccxt's default snapshot depth (1000) so its book can be exact
 MIN_LEVELS = 300
 
@@ -266,6 +269,7 @@ class SyntheticSource(FeedSource):
         self.books: dict[tuple[Market, str], SyntheticBook] = {}
         self.paths: dict[str, _SymbolPath] = {}
         self.windows: dict[tuple[Market, str], dict[int, DepthWindow]] = {}
+        self.flows: dict[str, PerpFlow] = {}  # perp symbol -> its liquidations and open interest
         self.path_rng = random.Random(f"{seed}:paths")
         self.batch_rng = random.Random(f"{seed}:batches")
         self.ticks = 0
@@ -287,6 +291,9 @@ class SyntheticSource(FeedSource):
             for market in markets:
                 book = self.books[(market, sym.exchange_id)]
                 book.build(round(self._target_mid(sym.exchange_id, market) / book.tick))
+            if "perp" in markets:
+                self.flows[sym.exchange_id] = PerpFlow(seed, self.books[("perp", sym.exchange_id)].inst,
+                                                       self._target_mid(sym.exchange_id, "perp"))
 
     def _target_mid(self, exchange_id: str, market: Market) -> float:
         path = self.paths[exchange_id]
@@ -347,6 +354,19 @@ class SyntheticSource(FeedSource):
                     self._publish_mark(publish, book, exchange_id, 1, now_ms)
                 if self.ticks % 300 == 0:
                     self._publish_mark(publish, book, exchange_id, 3, now_ms)
+                self._advance_flow(publish, book, exchange_id, dt, now_ms)
+
+    def _advance_flow(self, publish: Publish, book: SyntheticBook, exchange_id: str, dt: float,
+                      now_ms: int) -> None:
+        """Liquidations and open interest of a perp, after its book moved; a 1000 ms window's latest
+        liquidation is pushed when the window closes."""
+        flow = self.flows[exchange_id]
+        flow.advance(book, self._target_mid(exchange_id, "perp"), dt, self.rate, now_ms)
+        if self.ticks % FORCE_ORDER_WINDOW_TICKS == 0:
+            liq = flow.take_pending()
+            if liq is not None:
+                payload = force_order_payload(book.inst, liq, now_ms)
+                publish("perp", book.inst.symbol.stream_id, FORCE_ORDER_KEY, _text(payload))
 
     def _advance_path(self, path: _SymbolPath, dt: float) -> None:
         rng = self.path_rng
@@ -394,7 +414,10 @@ class SyntheticSource(FeedSource):
         inst = book.inst
         ps, qs, tu, su = inst.price_str, inst.qty_str, inst.tick_units, inst.step_units
         sym, stream = inst.symbol.exchange_id, inst.symbol.stream_id
+        flow = self.flows.get(sym) if inst.market == "perp" else None
         for px, lots, maker_buy in book.trades:
+            if flow is not None:
+                flow.on_trade(lots)
             book.trade_id += 1
             book.agg_id += 1
             p, q = ps(px * tu), qs(lots * su)
@@ -449,5 +472,14 @@ class SyntheticSource(FeedSource):
         bids, asks = book.levels()
         return {"lastUpdateId": book.last_id, "bids": bids, "asks": asks}
 
+    def open_interest(self, exchange_id: str) -> str:
+        flow = self.flows[exchange_id]
+        return _text(open_interest_body(flow.inst, flow.oi_lots, int(time.time() * 1000)))
+
+    @property
+    def description(self) -> str:
+        return f"synthetic market, seed {self.seed}, rate x{self.rate:g}"
+
     def status(self) -> dict:
-        return {"source": "synthetic", "seed": self.seed, "rate": self.rate, "ticks": self.ticks}
+        return {"source": "synthetic", "seed": self.seed, "rate": self.rate, "ticks": self.ticks,
+                "liquidations": {s: {"generated": f.liquidations, "pushed": f.pushed} for s, f in self.flows.items()}}
