@@ -75,7 +75,7 @@ HELPERS = [
     # Why a state is not valid: the nova.validity phrase of the break, and where it happened.
     f"""CREATE MACRO nova_reason(kind, at_ts) AS
     {_reason_case("kind")} || ' (' || kind || ' at '
-        || strftime(timezone('UTC', at_ts), '%Y-%m-%d %H:%M:%S.%f') || ' UTC)'
+        || strftime(timezone('UTC', at_ts::TIMESTAMPTZ), '%Y-%m-%d %H:%M:%S.%f') || ' UTC)'
     """,
 ]
 
@@ -92,7 +92,7 @@ MACROS = [
     WITH grid AS (SELECT unnest(generate_series(t0::TIMESTAMPTZ, t1::TIMESTAMPTZ - step::INTERVAL,
                                                 step::INTERVAL)) AS ts),
          q AS NOT MATERIALIZED (
-               SELECT ts_recv, bid_price, bid_amount, ask_price, ask_amount FROM bbo
+               SELECT ts_recv, update_id, bid_price, bid_amount, ask_price, ask_amount FROM bbo
                WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym)
                  AND date BETWEEN timezone('UTC', t0::TIMESTAMPTZ - INTERVAL 1 DAY)::DATE
                                   AND timezone('UTC', t1::TIMESTAMPTZ)::DATE
@@ -105,7 +105,11 @@ MACROS = [
          marks AS (SELECT max(ts_recv) AS ts_recv FROM k
                    GROUP BY CASE WHEN calendar THEN off WHEN off < 0 THEN -1 ELSE off // step_us END,
                             off >= 0 AND off % step_us = 0),
-         candidates AS (SELECT * FROM q WHERE ts_recv IN (SELECT ts_recv FROM marks)),
+         -- quotes sharing a receive time (microseconds, as shown) count as the one with the later update id
+         candidates AS (SELECT ts_recv, arg_max(bid_price, update_id) AS bid_price,
+                               arg_max(bid_amount, update_id) AS bid_amount, arg_max(ask_price, update_id) AS ask_price,
+                               arg_max(ask_amount, update_id) AS ask_amount
+                        FROM q WHERE ts_recv IN (SELECT ts_recv FROM marks) GROUP BY ts_recv),
          ledger AS (SELECT ts_recv AS ts, kind::VARCHAR AS kind FROM events
                     WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym) AND stream = 'bbo'),
          runs AS (SELECT ts AS run_start, coalesce(lead(ts) OVER (ORDER BY ts), 'infinity'::TIMESTAMPTZ) AS run_next

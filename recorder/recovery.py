@@ -28,7 +28,7 @@ def missing_stops(writer: DatasetWriter, market: Market, symbol: Symbol, streams
         if last is None or last[1] == "stop":
             continue
         row = writer.last_row_ns(stream, market, symbol) if stream != "events" else None
-        out.append((max(last[0], row or 0), stream))
+        out.append((max(last[0] + 1, row or 0), stream))  # after its last event, at its last row
     return out
 
 

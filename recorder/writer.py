@@ -40,6 +40,7 @@ from nova.contract import (
 from nova.markets import Market, Symbol
 
 DAY_NS = 86_400 * 10**9
+_RANK = {"start": 0, "stop": 2}  # order of ledger events at one instant
 
 
 def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
@@ -217,7 +218,8 @@ class DatasetWriter:
                 ts = table.column("ts_recv").cast(pa.int64()).to_pylist()
                 for t, s, k in zip(ts, table.column("stream").to_pylist(), table.column("kind").to_pylist(),
                                    strict=True):
-                    if s == stream and (found is None or t >= found[0]):
+                    # at equal times a start comes first and a stop last (files of one instant sort by chance)
+                    if s == stream and (found is None or (t, _RANK.get(k, 1)) >= (found[0], _RANK.get(found[1], 1))):
                         found = (t, str(k))
             if found is not None:
                 return found

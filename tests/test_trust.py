@@ -159,7 +159,8 @@ def test_replay_counts_the_hole_as_invalid_and_never_quotes_across_it(two_runs: 
     s = r.summary()
     assert s.invalid_s >= (hi - lo) / 1e9
     assert s.valid_s + s.invalid_s == pytest.approx(s.span_s)
-    assert r.sources == {"spot": [two_runs["description"]], "perp": [two_runs["description"]]}
+    source = f"nova-venue/{_version()} ({two_runs['description']})"
+    assert r.sources == {"spot": [source], "perp": [source]}
     assert r.warnings == []
 
 
@@ -481,7 +482,8 @@ def test_recover_finishes_a_killed_recorder_and_a_restart_ledgers_its_stop(tmp_p
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     for market in ("spot", "perp"):
-        kinds = [(e["kind"], e["detail"] == CRASH_DETAIL) for e in read_table(root, "events", market)
+        kinds = [(e["kind"], e["detail"] == CRASH_DETAIL)
+                 for e in sorted(read_table(root, "events", market), key=lambda e: e["ts_recv"])
                  if e["stream"] == "book" and e["kind"] in ("start", "stop")]
         assert kinds == [("start", False), ("stop", True), ("start", False), ("stop", True), ("start", False),
                          ("stop", False)], kinds
