@@ -268,7 +268,9 @@ def summary_rows(s: ReplaySummary) -> list[tuple[str, str]]:
     if s.skipped_files:
         rows.append(("skipped files", "; ".join(f"{p} ({why})" for p, why in s.skipped_files.items())))
     if s.sources:
-        rows.append(("sources", "; ".join(f"{m}: {', '.join(v)}" for m, v in s.sources.items())))
+        same = len({tuple(v) for v in s.sources.values()}) == 1
+        rows.append(("sources", ", ".join(next(iter(s.sources.values()))) + f" ({' and '.join(s.sources)})" if same
+                     else "; ".join(f"{m}: {', '.join(v)}" for m, v in s.sources.items())))
     rows.extend(("note", note) for note in s.notes)
     if s.output:
         rows.append(("written to", s.output))

@@ -129,9 +129,9 @@ def floor_us(ns: int) -> int:
 
 
 def ledger_breaks(root: Path, market: str, stream: str, kinds: tuple[str, ...]) -> list[int]:
-    """Times (as nova sql shows them) of the ledger events of one stream that end its validity. Written out
-    here, independently of nova.validity: a quote or book is valid until its stream's next such event."""
-    return sorted(floor_us(e["ts_recv"]) for e in read_table(root, "events", market)
+    """Times of the ledger events of one stream that end its validity. Written out here, independently of
+    nova.validity: a quote or book is valid until its stream's next such event."""
+    return sorted(e["ts_recv"] for e in read_table(root, "events", market)
                   if e["stream"] == stream and e["kind"] in kinds)
 
 
@@ -192,10 +192,9 @@ def messages(rows: list[dict]) -> list[dict]:
 
 
 def book_as_of(rows: list[dict], t: int) -> tuple[dict[float, float], dict[float, float]]:
-    """tests/oracle.py's rule over the messages in effect at t (see the module docstring), with receive times as
-    nova sql shows them (whole microseconds)."""
+    """tests/oracle.py's rule over the messages in effect at t (see the module docstring)."""
     upto = 0
-    while upto < len(rows) and floor_us(rows[upto]["ts_recv"]) <= t:
+    while upto < len(rows) and rows[upto]["ts_recv"] <= t:
         upto += 1
     book: tuple[dict[float, float], dict[float, float]] = ({}, {})
     for _, bids, asks in rebuild_from_rows(rows[:upto]):
@@ -207,9 +206,9 @@ def book_valid_at(root: Path, market: str, rows: list[dict], t: int) -> tuple[bo
     """(valid, time of the snapshot in effect) at t: the last snapshot among the messages in effect, and no break
     of the book stream at or after it and by t."""
     upto = 0
-    while upto < len(rows) and floor_us(rows[upto]["ts_recv"]) <= t:
+    while upto < len(rows) and rows[upto]["ts_recv"] <= t:
         upto += 1
-    snaps = [floor_us(r["ts_recv"]) for r in rows[:upto] if r["snapshot"]]
+    snaps = [r["ts_recv"] for r in rows[:upto] if r["snapshot"]]
     if not snaps:
         return False, None
     return not broken(ledger_breaks(root, market, "book", BOOK_BREAKS), snaps[-1], t), snaps[-1]
@@ -301,7 +300,7 @@ def held_back_instants(root: Path, market: str) -> dict[int, tuple[str, int]]:
             if later["ts_recv"] >= snap["ts_recv"]:
                 break
             t = ceil_us(later["ts_recv"])
-            if t < floor_us(snap["ts_recv"]):
+            if t < snap["ts_recv"]:
                 out[t] = (f"msg {later['msg']} received before snapshot msg {snap['msg']}", snap["ts_recv"])
     return out
 
@@ -312,11 +311,10 @@ STEP_MS = 37
 
 
 def expected_tops(root: Path, market: str, grid: list[int]) -> list[tuple]:
-    """(t, bid, bid size, ask, ask size, quote time, valid) at every instant: the last quote received by t (the
-    later update id among quotes of one microsecond), its prices only while no break of the bookTicker stream
-    came at or after it and by t."""
-    quotes = sorted(read_table(root, "bbo", market), key=lambda r: (floor_us(r["ts_recv"]), r["update_id"]))
-    times = [floor_us(q["ts_recv"]) for q in quotes]
+    """(t, bid, bid size, ask, ask size, quote time as nova sql shows it, valid) at every instant: the last
+    quote received by t, its prices only while no break of the bookTicker stream came at or after it and by t."""
+    quotes = sorted(read_table(root, "bbo", market), key=lambda r: (r["ts_recv"], r["update_id"]))
+    times = [q["ts_recv"] for q in quotes]
     breaks = ledger_breaks(root, market, "bbo", QUOTE_BREAKS)
     out = []
     for t in grid:
@@ -327,7 +325,7 @@ def expected_tops(root: Path, market: str, grid: list[int]) -> list[tuple]:
         q, at = quotes[i], times[i]
         valid = not broken(breaks, at, t)
         prices = (q["bid_price"], q["bid_amount"], q["ask_price"], q["ask_amount"]) if valid else (None,) * 4
-        out.append((t, *prices, at, valid))
+        out.append((t, *prices, floor_us(at), valid))
     return out
 
 
@@ -386,7 +384,7 @@ def test_book_at_equals_the_rebuilt_book(recordings: dict[str, Path]) -> None:
         checked = []
         invalid = 0
         for t, why in sorted(instants.items()):
-            plain = [r for r in rows if floor_us(r["ts_recv"]) <= t]
+            plain = [r for r in rows if r["ts_recv"] <= t]
             if plain != rows[:len(plain)]:  # inside a held-back diff's window: see the next test
                 assert "snapshot" not in why and "gap" not in why, (market, why)
                 continue
@@ -419,7 +417,8 @@ def test_book_at_uses_nothing_received_after_t(recordings: dict[str, Path]) -> N
                 assert sql_book_at(con, market, t, n) == (top_levels(bids, asks, n) if valid else NO_BOOK), (why, n)
             got = con.execute(f"SELECT max(epoch_ns(snapshot_ts)) FROM book_at('{market}', '{SYM}', {ts_sql(t)}, 5)"
                               ).fetchall()[0][0]
-            assert got == in_effect and (got is None or got < floor_us(snapshot_ns)), "no look-ahead"
+            assert got == (None if in_effect is None else floor_us(in_effect)), "the snapshot in effect at t"
+            assert got is None or got < snapshot_ns, "no look-ahead"
     assert windows > 0, "ccxt holds diffs back during every snapshot request; none was found"
 
 

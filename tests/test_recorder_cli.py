@@ -36,7 +36,7 @@ _ENTRY = Path(sys.executable).with_name("nova")
 NOVA = [str(_ENTRY)] if _ENTRY.exists() else [sys.executable, "-m", "nova.cli"]
 ENV = {k: v for k, v in os.environ.items() if k != "NOVA_DATA"}
 FLUSH_S = 0.2
-LOCK = ".nova-recorder.lock"  # the recorder's lock at the data root; it stays (empty) after a clean stop
+LOCK = ".nova-recorder.lock"  # the recorder's lock: a clean stop removes it, a kill leaves it (unlocked)
 
 
 # ---- processes ---------------------------------------------------------------------------------------------------
