@@ -5,12 +5,12 @@
 The dataset is bench/replay.py's day (the real ETHUSDT captures tiled over 2026-11-24 by the recorder's own
 code: ~134 M book rows, ~19 M bookTickers in 96 rotated 15-minute files per table and market), built once and
 cached in ``--dir``. Its ``book`` and ``bbo`` tables are hard-linked (copied where links are impossible) into
-``DIR-analysis``, which is then compacted in place by ``analysis.compact`` (``nova compact``'s code): the
+``DIR-analysis``, which is then compacted in place by ``nova.analysis.compact`` (``nova compact``'s code): the
 cached dataset itself is never rewritten. ``compact`` is given a "today" after the dataset's date, as it
 would be on any later day, so it runs whatever today's date is.
 
 Measured on that copy, before and after compaction, each on a fresh DuckDB connection from
-``analysis.sql.connect`` (the session ``nova sql`` opens), the whole result fetched as Arrow:
+``nova.analysis.sql.connect`` (the session ``nova sql`` opens), the whole result fetched as Arrow:
 - ``top_of_book`` every second for the whole day, perp and spot (86,400 rows each);
 - ``basis`` every second for the whole day (both markets' tops joined);
 - ``book_at`` at ``--instant``: the perp and the spot book, 20 levels a side, rebuilt from the last snapshot
@@ -95,7 +95,7 @@ def files_of(root: Path, table: str, markets: tuple[str, ...]) -> int:
 
 
 def measure(root: Path, sql: str, repeat: int) -> dict[str, Any]:
-    from analysis.sql import connect
+    from nova.analysis.sql import connect
 
     times, rows = [], 0
     for _ in range(repeat):
@@ -142,7 +142,7 @@ def main() -> None:
     print("before nova compact (the recorder's 15-minute files):")
     before = run_all(work, args.instant, args.repeat, "before")
 
-    from analysis.compact import compact
+    from nova.analysis.compact import compact
 
     started = time.perf_counter()
     tomorrow = (dt.date.fromisoformat(DATE) + dt.timedelta(days=1)).isoformat()

@@ -1,7 +1,7 @@
 """Micro-benchmark of the shared core: book rebuild alone, and book rebuild plus a spread reading per message.
 
 Why: replay must sustain >= 10 M book rows/s on one core with the spread logic (DESIGN §6). This isolates the
-compute part (nova.book + nova.spread kernels) from reading Parquet. Two streams:
+compute part (nova.core.book + nova.core.spread kernels) from reading Parquet. Two streams:
 - synthetic (always): ~40 level changes per message, 90% within a few ticks of the top of a ~1000-level book,
   10% anywhere in it, ~10% deletions (plus the levels a moving mid crosses), perp twice as busy as spot;
 - capture (``--capture FILES``): the depth messages of raw Binance captures, tiled to ``--rows``. Binance's diff
@@ -12,7 +12,7 @@ The driver loops below are also the reference for how replay calls the kernels f
 multi-book state with spot at k=0 and perp at k=1, bookTicker/ids in ``quotes``/``stamps``, ``book_apply``
 once per message, a reading into a buffer row after each message, kept only when a top of book changed.
 They are deliberately not ``cache=True``: numba would keep a stale copy of the nova kernels inside them after
-nova/book.py or nova/spread.py changes. Rates are rows per wall-clock second (and per CPU second in the JSON,
+nova/core/book.py or nova/core/spread.py changes. Rates are rows per wall-clock second (and per CPU second in the JSON,
 which is steadier on a shared machine); numba compilation happens in the warm-up, outside every timing.
 
 Usage: python bench/book.py [--rows 20000000] [--seed 1] [--size 0] [--capture ../shared/realdata/binance/*.gz]
@@ -30,8 +30,8 @@ import numpy as np
 import orjson
 from numba import njit
 
-from nova.book import ASK, BID, book_apply, book_clear, grow_books, new_books
-from nova.spread import (
+from nova.core.book import ASK, BID, book_apply, book_clear, grow_books, new_books
+from nova.core.spread import (
     N_VALUES,
     PERP,
     S_DEPTH_ID,
@@ -62,7 +62,7 @@ def _simulate(levels: np.ndarray, mid: np.ndarray, market: np.ndarray, counts: n
     """Emit messages' rows into (sides, prices, amounts) and their row ranges into bounds until the row arrays
     are full; returns the number of complete messages.
 
-    A reference book on a tick grid (``levels[k, side, g]``, independent of nova.book) keeps the stream
+    A reference book on a tick grid (``levels[k, side, g]``, independent of nova.core.book) keeps the stream
     honest: when the mid moves, the levels it crosses are deleted (as the market would), so the book stays
     uncrossed at ~1000 levels a side and most changes hit its top, as on Binance.
     """

@@ -175,7 +175,7 @@ def kill_compactions(data: Path, kills: int, rng: random.Random, report: MatrixR
                     target = copy / date_dir.relative_to(data).parent / f"date=2020-01-0{i + 1}"
                     shutil.copytree(date_dir, target)
     original = partition_rows(copy)
-    script = "import sys; from pathlib import Path; from analysis.compact import compact; " \
+    script = "import sys; from pathlib import Path; from nova.analysis.compact import compact; " \
              "compact(Path(sys.argv[1]), None, '2099-01-01', 19)"
     for _ in range(kills):
         proc = subprocess.Popen([sys.executable, "-c", script, str(copy)], cwd=REPO)

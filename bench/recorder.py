@@ -31,7 +31,7 @@ from bench.venue import WARMUP, CountingBinance, start_venue, stop_venue
 
 
 async def measure(variant: str, feed: Path, total: int, data: Path) -> dict[str, Any]:
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
     from recorder.endpoints import ccxt_options, point_at_venue
     from recorder.recorder import Recorder, RecorderConfig
 

@@ -103,7 +103,7 @@ def build_dataset(root: Path, hours: float) -> dict[str, Any]:
     """Write (or find, cached) ``hours`` of tiled captures from DATE 00:00 UTC with the recorder's writer."""
     import pyarrow as pa
 
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
     from recorder.rows import SMALL_SCHEMAS, records_batch
     from recorder.writer import DatasetWriter
 

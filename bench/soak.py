@@ -66,7 +66,7 @@ def proc_sample(pid: int) -> tuple[float, float, float]:
 
 async def child(url: str, data: str, result: str) -> None:
     """The recorder, in-process in this child: records until SIGTERM, then writes its counts."""
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
     from recorder.recorder import Recorder, RecorderConfig
 
     stop = asyncio.Event()

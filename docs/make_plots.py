@@ -37,7 +37,7 @@ CAPTURES = {"spot": REALDATA / "spot_ethusdt_20240808.gz", "perp": REALDATA / "u
 
 async def record_captures(root: Path, speed: float | None) -> None:
     """The venue plays the real captures; the recorder records them until it has every book message."""
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
     from nova.venue import CaptureSource, Venue, VenueConfig
     from recorder.recorder import Recorder, RecorderConfig
 

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from nova.errors import NovaError
-from nova.markets import parse_symbols
-from nova.units import parse_duration
+from nova.core.errors import NovaError
+from nova.core.markets import parse_symbols
+from nova.core.units import parse_duration
 
 app = typer.Typer(
     name="nova",
@@ -101,7 +101,7 @@ def _symbol(option: str, text: str | None) -> str | None:
     """The dataset's spelling (ETH-USDT) of a symbol written any way the CLI accepts, or None."""
     if text is None:
         return None
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
 
     try:
         return Symbol.parse(text).dashed
@@ -261,7 +261,7 @@ def _depth_speed(market: str, text: str) -> int:
 def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: bool, markets: str, tables: str,
                    flush: str, rotate: str, stall: str, spot_depth: str, perp_depth: str, fee_spot: float,
                    fee_perp: float, oi_every: str = "10s", recorder_id: str | None = None) -> Any:
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
     from recorder.endpoints import check_venue_url
     from recorder.session import STREAMS
 
@@ -297,7 +297,7 @@ def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: b
     if recorder_id is not None and not recorder_id.strip():
         raise fail("--recorder-id must not be empty; it names this recorder in the ledger (default: the host name)")
     # Only now the heavy imports (ccxt, numba): a typo in an option is answered at once.
-    from nova.spread import SpreadParams
+    from nova.core.spread import SpreadParams
     from recorder.recorder import RecorderConfig
 
     return RecorderConfig(
@@ -430,7 +430,7 @@ def replay(
     """Replay a recorded day (or range) of spot and perp books through the spread logic the recorder shows.
 
     Every recorded table of both markets is merged by receive time (or exchange time with --clock event),
-    both books are rebuilt by the contract's rule, and nova.spread computes a reading whenever a top of book
+    both books are rebuilt by the contract's rule, and nova.core.spread computes a reading whenever a top of book
     changes. The series goes to the dataset as table spread (DATA/spread/.../market=spot-perp/symbol=.../
     date=.../replay.parquet, replacing an earlier replay of that date) or to --out; a summary follows.
 
@@ -486,7 +486,7 @@ def demo(
     Everything runs on 127.0.0.1: no exchange access is needed. The recording goes to ./demo-data (not the
     default data root, where real recordings belong); the commands printed at the end look there.
     """
-    from nova.markets import Symbol
+    from nova.core.markets import Symbol
     from nova.venue import SyntheticSource, Venue
 
     duration_s = _duration("--duration", duration)
@@ -542,7 +542,7 @@ def sql(
     """
     import os
 
-    from analysis.output import check_output, choose_format, export, parse_limit
+    from nova.analysis.output import check_output, choose_format, export, parse_limit
 
     if (query is None) == (file is None):
         raise fail("give the SQL either as an argument or with --file, not both and not neither")
@@ -588,7 +588,7 @@ def check(
 
     from rich.table import Table
 
-    from analysis.check import check as run_check
+    from nova.analysis.check import check as run_check
 
     day, dashed = _date("--date", date), _symbol("--symbol", symbol)
     reports = _guard(lambda: run_check(data, day, dashed))
@@ -627,7 +627,7 @@ def compact(
     """
     from rich.table import Table
 
-    from analysis.compact import compact as run_compact
+    from nova.analysis.compact import compact as run_compact
 
     day = _date("--date", date)
     if zstd_level is not None and not 1 <= zstd_level <= 22:
@@ -698,8 +698,8 @@ def ls_command(
 
     from rich.table import Table
 
-    from analysis.ls import listing
-    from nova.dataset import Dataset
+    from nova.analysis.ls import listing
+    from nova.core.dataset import Dataset
 
     day, dashed = _date("--date", date), _symbol("--symbol", symbol)
     days = _guard(lambda: listing(Dataset(data), day, dashed))

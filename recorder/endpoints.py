@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from nova.errors import NovaError
-from nova.markets import Market
+from nova.core.errors import NovaError
+from nova.core.markets import Market
 
 Endpoint = Literal["binance", "testnet"] | str
 

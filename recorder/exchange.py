@@ -4,7 +4,7 @@ Why subclass instead of consuming ``watch_order_book``: a watch loop sees a coal
 The hooks below receive every diff-depth message, every REST snapshot, every bookTicker, trade and
 markPrice update, with the raw frame text, before ccxt would process them.
 
-Why ccxt's own book is bypassed: the recorder keeps its own books (``nova.book``) from the recorded rows.
+Why ccxt's own book is bypassed: the recorder keeps its own books (``nova.core.book``) from the recorded rows.
 Letting ccxt merge every diff into its float book would cost more than the rest of the recorder together
 (DESIGN §6 holds the recorder to 0.85x a ccxt client that does nothing), and its book is not what we store:
 rows come from the raw message strings. ccxt still does what it is good at: connecting, subscribing,
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import ccxt.pro as ccxtpro
 
-from nova.markets import Market
+from nova.core.markets import Market
 
 # Events the recorder subscribes to; ccxt routes them to the hooks below (spot's bookTicker has no "e").
 _ROUTED_EVENTS = frozenset({"depthUpdate", "bookTicker", "trade", "aggTrade", "markPriceUpdate", "forceOrder"})

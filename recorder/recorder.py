@@ -30,10 +30,10 @@ import ccxt
 import numpy as np
 import pyarrow as pa
 
-from nova.errors import NovaError
-from nova.lock import RootBusy, RootLock
-from nova.markets import Market, Symbol
-from nova.spread import SpreadLogic, SpreadParams
+from nova.core.errors import NovaError
+from nova.core.lock import RootBusy, RootLock
+from nova.core.markets import Market, Symbol
+from nova.core.spread import SpreadLogic, SpreadParams
 from recorder.endpoints import ccxt_options, configure, describe_source, versions
 from recorder.exchange import RecordingBinance
 from recorder.recovery import CRASH_DETAIL, missing_stops

@@ -1,18 +1,18 @@
 """Finishing what a killed recorder left: its journals and temporaries, and the ``stop`` its ledger lacks.
 
 Why the ledger matters too: a run killed without a clean stop leaves no ``stop`` event, so the market would
-seem watched from its last row until the next run's ``start`` (nova.validity ends such a run at its last row
+seem watched from its last row until the next run's ``start`` (nova.core.validity ends such a run at its last row
 anyway, but the ledger should say so). The next recorder on the root, or ``nova recover``, ledgers that
 ``stop`` at the run's last recorded row of each stream.
 """
 
 from __future__ import annotations
 
-from nova.contract import EVENTS
-from nova.dataset import Dataset
-from nova.errors import NovaError
-from nova.lock import RootBusy, RootLock
-from nova.markets import Market, Symbol
+from nova.core.contract import EVENTS
+from nova.core.dataset import Dataset
+from nova.core.errors import NovaError
+from nova.core.lock import RootBusy, RootLock
+from nova.core.markets import Market, Symbol
 from recorder.rows import records_batch
 from recorder.writer import DatasetWriter
 

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from nova.contract import BBO, BOOK, EVENTS, FUNDING, INSTRUMENTS, LIQUIDATIONS, OPEN_INTEREST, TRADES
+from nova.core.contract import BBO, BOOK, EVENTS, FUNDING, INSTRUMENTS, LIQUIDATIONS, OPEN_INTEREST, TRADES
 from recorder.levels import OK, parse_texts, plain_decimal
 from recorder.sequencer import NULL, SNAPSHOT, STALE, BookColumns
 

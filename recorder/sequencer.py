@@ -23,7 +23,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nova.markets import Market
+from nova.core.markets import Market
 
 NULL = -1  # null marker in the integer columns (ids and times are positive)
 SNAPSHOT, STALE = 1, 2  # flag bits
@@ -178,7 +178,7 @@ class BookSequencer:
                 rule = "first diff to straddle the snapshot id"
             # stamped with the stream's clock: a held diff breaking the chain right after its snapshot is
             # found at the snapshot's time (its own receive time is earlier), and readers must see the gap
-            # after the snapshot it follows (nova.validity)
+            # after the snapshot it follows (nova.core.validity)
             self.ledger(max(ts, self.clock), "gap", expected, received, f"broke {rule}; resyncing")
             self._write_diff(diff, STALE)
             self.live = False

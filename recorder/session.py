@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from nova.markets import Market, Symbol
+from nova.core.markets import Market, Symbol
 from recorder.levels import plain_decimal
 from recorder.sequencer import NULL, BookColumns, BookSequencer
 

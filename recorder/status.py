@@ -1,6 +1,6 @@
 """What the recorder shows while it runs: a live rich table on a terminal, a periodic log line otherwise.
 
-The spread shown is computed by ``nova.spread.SpreadLogic`` (the kernel replay uses) from the recorder's own
+The spread shown is computed by ``nova.core.spread.SpreadLogic`` (the kernel replay uses) from the recorder's own
 live books and the latest bookTicker and funding of each symbol.
 """
 
@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from nova.spread import Reading
+from nova.core.spread import Reading
 from recorder.recorder import Recorder
 
 
@@ -74,7 +74,7 @@ class StatusView:
             streams.add_row(f"{market} {symbol} {stream}", f"{rates.get(key, 0):,.1f}", f"{counts['messages']:,}",
                             f"{counts['rows']:,}", age, str(counts["gaps"]), str(counts["reconnects"]),
                             str(counts["errors"]))
-        spread = Table(title="live spot-perp spread (nova.spread: the code replay runs)", expand=False)
+        spread = Table(title="live spot-perp spread (nova.core.spread: the code replay runs)", expand=False)
         for col in ("symbol", "spot bid / ask", "perp bid / ask", "basis", "open / close", "net open", "skew",
                     "funding", "state"):
             spread.add_column(col, justify="right", no_wrap=True)

@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from nova.contract import (
+from nova.core.contract import (
     ROW_GROUP_ROWS,
     SCHEMAS,
     date_of,
@@ -37,7 +37,7 @@ from nova.contract import (
     partition_dir,
     temp_name,
 )
-from nova.markets import Market, Symbol
+from nova.core.markets import Market, Symbol
 
 DAY_NS = 86_400 * 10**9
 _RANK = {"start": 0, "stop": 2}  # order of ledger events at one instant

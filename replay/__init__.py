@@ -3,7 +3,7 @@
 ``Replay`` (replay.api) is the entry point for Python; ``nova replay`` is the same thing from a shell.
 """
 
-from nova.spread import Reading
+from nova.core.spread import Reading
 from replay.api import Event, Progress, Replay
 from replay.summary import ReplaySummary
 

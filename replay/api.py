@@ -3,7 +3,7 @@
     from replay import Replay
     r = Replay(data="data", symbol="ETH/USDT", date="2026-11-24")
     table = r.readings_table()                      # every reading as Arrow (r.readings_frame() for pandas)
-    for reading in r.readings(speed=10):            # nova.spread.Reading objects, 10x the recorded pace
+    for reading in r.readings(speed=10):            # nova.core.spread.Reading objects, 10x the recorded pace
         ...
     async for item in r.aevents(speed=1):           # raw recorded events interleaved with the readings
         ...
@@ -25,9 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from nova.errors import NovaError
-from nova.markets import Market
-from nova.spread import READING_SCHEMA, Reading, SpreadParams
+from nova.core.errors import NovaError
+from nova.core.markets import Market
+from nova.core.spread import READING_SCHEMA, Reading, SpreadParams
 from replay.dataset import Dataset
 from replay.engine import Chunk, Engine, ReplayRange
 from replay.kernel import K_ENTRIES, K_LAST_KEY, K_READINGS, NO_KEY, SEG_BOOK_PERP, SEGMENTS
@@ -75,12 +75,12 @@ class Progress:
 
 
 class Replay:
-    """A recorded range of one symbol (both markets), replayed through nova.spread.
+    """A recorded range of one symbol (both markets), replayed through nova.core.spread.
 
     ``date`` defaults to the last recorded date of the symbol; ``until`` (inclusive) extends it to a range of
     dates; ``start``/``end`` (``HH:MM[:SS]`` on the first/last date, or full ISO times, UTC) cut a window out
     of it. ``clock='event'`` orders and paces by exchange time instead of receive time. Spread parameters are
-    those of ``nova.spread.SpreadParams`` (fees and threshold in bps, size in base units).
+    those of ``nova.core.spread.SpreadParams`` (fees and threshold in bps, size in base units).
     """
 
     def __init__(self, data: str = "data", symbol: str = "ETH/USDT", date: str | None = None,
@@ -126,7 +126,7 @@ class Replay:
         return _Pass(self, self._engine(raw), pacer)
 
     def readings(self, speed: float | None = None) -> Iterator[Reading]:
-        """Every reading in order, as ``nova.spread.Reading``; paced at ``speed`` (None: as fast as possible)."""
+        """Every reading in order, as ``nova.core.spread.Reading``; paced at ``speed`` (None: as fast as possible)."""
         with self._pass(speed) as p:
             for chunk in p.chunks():
                 for i in range(len(chunk)):

@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from nova.contract import EXCHANGE, is_hidden
-from nova.dataset import Dataset as CoreDataset
-from nova.dataset import run_sources
-from nova.errors import NovaError
-from nova.markets import MARKETS, Market, Symbol
+from nova.core.contract import EXCHANGE, is_hidden
+from nova.core.dataset import Dataset as CoreDataset
+from nova.core.dataset import run_sources
+from nova.core.errors import NovaError
+from nova.core.markets import MARKETS, Market, Symbol
 
 WARMUP_DAYS = 2  # Binance closes every connection within 24 h, so a live recording resnapshots at least daily
 EVENT_CLOCK_MARGIN_NS = 60 * 10**9  # exchange time vs receive time: how far apart we allow them to be
@@ -248,7 +248,7 @@ class Planner:
                    for (table, _), (lo, hi) in self.recorded.items() if table in ("book", "bbo"))
 
     def _days(self, first: int, last: int) -> list[str]:
-        from nova.contract import date_of
+        from nova.core.contract import date_of
 
         days = []
         day = date_of(first)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nova.markets import Market, Symbol
-from nova.spread import SpreadParams
+from nova.core.markets import Market, Symbol
+from nova.core.spread import SpreadParams
 from replay.dataset import Dataset, Planner, StreamPlan
 from replay.kernel import (
     BOOK_FULL,

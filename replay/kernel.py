@@ -4,8 +4,8 @@ Why one compiled loop per window: a day holds ~150 M book rows and ~30 M other e
 funding, ledger rows), so anything done per row or per entry in Python would decide the replay speed. Python
 prepares a window (the entries of every stream with a merge key below some time, see ``replay.merge``) as
 plain numpy arrays, and this loop does everything per entry: it picks the next entry across the streams,
-applies book messages with ``nova.book``, holds the freshest bookTicker and funding, applies the ledger's
-invalidations, and calls ``nova.spread.compute_reading`` (the one implementation of DESIGN §4) whenever a top
+applies book messages with ``nova.core.book``, holds the freshest bookTicker and funding, applies the ledger's
+invalidations, and calls ``nova.core.spread.compute_reading`` (the one implementation of DESIGN §4) whenever a top
 of book may have changed, keeping the reading only when a top (or validity, or a size-aware VWAP) did change.
 
 Merge order, the contract of this module: entries are taken by (time key, segment, position), where segment
@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from nova.book import book_apply, book_clear, grow_books, kernel, new_books
-from nova.spread import (
+from nova.core.book import book_apply, book_clear, grow_books, kernel, new_books
+from nova.core.spread import (
     C_OPEN_SIZE,
     C_PERP_ASK_VWAP,
     C_SPOT_ASK_VWAP,
@@ -54,7 +54,7 @@ N_SEGMENTS = len(SEGMENTS)
 ACT_INVALIDATE = 1  # the book of that market is not trustworthy until its next snapshot
 ACT_GAP = 2
 ACT_DISCONNECT = 4
-ACT_CLEAR_QUOTE = 8  # the market's held bookTicker is not trustworthy: drop it (nova.validity, quote breaks)
+ACT_CLEAR_QUOTE = 8  # the market's held bookTicker is not trustworthy: drop it (nova.core.validity, quote breaks)
 ACT_CLEAR_FUNDING = 16  # the held funding rate likewise
 
 # counters (ReplayState.counters); "in the window" means time key in [start, end)
@@ -90,7 +90,7 @@ FloatArray = npt.NDArray[np.float64]
 class ReplayState:
     """Everything the loop carries from one entry to the next: both books, quotes, stamps, counters.
 
-    Books: one ``nova.book`` multi-book state, spot at k = SPOT and perp at k = PERP, so that the spread kernel
+    Books: one ``nova.core.book`` multi-book state, spot at k = SPOT and perp at k = PERP, so that the spread kernel
     reads both from the same arrays. Readings are computed straight into the output buffer and compared with
     the row before; ``scratch`` serves the first row of a buffer: row 0 receives that candidate, row 1 holds
     the last reading kept before the buffer was drained.

@@ -26,18 +26,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from nova.book import kernel
-from nova.contract import date_of, is_hidden, parquet_options, partition_dir, temp_name
-from nova.errors import NovaError
-from nova.markets import Market, Symbol
-from nova.spread import FLAG_COLUMNS, READING_SCHEMA, VALUE_COLUMNS
+from nova.core.book import kernel
+from nova.core.contract import date_of, is_hidden, parquet_options, partition_dir, temp_name
+from nova.core.errors import NovaError
+from nova.core.markets import Market, Symbol
+from nova.core.spread import FLAG_COLUMNS, READING_SCHEMA, SIZE_COLUMNS, VALUE_COLUMNS
 from replay.dataset import DAY_NS, date_ns, filesystem_for, reason
 
 SPREAD_TABLE = "spread"
 SPREAD_MARKET = "spot-perp"  # the market partition value of the spread table: it joins both markets
 OUTPUT_NAME = "replay.parquet"
-SIZE_COLUMNS = ("spot_ask_vwap", "perp_bid_vwap", "spot_bid_vwap", "perp_ask_vwap", "open_bps_size",
-                "close_bps_size", "net_open_bps_size", "net_close_bps_size", "size_filled")
 ROW_GROUP_READINGS = 1 << 18
 METADATA_KEY = b"nova.replay"
 OUTPUT_ZSTD_LEVEL = 1  # the contract's level 3 costs ~25% more time per reading for ~7% smaller files

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nova.book import NO_SIDE, side_codes
-from nova.validity import BOOK_BREAKS, QUOTE_BREAKS
+from nova.core.book import NO_SIDE, side_codes
+from nova.core.validity import BOOK_BREAKS, QUOTE_BREAKS
 from replay.dataset import Dataset, StreamPlan, reason, unreadable
 from replay.kernel import ACT_CLEAR_FUNDING, ACT_CLEAR_QUOTE, ACT_DISCONNECT, ACT_GAP, ACT_INVALIDATE
 
@@ -91,7 +91,7 @@ def _floats(column: pa.Array) -> np.ndarray:
 
 
 def _side_codes(column: pa.Array) -> np.ndarray:
-    """nova.book side codes; without a copy when the dictionary is the recorder's own ('bid', 'ask')."""
+    """nova.core.book side codes; without a copy when the dictionary is the recorder's own ('bid', 'ask')."""
     if isinstance(column, pa.DictionaryArray) and column.null_count == 0:
         words = column.dictionary.to_pylist()
         if words == ["bid", "ask"]:
@@ -187,7 +187,7 @@ def _convert_funding(batch: pa.RecordBatch) -> Columns:
 
 
 def _convert_events(batch: pa.RecordBatch) -> Columns:
-    """The ledger as actions of the loop, by the validity rule (nova.validity): a book break invalidates
+    """The ledger as actions of the loop, by the validity rule (nova.core.validity): a book break invalidates
     the market's book until its next snapshot; a quote break drops the held bookTicker (or funding rate)."""
     actions = np.zeros(batch.num_rows, dtype=np.int8)
     stream = batch.column("stream")

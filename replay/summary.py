@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from nova.book import kernel
-from nova.spread import C_BASIS, C_OPEN, C_OPPORTUNITY, C_TOP_FIRST, C_TOP_LAST, C_VALID, N_VALUES
+from nova.core.book import kernel
+from nova.core.spread import C_BASIS, C_OPEN, C_OPPORTUNITY, C_TOP_FIRST, C_TOP_LAST, C_VALID, N_VALUES
 from replay.kernel import (
     K_BBO,
     K_BOOK_MESSAGES,

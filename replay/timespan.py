@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from nova.errors import NovaError
-from nova.markets import MARKETS, Symbol
+from nova.core.errors import NovaError
+from nova.core.markets import MARKETS, Symbol
 from replay.dataset import STREAM_TABLES, Dataset, date_ns, shift_date
 from replay.engine import ReplayRange
 

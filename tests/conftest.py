@@ -12,7 +12,7 @@ from typing import Any
 import ccxt.pro as ccxtpro
 import pytest
 
-from nova.markets import Market, Symbol
+from nova.core.markets import Market, Symbol
 from nova.venue import FeedSource, SyntheticSource, Venue, VenueConfig
 from recorder.endpoints import ccxt_options, point_at_venue
 

@@ -2,7 +2,7 @@
 
 Recordings are made once per module by the real recorder (ccxt.pro over real sockets) against the in-process
 venue: a clean one, and a faulty one with 1 s rotation, a dropped depth message on both markets and a forced
-disconnect of every connection. Every expectation is computed independently of ``analysis/``: the book by
+disconnect of every connection. Every expectation is computed independently of ``nova/analysis/``: the book by
 tests/oracle.py's plain reader rule, tops of book and mids from the ``bbo`` rows read with pyarrow.
 
 Time rule used for "the book at t": a message counts from the moment it takes effect, which is the largest
@@ -38,10 +38,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.check import check
-from analysis.compact import STAGING, compact
-from analysis.sql import connect, run
-from nova.contract import RECORDED_TABLES
+from nova.analysis.check import check
+from nova.analysis.compact import STAGING, compact
+from nova.analysis.sql import connect, run
+from nova.core.contract import RECORDED_TABLES
 from nova.venue import SyntheticSource, Venue, VenueConfig
 from recorder.recorder import Recorder, RecorderConfig
 from tests.conftest import ETH, REPO
@@ -130,7 +130,7 @@ def floor_us(ns: int) -> int:
 
 def ledger_breaks(root: Path, market: str, stream: str, kinds: tuple[str, ...]) -> list[int]:
     """Times of the ledger events of one stream that end its validity. Written out here, independently of
-    nova.validity: a quote or book is valid until its stream's next such event."""
+    nova.core.validity: a quote or book is valid until its stream's next such event."""
     return sorted(e["ts_recv"] for e in read_table(root, "events", market)
                   if e["stream"] == stream and e["kind"] in kinds)
 
@@ -622,7 +622,7 @@ KILLABLE = f"""
 import os, signal, sys
 from pathlib import Path
 import pyarrow.parquet as pq
-import analysis.compact as c
+import nova.analysis.compact as c
 root, phase, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 calls = {{"swap": 0, "write": 0}}
 swap, write = c.exchange_paths, pq.ParquetWriter.write_table

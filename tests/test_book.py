@@ -1,4 +1,4 @@
-"""nova.book against a plain-Python dict book: the L2 book both the recorder's live view and replay use."""
+"""nova.core.book against a plain-Python dict book: the L2 book both the recorder's live view and replay use."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nova.book import (
+from nova.core.book import (
     ASK,
     BID,
     NO_SIDE,

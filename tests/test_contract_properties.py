@@ -28,7 +28,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nova.markets import Symbol
+from nova.core.markets import Symbol
 from recorder.levels import MALFORMED, OK, parse_texts, plain_decimal
 from recorder.rows import book_batch, malformed_details
 from recorder.sequencer import BookSequencer

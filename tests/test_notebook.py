@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.sql import connect
+from nova.analysis.sql import connect
 from nova.venue import CaptureSource, SyntheticSource, Venue, VenueConfig, derivatives
 from recorder.recorder import Recorder, RecorderConfig
 from tests.conftest import ETH, REPO, realdata_file, wait_until_recorded

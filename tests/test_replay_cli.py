@@ -156,7 +156,7 @@ def test_bad_input_gets_one_sentence_and_writes_nothing(runs: dict, label: str, 
     ({"symbol": "not a symbol"}, "not a symbol"),
 ])
 def test_the_python_api_refuses_bad_input_with_the_same_sentences(runs: dict, kwargs: dict, says: str) -> None:
-    from nova.errors import NovaError
+    from nova.core.errors import NovaError
     from replay import Replay
 
     data, _ = runs["no data that day"]  # the untouched dataset

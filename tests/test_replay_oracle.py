@@ -1,6 +1,6 @@
 """Replay's readings against a plain-Python oracle written here, on recordings made the way users make them.
 
-The oracle shares nothing with replay or nova.spread: it reads the tables with tests/oracle.py's reader,
+The oracle shares nothing with replay or nova.core.spread: it reads the tables with tests/oracle.py's reader,
 merges the streams by (time key, stream priority, position) with a plain sort, rebuilds both books by the
 contract's reader rule in dicts, keeps the freshest bookTicker (larger update id wins, a tie goes to the
 depth book), applies the ledger (a gap, disconnect or stop on a book stream makes that book invalid until its
@@ -26,8 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from nova.errors import NovaError
-from nova.spread import READING_COLUMNS, SpreadParams
+from nova.core.errors import NovaError
+from nova.core.spread import READING_COLUMNS, SpreadParams
 from nova.venue import CaptureSource, SyntheticSource, Venue
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.rows import SMALL_SCHEMAS, records_batch

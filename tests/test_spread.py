@@ -1,4 +1,4 @@
-"""nova.spread against a plain-Python computation of DESIGN §4 written here, on hand-picked and generated books."""
+"""nova.core.spread against a plain-Python computation of DESIGN §4 written here, on hand-picked and generated books."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from nova.book import BID, book_apply, new_books
-from nova.spread import (
+from nova.core.book import BID, book_apply, new_books
+from nova.core.spread import (
     N_VALUES,
     PERP,
     READING_COLUMNS,
@@ -292,7 +292,7 @@ def test_generated_states_match_the_plain_computation(spot: Leg, perp: Leg, fund
 # --- one code path, two callers ----------------------------------------------------------------------------
 
 
-@njit  # not cached: a cached caller would keep a stale copy of compute_reading after nova/spread.py changes
+@njit  # not cached: a cached caller would keep a stale copy of compute_reading after nova/core/spread.py changes
 def replay_like(px: np.ndarray, qty: np.ndarray, n: np.ndarray, quotes: np.ndarray, stamps: np.ndarray,
                 funding: float, params: np.ndarray, out: np.ndarray) -> None:
     """What replay's compiled loop does: spot and perp as books 0 and 1 of one state, a reading per event."""

@@ -1,6 +1,6 @@
 """``nova sql`` never crashes and never lies: bad files, every DuckDB type in every format, --output, timestamps.
 
-Datasets are written here with pyarrow, file by file, in the contract's layout and schemas (nova.contract), so
+Datasets are written here with pyarrow, file by file, in the contract's layout and schemas (nova.core.contract), so
 each test knows exactly what is on disk: timestamps carry nanoseconds that are not whole microseconds, and a
 bad file is one file among good ones. Every expectation comes from those rows, not from analysis/.
 """
@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
-from analysis.output import FORMATS, export
-from analysis.sql import Session, connect, run
-from nova.contract import SCHEMAS
-from nova.errors import NovaError
+from nova.analysis.output import FORMATS, export
+from nova.analysis.sql import Session, connect, run
+from nova.core.contract import SCHEMAS
+from nova.core.errors import NovaError
 
 REPO = Path(__file__).resolve().parents[1]
 NOVA = Path(sys.executable).with_name("nova")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from analysis.sql import connect
+from nova.analysis.sql import connect
 from nova.venue import SyntheticSource, Venue, derivatives
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.recovery import CRASH_DETAIL

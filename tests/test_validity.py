@@ -1,4 +1,4 @@
-"""The validity rule (nova.validity) and its SQL restatement (analysis.macros) agree, on generated ledgers.
+"""The validity rule (nova.core.validity) and its SQL restatement (nova.analysis.macros) agree, on generated ledgers.
 
 The generated datasets are small but awkward on purpose: several runs, one of them killed (no ``stop``),
 gaps and disconnects between snapshots, quote-stream errors, a run that starts before the first snapshot,
@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.sql import connect
-from nova.contract import BBO, BOOK, EVENTS
-from nova.validity import END_OF_DATA, Span, book_spans, covered_ns, quote_spans, runs, valid_at
+from nova.analysis.sql import connect
+from nova.core.contract import BBO, BOOK, EVENTS
+from nova.core.validity import END_OF_DATA, Span, book_spans, covered_ns, quote_spans, runs, valid_at
 
 US = 1_000
 DAY0 = 1_796_515_200 * 10**9  # 2026-12-06 00:00:00 UTC
@@ -150,8 +150,7 @@ def _instants(ledger: list[tuple[int, str]], times: list[int], rng: random.Rando
     return sorted(out)
 
 
-@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow),
-                                  pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_the_macros_restate_the_rule(tmp_path: Path, seed: int) -> None:
     truth = _generate(tmp_path, seed)
     con = connect(tmp_path)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nova.errors import NovaError
+from nova.core.errors import NovaError
 from nova.venue import CaptureSource, read_capture
 from tests.conftest import ccxt_levels, realdata_file, truth_levels
 from tests.oracle import final_book

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from ccxt.base.errors import ChecksumError, NetworkError
 
-from nova.markets import Market
+from nova.core.markets import Market
 from nova.venue import SyntheticSource, Venue
 from tests.conftest import ETH, ccxt_levels, truth_levels
 

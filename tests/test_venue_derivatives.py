@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from nova.markets import Symbol
+from nova.core.markets import Symbol
 from nova.venue import CaptureSource, SyntheticSource, derivatives
 from nova.venue import malformed as bad
 from nova.venue.faults import FaultSpec, apply_fault

@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import orjson
 
-from nova.errors import NovaError
-from nova.markets import Market, Symbol
+from nova.core.errors import NovaError
+from nova.core.markets import Market, Symbol
 from nova.venue.instruments import Instrument
 from nova.venue.source import FeedSource, NoData, Publish
 from nova.venue.streams import DEPTH_SPEEDS_MS, FORCE_ORDER_KEY, MARK_PRICE_SPEEDS_S, depth_key, mark_key

@@ -28,7 +28,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from nova.units import parse_duration
+from nova.core.units import parse_duration
 from nova.venue import malformed as bad
 from nova.venue.server import Venue
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nova.markets import Market, Symbol
+from nova.core.markets import Market, Symbol
 
 # Typical listing parameters: (reference price, spot tick, spot step, perp tick, perp step).
 _LISTINGS: dict[str, tuple[float, str, str, str, str]] = {

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from nova.markets import Market
+from nova.core.markets import Market
 from nova.venue import malformed as bad
 from nova.venue.instruments import exchange_info
 from nova.venue.source import FeedSource, NoData

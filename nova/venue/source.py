@@ -6,7 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from nova.markets import Market
+from nova.core.markets import Market
 from nova.venue.instruments import Instrument
 
 

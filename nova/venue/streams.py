@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nova.markets import Market
+from nova.core.markets import Market
 
 DEPTH_SPEEDS_MS = (0, 100, 250, 500, 1000)
 DEFAULT_DEPTH_SPEED = {"spot": 1000, "perp": 250}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from nova.markets import Market, Symbol
+from nova.core.markets import Market, Symbol
 from nova.venue.derivatives import PerpFlow, force_order_payload, open_interest_body
 from nova.venue.instruments import Instrument
 from nova.venue.source import FeedSource, Publish

@@ -6,7 +6,7 @@ DuckDB users read them; pyarrow's writers refuse some (INTERVAL, nested values i
 differently. So CSV, JSON lines and Parquet are DuckDB's own ``COPY`` of the statement, and the table shows
 the DuckDB text of its first rows (``CAST(... AS VARCHAR)`` inside DuckDB).
 
-Why the statement runs once: ``analysis.sql.prepare`` gives the last statement as something to SELECT FROM,
+Why the statement runs once: ``nova.analysis.sql.prepare`` gives the last statement as something to SELECT FROM,
 and each format reads it exactly once: one COPY, or for the table one streamed pass that keeps the first
 ``limit`` rows and only counts the others (a result larger than memory still gets its row count).
 
@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from analysis.sql import VIEWS, Result, check_read_only, ident, open_session, prepare
-from nova.errors import NovaError
+from nova.analysis.sql import VIEWS, Result, check_read_only, ident, open_session, prepare
+from nova.core.errors import NovaError
 
 FORMATS = ("table", "csv", "json", "parquet")
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet",

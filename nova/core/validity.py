@@ -18,7 +18,7 @@ watching the market. So a reader may use a recorded state at instant ``t`` only 
   seen, so nothing after it is valid. A recorder that finds such a run on start ledgers its ``stop`` (at
   that row) itself, so the ledger of a finished recording is complete; readers apply the rule anyway.
 
-Replay (``replay.reader``), ``nova sql``'s macros (``analysis.macros``, which restate the rule in SQL and
+Replay (``replay.reader``), ``nova sql``'s macros (``nova.analysis.macros``, which restate the rule in SQL and
 are held to this module by a test on generated data), ``nova check`` and ``nova ls`` all use these sets and
 ``book_spans``; the tests' oracle is independent on purpose.
 """

@@ -18,7 +18,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from nova.markets import Market, Symbol
+from nova.core.markets import Market, Symbol
 
 EXCHANGE = "binance"
 Table = Literal["book", "bbo", "trades", "funding", "liquidations", "open_interest", "instruments", "events",

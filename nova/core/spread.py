@@ -5,7 +5,7 @@ there is exactly one implementation of the formulas (``compute_reading``). Repla
 compiled loop after every message that changes a top of book; ``SpreadLogic`` wraps it for Python callers.
 
 Inputs per market (SPOT = 0, PERP = 1):
-- the depth book (``nova.book`` state: ``px, qty, n`` and the book's index ``k`` in it);
+- the depth book (``nova.core.book`` state: ``px, qty, n`` and the book's index ``k`` in it);
 - ``quotes[m]`` = latest bookTicker ``[bid_price, bid_amount, ask_price, ask_amount]`` (NaN when none);
 - ``stamps[m]`` = ``[depth_id, bbo_id, last_ns, valid]``: the ``u`` of the last depth message applied to the book
   and of the bookTicker held (NO_ID when none), the receive time of the market's latest update from either
@@ -33,7 +33,7 @@ Sign conventions (all in bps, 1 bps = 1e-4):
 - ``opportunity``: valid, not stale, and ``net_open_bps > threshold_bps``.
 
 Numba caveat for compiled callers: a caller compiled with ``cache=True`` in another file keeps its own copy of
-this kernel, and numba does not notice when this file (or nova/book.py) changes; after editing either, delete
+this kernel, and numba does not notice when this file (or nova/core/book.py) changes; after editing either, delete
 the caller's cached ``*.nbi``/``*.nbc`` files (an installed release is unaffected: new files, new caches).
 """
 
@@ -46,8 +46,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from nova.book import ASK, BID, L2Book, _best, _vwap, kernel
-from nova.markets import Market
+from nova.core.book import ASK, BID, L2Book, _best, _vwap, kernel
+from nova.core.markets import Market
 
 SPOT = 0
 PERP = 1
@@ -81,6 +81,9 @@ because a nanosecond timestamp does not fit a float64 exactly."""
 READING_COLUMNS: tuple[str, ...] = ("ts", *VALUE_COLUMNS)
 N_VALUES = len(VALUE_COLUMNS)
 
+SIZE_COLUMNS: tuple[str, ...] = ("spot_ask_vwap", "perp_bid_vwap", "spot_bid_vwap", "perp_ask_vwap", "open_bps_size",
+                "close_bps_size", "net_open_bps_size", "net_close_bps_size", "size_filled")
+"""The size-aware columns, which a replay without a size leaves out of its output (they would be empty)."""
 READING_SCHEMA = pa.schema(
     [pa.field("ts", pa.timestamp("ns", tz="UTC"), nullable=False)]
     + [pa.field(name, pa.bool_(), nullable=False) if name in FLAG_COLUMNS else pa.field(name, pa.float64())

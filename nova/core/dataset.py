@@ -6,7 +6,7 @@ paths by hand drifts from the others. Everything here goes through a pyarrow fil
 
 What it answers: which partitions exist (``partitions``), their visible files and leftovers (``files``,
 ``leftovers``), each file's footer facts without reading its rows (``stats``), the ledger of a stream across
-all its dates (``ledger``), and the watched time of a book (``book_spans``, by nova.validity's rule).
+all its dates (``ledger``), and the watched time of a book (``book_spans``, by nova.core.validity's rule).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from nova.contract import EXCHANGE, is_hidden
-from nova.validity import Span, book_spans
+from nova.core.contract import EXCHANGE, is_hidden
+from nova.core.validity import Span, book_spans
 
 PARTITION_LEVELS = ("exchange", "market", "symbol", "date")
 
@@ -162,7 +162,7 @@ class Dataset:
         return rows
 
     def book_spans(self, market: str, symbol: str, ledger: list[dict] | None = None) -> list[Span]:
-        """The watched time of a market's book (nova.validity): from the ledger, and for a run without a stop
+        """The watched time of a market's book (nova.core.validity): from the ledger, and for a run without a stop
         from the footers of its book files."""
         rows = ledger if ledger is not None else self.ledger(market, symbol, "book")
         book_files: list[FileStats] | None = None

@@ -8,7 +8,7 @@ What it verifies, and why each matters to a researcher:
   very message, or a disconnect, error, start or stop between the two messages. An unexplained break means
   the recording lost something silently, which must never happen;
 - the book rebuilt by the contract's rule is never crossed (best bid >= best ask) while it is valid (by
-  nova.validity's rule: between a snapshot and the next break of the ledger);
+  nova.core.validity's rule: between a snapshot and the next break of the ledger);
 - the day's runs came from one source (the ledger's provenance): a partition that mixes sources is not one
   market, whatever its files say.
 
@@ -27,12 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numba import njit
 
-from nova.book import ASK, BID, NO_SIDE, book_apply, book_best, book_clear, grow_books, new_books, side_codes
-from nova.contract import RECORDED_TABLES
-from nova.dataset import Dataset, run_sources
-from nova.errors import NovaError
-from nova.lock import held
-from nova.validity import Span, covered_ns
+from nova.core.book import ASK, BID, NO_SIDE, book_apply, book_best, book_clear, grow_books, new_books, side_codes
+from nova.core.contract import RECORDED_TABLES
+from nova.core.dataset import Dataset, run_sources
+from nova.core.errors import NovaError
+from nova.core.lock import held
+from nova.core.validity import Span, covered_ns
 
 _EXPLAINING = ("disconnect", "error", "start", "stop")
 HELD_NS = 60 * 10**9  # how long a recorder holds diffs behind a snapshot request, at most

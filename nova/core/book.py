@@ -285,7 +285,7 @@ def book_apply(px: FloatArray, qty: FloatArray, n: IntArray, k: int, sides: Code
     return m
 
 
-@kernel(inline=True)  # also inlined by nova.spread's kernel; only for NRT-free (@kernel) callers
+@kernel(inline=True)  # also inlined by nova.core.spread's kernel; only for NRT-free (@kernel) callers
 def _best(px: FloatArray, qty: FloatArray, n: IntArray, k: int, side: int) -> tuple[float, float]:
     count = n[k, side]
     if count == 0:
@@ -299,7 +299,7 @@ def book_best(px: FloatArray, qty: FloatArray, n: IntArray, k: int, side: int) -
     return _best(px, qty, n, k, side)
 
 
-@kernel(inline=True)  # also inlined by nova.spread's kernel; only for NRT-free (@kernel) callers
+@kernel(inline=True)  # also inlined by nova.core.spread's kernel; only for NRT-free (@kernel) callers
 def _vwap(px: FloatArray, qty: FloatArray, n: IntArray, k: int, side: int, size: float) -> tuple[float, float]:
     if not size > 0.0:
         return math.nan, 0.0

@@ -2,7 +2,7 @@
 
 Why views and macros rather than a query builder: researchers already speak SQL, and DuckDB reads the
 hive-partitioned Parquet as is. Nova only adds the views (with ``exchange``, ``market``, ``symbol`` and
-``date`` from the partition path) and the macros that encode the contract's rules (analysis/macros.py), so a
+``date`` from the partition path) and the macros that encode the contract's rules (nova/analysis/macros.py), so a
 query like "the book at 14:03:07" does not need the reader rule re-derived by hand.
 
 Timestamps. The files keep the contract's ``timestamp[ns, UTC]``. DuckDB 1.x reads such a column as
@@ -40,11 +40,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.macros import RAW
-from analysis.macros import install as install_macros
-from nova import contract as nova_contract
-from nova.contract import PARTITION_KEYS, RECORDED_TABLES, SCHEMAS, is_hidden
-from nova.errors import NovaError
+from nova.analysis.macros import RAW
+from nova.analysis.macros import install as install_macros
+from nova.core.contract import PARTITION_KEYS, PROVENANCE_COLUMNS, RECORDED_TABLES, SCHEMAS, is_hidden
+from nova.core.errors import NovaError
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
            duckdb.StatementType.SET}
@@ -72,16 +71,15 @@ class Contract:
 
 
 def contract_of(table: str) -> Contract:
-    """The table's contract: nova.contract's schema (whose provenance columns files written before they were
-    added lack), or for ``spread`` what replay writes (replay/output.py: READING_SCHEMA, whose size-aware
+    """The table's contract: nova.core.contract's schema (whose provenance columns files written before they were
+    added lack), or for ``spread`` what replay writes (nova.core.spread's READING_SCHEMA, whose size-aware
     columns are there only when the replay had a ``--size``)."""
     if table != "spread":
-        later = set(getattr(nova_contract, "PROVENANCE_COLUMNS", ()))
+        later = set(PROVENANCE_COLUMNS)
         schema = SCHEMAS[table]
         return Contract(table, pa.schema([f for f in schema if f.name not in later]),
                         pa.schema([f for f in schema if f.name in later]))
-    from nova.spread import READING_SCHEMA  # imported here: numba kernels, only needed once a replay exists
-    from replay.output import SIZE_COLUMNS
+    from nova.core.spread import READING_SCHEMA, SIZE_COLUMNS  # here: numba kernels, needed once a replay exists
 
     return Contract(table, pa.schema([f for f in READING_SCHEMA if f.name not in SIZE_COLUMNS]),
                     pa.schema([f for f in READING_SCHEMA if f.name in SIZE_COLUMNS]))

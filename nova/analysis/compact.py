@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nova.contract import RECORDED_TABLES, ROW_GROUP_ROWS, new_file_name, parquet_options
-from nova.errors import NovaError
+from nova.core.contract import RECORDED_TABLES, ROW_GROUP_ROWS, new_file_name, parquet_options
+from nova.core.errors import NovaError
 
 STAGING = ".nova-compact"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2

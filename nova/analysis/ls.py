@@ -2,7 +2,7 @@
 
 Why watched time next to the span: a day's files may run from 00:00 to 23:59 and still hold an hour-long hole
 between two recording runs, or minutes before a resync. The span (first to last row) cannot say so; the ledger
-can. Watched time is the time the market's book was valid by nova.validity's rule, which is the time a
+can. Watched time is the time the market's book was valid by nova.core.validity's rule, which is the time a
 figure may come from. Everything is read from footers and the ledger, never from the rows, so listing a
 month is quick.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from nova.dataset import Dataset, FileStats, run_recorders, run_sources
-from nova.errors import NovaError
-from nova.validity import covered_ns
+from nova.core.dataset import Dataset, FileStats, run_recorders, run_sources
+from nova.core.errors import NovaError
+from nova.core.validity import covered_ns
 
 DAY_NS = 86_400 * 10**9
 

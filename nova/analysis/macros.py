@@ -11,7 +11,7 @@
 - ``basis(sym, t0, t1, step)``: spot and perp mids and the basis in bps every ``step``, from the two
   ``top_of_book`` legs, with both legs' quote ages; NULL where either leg is not valid.
 
-Validity is nova.validity's rule restated in SQL (the kind sets and reason phrases are generated from it, and
+Validity is nova.core.validity's rule restated in SQL (the kind sets and reason phrases are generated from it, and
 tests/test_validity.py holds the SQL to the Python on generated ledgers): a quote counts at ``t`` only if no
 break of its stream (disconnect, error, stop, a new run's start) is ledgered at or after it and by ``t``;
 a book likewise with the book's breaks (gap, disconnect, stop, start), counted from its last snapshot; and a
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import duckdb
 
-from nova.markets import KNOWN_QUOTES, MARKETS
-from nova.validity import BOOK_ANCHOR, BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, QUOTE_BREAKS, REASONS
+from nova.core.markets import KNOWN_QUOTES, MARKETS
+from nova.core.validity import BOOK_ANCHOR, BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, QUOTE_BREAKS, REASONS
 
 
 def _lit(value: str) -> str:
@@ -42,13 +42,13 @@ def _sql_list(values: object) -> str:
 
 
 def _reason_case(kind: str) -> str:
-    """A CASE turning a break kind (column ``kind``) into the shared phrase of nova.validity.REASONS."""
+    """A CASE turning a break kind (column ``kind``) into the shared phrase of nova.core.validity.REASONS."""
     whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in REASONS.items())
     return f"CASE {kind} {whens} ELSE {kind} END"
 
 
 def _split_quotes(u: str) -> str:
-    """``ETHUSDT`` -> ``ETH-USDT`` for the quote assets nova.markets knows (longest first, as Symbol.parse)."""
+    """``ETHUSDT`` -> ``ETH-USDT`` for the quote assets nova.core.markets knows (longest first, as Symbol.parse)."""
     whens = " ".join(f"WHEN suffix({u}, '{q}') AND length({u}) > {len(q)} "
                      f"THEN left({u}, length({u}) - {len(q)}) || '-{q}'" for q in KNOWN_QUOTES)
     return f"CASE {whens} ELSE NULL END"
@@ -77,7 +77,7 @@ HELPERS = [
                         FROM nova_recorded)) END""",
     # A time of nanoseconds as the views show times (TIMESTAMPTZ, microseconds, truncated).
     "CREATE MACRO nova_time(ns) AS make_timestamptz(ns // 1000)",
-    # Why a state is not valid: the nova.validity phrase of the break, and where it happened.
+    # Why a state is not valid: the nova.core.validity phrase of the break, and where it happened.
     f"""CREATE MACRO nova_reason(kind, at_ts) AS
     {_reason_case("kind")} || ' (' || kind || ' at '
         || strftime(timezone('UTC', at_ts::TIMESTAMPTZ), '%Y-%m-%d %H:%M:%S.%f') || ' UTC)'

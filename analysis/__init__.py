@@ -1,1 +1,0 @@
-"""The offline analysis tools: `nova sql`, `nova check` and `nova compact`."""
