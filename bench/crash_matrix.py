@@ -110,8 +110,8 @@ def kill_recorder_runs(url: str, data: Path, kills: int, rng: random.Random, rep
         report.recorder_kills += 1
         report.unreadable += all_read(data)
         # The journals the crash left become visible when the next run starts; finish them now the same way.
-        subprocess.run([sys.executable, "-c", "import sys; from recorder.writer import DatasetWriter; "
-                        "DatasetWriter(sys.argv[1]).recover()", str(data)], check=True, cwd=REPO)
+        subprocess.run([sys.executable, "-c", "import sys; from nova.core.dataset import Dataset; "
+                        "Dataset(sys.argv[1]).recover()", str(data)], check=True, cwd=REPO)
         loss = (killed_ns - newest_ts(data)) / 1e9
         report.worst_loss_s = max(report.worst_loss_s, loss)
         if loss > FLUSH_S + SLACK_S:

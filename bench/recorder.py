@@ -6,9 +6,10 @@ The feed is the real USDT-M ETHUSDT capture tiled to --messages diff-depth messa
 played by `nova venue --speed max` in its own process. Each variant runs in a fresh process of its own:
 (a) baseline: a ccxt.pro binance whose handle_order_book only counts; (b) the full recorder (book table,
 perp) writing Parquet and keeping live books for the status view, as `nova record` does; (c) the same
-without live books, as `nova record -q` runs. Prints messages/s of each (best of --repeat), the ratios,
-bytes per book row on disk, the raw gzip bytes per row of the same feed, and peak RSS. The last line is
-one JSON object.
+without live books, as `nova record -q` runs. Prints messages/s of each (best and median of --repeat), the
+ratios to the baseline, the time the recorder adds per message beyond the baseline (1/rate - 1/baseline rate,
+in µs), the CPU time of the client process per message (and beyond the baseline's), bytes per book row on
+disk, the raw gzip bytes per row of the same feed, and peak RSS. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import gzip
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,11 +58,14 @@ async def measure(variant: str, feed: Path, total: int, data: Path) -> dict[str,
                 return stats.messages
         while count() < WARMUP:
             await asyncio.sleep(0.001)
-        started, first = time.perf_counter(), count()
+        started, cpu, first = time.perf_counter(), time.process_time(), count()
         while count() < total - 10:
             await asyncio.sleep(0.005)
-        rate = (count() - first) / (time.perf_counter() - started)
-        out: dict[str, Any] = {"msgs_per_s": rate}
+        received = count() - first
+        rate = received / (time.perf_counter() - started)
+        # CPU of this process (ccxt's loop and the recorder's worker thread, not the venue's) per message:
+        # unlike msg/s, hardly moved by other load on the machine
+        out: dict[str, Any] = {"msgs_per_s": rate, "cpu_us_per_msg": (time.process_time() - cpu) / received * 1e6}
         if variant == "baseline":
             watch.cancel()
             await exchange.close()
@@ -101,13 +106,24 @@ def main() -> None:
         gz = Path(tmp) / "feed.txt.gz"
         gz.write_bytes(gzip.compress(feed.read_bytes(), compresslevel=6))
         best: dict[str, dict[str, Any]] = {}
+        rates: dict[str, list[float]] = {}
+        cpus: dict[str, list[float]] = {}
         for _ in range(args.repeat):
             for variant in ("baseline", "recorder", "recorder-q"):
                 result = run_variant(variant, feed, total)
-                print(f"{variant:10s} {result['msgs_per_s']:>10,.0f} msg/s  peak RSS {result['peak_rss_mb']:.0f} MB",
+                print(f"{variant:10s} {result['msgs_per_s']:>10,.0f} msg/s  "
+                      f"{result['cpu_us_per_msg']:6.2f} CPU-µs/msg  peak RSS {result['peak_rss_mb']:.0f} MB",
                       flush=True)
+                rates.setdefault(variant, []).append(result["msgs_per_s"])
+                cpus.setdefault(variant, []).append(result["cpu_us_per_msg"])
                 if variant not in best or result["msgs_per_s"] > best[variant]["msgs_per_s"]:
                     best[variant] = result
+        median = {variant: statistics.median(values) for variant, values in rates.items()}
+        top = {variant: max(values) for variant, values in rates.items()}
+
+        def beyond(rate: dict[str, float], variant: str) -> float:  # µs per message on top of the baseline's
+            return round(1e6 / rate[variant] - 1e6 / rate["baseline"], 2)
+
         rows = best["recorder"]["book_rows"]
         report = {
             "messages": total,
@@ -116,13 +132,29 @@ def main() -> None:
             "ratio": round(best["recorder"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
             "recorder_quiet_msgs_per_s": round(best["recorder-q"]["msgs_per_s"]),
             "ratio_quiet": round(best["recorder-q"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
+            "median_msgs_per_s": {variant: round(value) for variant, value in median.items()},
+            "median_ratio": round(median["recorder"] / median["baseline"], 3),
+            "median_ratio_quiet": round(median["recorder-q"] / median["baseline"], 3),
+            "us_per_msg_beyond_baseline": {"best": beyond(top, "recorder"), "median": beyond(median, "recorder")},
+            "us_per_msg_beyond_baseline_quiet": {"best": beyond(top, "recorder-q"),
+                                                 "median": beyond(median, "recorder-q")},
+            "runs_msgs_per_s": {variant: [round(v) for v in values] for variant, values in rates.items()},
+            "cpu_us_per_msg": {variant: {"best": round(min(values), 2), "median": round(statistics.median(values), 2)}
+                               for variant, values in cpus.items()},
+            "cpu_us_per_msg_beyond_baseline": {
+                variant: {"best": round(min(cpus[variant]) - min(cpus["baseline"]), 2),
+                          "median": round(statistics.median(cpus[variant]) - statistics.median(cpus["baseline"]), 2)}
+                for variant in ("recorder", "recorder-q")},
             "book_rows": rows,
             "bytes_per_book_row": round(best["recorder"]["bytes_per_row"], 3),
             "raw_gzip_bytes_per_book_row": round(gz.stat().st_size / rows, 3),
             "baseline_peak_rss_mb": round(best["baseline"]["peak_rss_mb"]),
             "recorder_peak_rss_mb": round(best["recorder"]["peak_rss_mb"]),
         }
-    print(f"ratio recorder/baseline: {report['ratio']:.3f}  (target >= 0.85); "
+    print(f"ratio recorder/baseline: best {report['ratio']:.3f}, median {report['median_ratio']:.3f} (target >= 0.85); "
+          f"beyond the baseline {report['us_per_msg_beyond_baseline']['best']} µs per message (best), "
+          f"{report['us_per_msg_beyond_baseline']['median']} (median); CPU beyond the baseline "
+          f"{report['cpu_us_per_msg_beyond_baseline']['recorder']['median']} µs per message (median); "
           f"{report['bytes_per_book_row']} B per book row on disk vs {report['raw_gzip_bytes_per_book_row']} B gzip")
     print(json.dumps(report))
 

@@ -53,12 +53,14 @@ def _tile(market: str) -> dict[str, Any]:
     """One capture through the recorder's sequencer and row builder: the tables of one tile."""
     import orjson
 
-    from recorder.rows import SMALL_SCHEMAS, book_batch, records_batch
+    from recorder.rows import book_batch, table_batch
     from recorder.sequencer import NULL, BookSequencer
 
     seq = BookSequencer(market, 1, ledger=lambda *a: None, request_resync=lambda: None)  # type: ignore[arg-type]
-    bbo: list[tuple] = []
-    trades: list[tuple] = []
+    from recorder.rows import BboRow, TradeRow
+
+    bbo: list[BboRow] = []
+    trades: list[TradeRow] = []
     with gzip.open(CAPTURES[market], "rb") as fh:
         for line in fh:
             stamp, body = line.split(b" ", 1)
@@ -72,14 +74,15 @@ def _tile(market: str) -> dict[str, Any]:
                 prev = d.get("pu", NULL) if market == "perp" else NULL
                 seq.on_diff((ts, d["E"], d.get("T", NULL), d["U"], d["u"], prev, orjson.dumps(d).decode()))
             elif "u" in d and "b" in d and "a" in d:
-                bbo.append((ts, d["E"] * 10**6 if market == "perp" else None, d["u"], float(d["b"]), float(d["B"]),
-                            float(d["a"]), float(d["A"])))
+                bbo.append(BboRow(ts_recv=ts, ts_event=d["E"] * 10**6 if market == "perp" else None,
+                                  update_id=d["u"], bid_price=float(d["b"]), bid_amount=float(d["B"]),
+                                  ask_price=float(d["a"]), ask_amount=float(d["A"])))
             elif d.get("e") == "trade":
-                trades.append((ts, d["E"] * 10**6, d["t"], float(d["p"]), float(d["q"]), "sell" if d["m"] else "buy"))
+                trades.append(TradeRow(ts_recv=ts, ts_event=d["E"] * 10**6, trade_id=d["t"], price=float(d["p"]),
+                                       amount=float(d["q"]), taker_side="sell" if d["m"] else "buy"))
     seq.on_stop()
     book, _, _ = book_batch(seq.take())
-    return {"book": book, "bbo": records_batch(SMALL_SCHEMAS["bbo"], bbo),
-            "trades": records_batch(SMALL_SCHEMAS["trades"], trades)}
+    return {"book": book, "bbo": table_batch("bbo", bbo), "trades": table_batch("trades", trades)}
 
 
 def _shift(batch: Any, ns: int, ids: int, msgs: int) -> Any:
@@ -104,7 +107,7 @@ def build_dataset(root: Path, hours: float) -> dict[str, Any]:
     import pyarrow as pa
 
     from nova.core.markets import Symbol
-    from recorder.rows import SMALL_SCHEMAS, records_batch
+    from recorder.rows import FundingRow, event_row, table_batch
     from recorder.writer import DatasetWriter
 
     marker = root / ".bench-dataset.json"
@@ -139,14 +142,15 @@ def build_dataset(root: Path, hours: float) -> dict[str, Any]:
                 writer.write(table, market, symbol, batch)  # type: ignore[arg-type]
                 rows[table] += batch.num_rows
             snapshot_ts = int(tile["book"].column("ts_recv")[0].cast(pa.int64()).as_py()) + shift
-            ledger = [(snapshot_ts, "book", "snapshot", None, None, "tile")]
+            ledger = [event_row(ts_recv=snapshot_ts, stream="book", kind="snapshot", detail="tile")]
             if i == 0:
-                ledger.insert(0, (snapshot_ts - 10**6, "book", "start", None, None, "bench"))
-            writer.write("events", market, symbol, records_batch(SMALL_SCHEMAS["events"], ledger))  # type: ignore[arg-type]
+                ledger.insert(0, event_row(ts_recv=snapshot_ts - 10**6, stream="book", kind="start", detail="bench"))
+            writer.write("events", market, symbol, table_batch("events", ledger))
         seconds = range(int((day0 + i * period) // 10**9), int((day0 + (i + 1) * period) // 10**9))
-        funding = [(s * 10**9 + 3_000_000, s * 10**9, 3000.0, 2999.5, 0.0001 + 1e-6 * (s % 7), day0 + 8 * 3600 * 10**9)
-                   for s in seconds]
-        writer.write("funding", "perp", symbol, records_batch(SMALL_SCHEMAS["funding"], funding))
+        funding = [FundingRow(ts_recv=s * 10**9 + 3_000_000, ts_event=s * 10**9, mark_price=3000.0,
+                              index_price=2999.5, funding_rate=0.0001 + 1e-6 * (s % 7),
+                              next_funding_time=day0 + 8 * 3600 * 10**9) for s in seconds]
+        writer.write("funding", "perp", symbol, table_batch("funding", funding))
     writer.close()
     info = {"version": DATASET_VERSION, "hours": hours, "tiles": count, "rows": rows,
             "bytes": sum(p.stat().st_size for p in root.rglob("*.parquet")), "build_s": time.perf_counter() - started}

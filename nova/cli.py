@@ -1,4 +1,12 @@
-"""The ``nova`` command line: a thin typer layer over the library; every command has a Python twin."""
+"""The ``nova`` command line: a thin typer layer over the library; every command has a Python twin.
+
+Two kinds of refusal, one look. Option *types* are typer's: choices are Enums, numbers carry ``min``/``max``,
+and the human quantities (durations, speeds, depth speeds, dates, symbols, capture files, faults) have
+``parser=`` functions built on ``nova.core.units`` and ``nova.core.markets``. Value *rules* are the library's:
+``RecorderConfig``, ``SpreadParams`` and ``Replay`` check themselves and raise ``BadValue`` naming the Python
+parameter; the CLI prints that sentence after the option it came from. Either way the user reads one line on
+stderr, ``error: --speed: ...``, and a non-zero exit (2 for bad input), never click's usage box.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +16,78 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from nova.core.errors import NovaError
-from nova.core.markets import parse_symbols
-from nova.core.units import parse_duration
+from nova.core.markets import Symbol
+from nova.core.units import BadValue, check_positive, check_speed, parse_date, parse_duration, parse_speed, shown
+
+T = TypeVar("T")
+err = Console(stderr=True, highlight=False)
+
+
+# ---- errors: one line, whatever refused the input ---------------------------------------------------------------
+
+def _reason(exc: typer.BadParameter) -> str:
+    """What is wrong with an option's value, in words that quote it (typer's own texts often do not)."""
+    cause = exc.__cause__
+    errors = cause.errors() if hasattr(cause, "errors") else []  # typer validates through pydantic
+    if errors:
+        kind, value = errors[0].get("type"), errors[0].get("input")
+        if kind in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):
+            low, high = getattr(exc.param, "min", None), getattr(exc.param, "max", None)
+            span = f"{low} to {high}" if low is not None and high is not None else \
+                f"{low} or more" if low is not None else f"at most {high}"
+            return f"{value} is out of range; use {span}"
+        if kind in ("int_parsing", "int_from_float"):
+            return f"'{value}' is not a whole number"
+        if kind == "float_parsing":
+            return f"'{value}' is not a number"
+    return str(exc.message).removeprefix("Value error, ")
+
+
+def usage_sentence(exc: typer.TyperException) -> str:
+    """One line for a usage error: ``--speed: 'fast' is not a speed; ...`` for a bad value, the parser's
+    message and where to look for the rest (a missing argument, an unknown option or command)."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, typer.BadParameter) and param is not None and type(exc).__name__ != "MissingParameter":
+        where = param.opts[0] if param.param_type_name == "option" else (param.metavar or param.name.upper())
+        return f"{where}: {_reason(exc)}"
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message.rstrip('.')} (see '{ctx.command_path} -h')" if ctx is not None else message
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's command group, but a usage error prints one line like every other refusal of the CLI
+    (``error: --markets: 'spt' is not one of 'both', 'spot', 'perp'.``) instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                err.print(f"[bold red]error:[/] {escape(usage_sentence(exc))}", soft_wrap=True)
+            code = getattr(exc, "exit_code", 2)
+        except typer.Abort:
+            err.print("Aborted.")
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="nova",
+    cls=OneLineErrors,
     help="Record Binance spot and USDT-M perpetual order books losslessly, and replay them through the "
     "spot-perp spread logic.",
     no_args_is_help=True,
@@ -28,7 +95,134 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, highlight=False)
+
+
+# ---- option types -------------------------------------------------------------------------------------------------
+
+class Listed(tuple):
+    """The items of a comma-separated option value (a tuple subclass: typer passes it as one value, where a
+    ``tuple[...]`` annotation would make it expect several words)."""
+
+
+class Symbols(Listed):
+    """Symbols written comma-separated (``ETH/USDT,BTC/USDT``), duplicates dropped."""
+
+
+def _parser(parse: Callable[[str], T]) -> Callable[[Any], T]:
+    """A typer ``parser=`` from a function that raises ValueError: its message becomes the error's text."""
+
+    def convert(value: Any) -> T:
+        if not isinstance(value, str):  # a default that is already a value
+            return value
+        try:
+            return parse(value)
+        except ValueError as exc:  # BadValue included: the library's own sentence
+            raise typer.BadParameter(str(exc)) from None
+
+    return convert
+
+
+def _positive_duration(text: str) -> float:
+    return check_positive("duration", parse_duration(text), "seconds")
+
+
+def _depth_ms(text: str) -> int:
+    """A diff-depth speed in whole milliseconds: ``100ms``, ``1s``, or a bare number of milliseconds."""
+    raw = text.strip().lower()
+    try:
+        ms = float(raw)
+    except ValueError:
+        ms = parse_duration(raw) * 1000
+    if not ms.is_integer():
+        raise ValueError(f"'{text}' is not a whole number of milliseconds; write it like 100ms")
+    return int(ms)
+
+
+def _symbols(text: str) -> Symbols:
+    """Comma-separated symbols in any spelling ``Symbol.parse`` accepts, duplicates dropped."""
+    return Symbols(dict.fromkeys(Symbol.parse(part) for part in text.split(",") if part.strip()))
+
+
+def _names(text: str) -> Listed:
+    return Listed(part.strip() for part in text.split(",") if part.strip())
+
+
+def _capture_files(text: str) -> Listed:
+    """Comma-separated capture files, each of which must exist."""
+    paths = Listed(Path(part) for part in text.split(",") if part)
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"capture file {path} does not exist; give the path of a raw Binance capture")
+    return paths
+
+
+def _fault(text: str) -> Any:
+    from nova.venue.faults import FaultSpec  # the venue (aiohttp) only for the command that serves it
+
+    return FaultSpec.parse(text)
+
+
+DURATION = _parser(parse_duration)
+POSITIVE_DURATION = _parser(_positive_duration)
+SPEED = _parser(lambda text: check_speed(parse_speed(text)))
+DEPTH_MS = _parser(_depth_ms)
+DATE = _parser(parse_date)
+SYMBOL = _parser(Symbol.parse)
+SYMBOLS = _parser(_symbols)
+NAMES = _parser(_names)
+CAPTURE_FILES = _parser(_capture_files)
+FAULT = _parser(_fault)
+
+
+class MarketChoice(StrEnum):
+    """``--markets``: which markets of each symbol to record."""
+
+    both = "both"
+    spot = "spot"
+    perp = "perp"
+
+    @property
+    def markets(self) -> tuple[str, ...]:
+        return ("spot", "perp") if self is MarketChoice.both else (self.value,)
+
+
+class Clock(StrEnum):
+    """``--clock``: replay.timespan.CLOCKS."""
+
+    recv = "recv"
+    event = "event"
+
+
+class SqlFormat(StrEnum):
+    """``nova sql --format``: nova.analysis.output.FORMATS."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+# ---- the library's refusals ---------------------------------------------------------------------------------------
+
+RECORD_OPTIONS = {"symbols": "SYMBOL", "endpoint": "--venue", "markets": "--markets", "tables": "--tables",
+                  "flush_s": "--flush", "rotate_s": "--rotate", "stall_s": "--stall",
+                  "depth_ms['spot']": "--spot-depth", "depth_ms['perp']": "--perp-depth", "oi_every_s": "--oi-every",
+                  "recorder_id": "--recorder-id", "fee_spot_bps": "--fee-spot", "fee_perp_bps": "--fee-perp"}
+"""RecorderConfig's (and its SpreadParams') fields, by the ``nova record`` option that fills them."""
+REPLAY_OPTIONS = {"clock": "--clock", "speed": "--speed", "size": "--size", "fee_spot": "--fee-spot",
+                  "fee_perp": "--fee-perp", "threshold": "--threshold", "stale_ms": "--stale-ms"}
+"""Replay's parameters, by the ``nova replay`` option that fills them."""
+
+
+def _library(options: Mapping[str, str], call: Callable[[], T]) -> T:
+    """Run a library call; a refusal is one sentence, led by the option the refused parameter came from."""
+    try:
+        return call()
+    except BadValue as exc:
+        option = options.get(exc.parameter)
+        raise fail(f"{option}: {exc}" if option else str(exc)) from None
+    except NovaError as exc:
+        raise fail(str(exc)) from None
 
 
 def _version(value: bool) -> None:
@@ -60,7 +254,8 @@ def out_console(**kwargs: Any) -> Console:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence saying what is wrong and what to do, and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
+    # one line, however narrow the terminal; the message is text, never markup ("[...]" in it stays)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -81,100 +276,63 @@ def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
         raise fail(str(exc), 1) from None
 
 
-def _date(option: str, text: str | None) -> str | None:
-    """A YYYY-MM-DD date (checked: 2026-02-30 is not one), or None."""
-    if text is None:
-        return None
-    import datetime as dt
-    import re
-
-    value = text.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            return dt.date.fromisoformat(value).isoformat()
-    except ValueError:
-        pass
-    raise fail(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24")
+def _dashed(symbol: Symbol | None) -> str | None:
+    """The dataset's spelling (ETH-USDT) of an optional ``--symbol``."""
+    return symbol.dashed if symbol is not None else None
 
 
-def _symbol(option: str, text: str | None) -> str | None:
-    """The dataset's spelling (ETH-USDT) of a symbol written any way the CLI accepts, or None."""
-    if text is None:
-        return None
-    from nova.core.markets import Symbol
-
-    try:
-        return Symbol.parse(text).dashed
-    except ValueError as exc:
-        raise fail(f"{option}: {exc}") from None
-
-
-def _port(port: int) -> int:
-    if not 0 <= port <= 65535:
-        raise fail(f"--port {port} is not a TCP port; use 1 to 65535, or 0 to pick a free one")
-    return port
-
-
-def _speed(text: str) -> float | None:
-    if text.strip().lower() == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise fail(f"--speed must be a positive number or 'max', not '{text}'")
-    return value
-
-
-def _split_paths(values: list[Path] | None) -> list[Path]:
-    out: list[Path] = []
-    for value in values or []:
-        for part in str(value).split(","):
-            if part:
-                path = Path(part)
-                if not path.is_file():
-                    raise fail(f"capture file {path} does not exist; give the path of a raw Binance capture")
-                out.append(path)
-    return out
+def _flat(groups: list[Listed] | None) -> list[Any]:
+    """The items of a repeatable comma-separated option, in order."""
+    return [item for group in groups or [] for item in group]
 
 
 @app.command()
 def venue(
-    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one. The URL is the first line printed.")]
+    port: Annotated[int, typer.Option(min=0, max=65535,
+                                      help="TCP port; 0 picks a free one. The URL is the first line printed.")]
     = 8765,
     host: Annotated[str, typer.Option(help="Interface to bind. Keep 127.0.0.1 unless you mean to expose it.")]
     = "127.0.0.1",
-    symbols: Annotated[str, typer.Option(help="Comma-separated symbols listed on both spot and USDT-M.")]
+    symbols: Annotated[Symbols, typer.Option(parser=SYMBOLS, metavar="SYMBOL[,SYMBOL...]",
+                                             help="Comma-separated symbols listed on both spot and USDT-M.")]
     = "ETH/USDT",
-    spot_only: Annotated[str, typer.Option(help="Comma-separated symbols listed on spot only (no perpetual).")]
+    spot_only: Annotated[Symbols, typer.Option(parser=SYMBOLS, metavar="SYMBOL[,SYMBOL...]",
+                                               help="Comma-separated symbols listed on spot only (no perpetual).")]
     = "",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic market; the same seed gives the same feed.")]
     = 1,
     rate: Annotated[float, typer.Option(help="Multiply the synthetic message rates (10 = a busy day x10).")]
     = 1.0,
-    capture_spot: Annotated[list[Path] | None, typer.Option(
+    capture_spot: Annotated[list[Listed] | None, typer.Option(
+        parser=CAPTURE_FILES, metavar="FILE[,FILE...]",
         help="Play this raw spot capture instead of the synthetic market (repeat the flag, or separate with "
         "commas, for consecutive files).")] = None,
-    capture_perp: Annotated[list[Path] | None, typer.Option(help="Play this raw USDT-M capture.")] = None,
-    speed: Annotated[str, typer.Option(help="Capture playback speed: 1 = as recorded, 10 = ten times faster, "
-                                       "max = as fast as clients read.")] = "1",
+    capture_perp: Annotated[list[Listed] | None, typer.Option(parser=CAPTURE_FILES, metavar="FILE[,FILE...]",
+                                                              help="Play this raw USDT-M capture.")] = None,
+    speed: Annotated[float | None, typer.Option(parser=SPEED, metavar="SPEED",
+                                                help="Capture playback speed: 1 = as recorded, 10 = ten times "
+                                                "faster, max = as fast as clients read.")] = "1",
     autostart: Annotated[bool, typer.Option(help="Start capture playback at once instead of waiting for a depth "
                                             "subscriber on every captured market.")] = False,
     preload: Annotated[bool, typer.Option(help="Read the whole capture into memory before playing, so a max-speed "
                                           "playback is limited by its clients, not by parsing the file.")]
     = False,
-    fault: Annotated[list[str] | None, typer.Option(
+    fault: Annotated[list[Any] | None, typer.Option(
+        parser=FAULT, metavar="KIND[=ARG]:MARKET@WHEN",
         help="Inject a fault, KIND[=ARG]:MARKET@WHEN, e.g. gap:spot@every20s, close:perp@30s, abort:all@1m, "
         "stall=5:spot@every1m, snapshot-delay=3:perp@every1m, snapshot-fail=2:spot@45s, shutdown:all@2m, "
         "malformed=nan/bookTicker:perp@every10s, malformed=nan/forceOrder:perp@every10s, oi-fail=2:perp@30s, "
         "oi-delay=3:perp@every1m, oi-malformed=nan:perp@every20s (kinds in the README). Repeatable.")] = None,
-    spot_ping: Annotated[str, typer.Option(help="Server ping interval on spot connections.")] = "20s",
-    perp_ping: Annotated[str, typer.Option(help="Server ping interval on USDT-M connections.")] = "3m",
-    spot_pong_timeout: Annotated[str, typer.Option(help="Close a spot connection after this long without a "
-                                                   "pong.")] = "1m",
-    perp_pong_timeout: Annotated[str, typer.Option(help="Close a USDT-M connection after this long without a "
-                                                   "pong.")] = "10m",
+    spot_ping: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                             help="Server ping interval on spot connections.")] = "20s",
+    perp_ping: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                             help="Server ping interval on USDT-M connections.")] = "3m",
+    spot_pong_timeout: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                                     help="Close a spot connection after this long without a "
+                                                     "pong.")] = "1m",
+    perp_pong_timeout: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                                     help="Close a USDT-M connection after this long without a "
+                                                     "pong.")] = "10m",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connections and faults.")] = False,
 ) -> None:
     """Serve a simulated Binance (spot + USDT-M market data) on 127.0.0.1, for ccxt and `nova record`.
@@ -186,33 +344,23 @@ def venue(
     fault/drop|close|stall|snapshot|shutdown|malformed|openinterest) is documented in the README.
     """
     from nova.venue import CaptureSource, SyntheticSource, Venue, VenueConfig
-    from nova.venue.faults import FaultSpec, run_schedule
+    from nova.venue.faults import run_schedule
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
-    _port(port)
-    try:
-        config = VenueConfig(
-            host=host, port=port,
-            ping_interval_s={"spot": parse_duration(spot_ping), "perp": parse_duration(perp_ping)},
-            pong_timeout_s={"spot": parse_duration(spot_pong_timeout), "perp": parse_duration(perp_pong_timeout)},
-        )
-        specs = [FaultSpec.parse(f) for f in fault or []]
-        syms = parse_symbols(symbols)
-        spot_syms = parse_symbols(spot_only) if spot_only else []
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    config = VenueConfig(host=host, port=port, ping_interval_s={"spot": spot_ping, "perp": perp_ping},
+                         pong_timeout_s={"spot": spot_pong_timeout, "perp": perp_pong_timeout})
+    specs = list(fault or [])
     if rate <= 0:
         raise fail(f"--rate must be positive, not {rate}")
-    spot_files, perp_files = _split_paths(capture_spot), _split_paths(capture_perp)
+    spot_files, perp_files = _flat(capture_spot), _flat(capture_perp)
 
     async def main(stop: asyncio.Event) -> int:
         if spot_files or perp_files:
-            source: Any = CaptureSource(spot_files, perp_files, speed=_speed(speed), autostart=autostart,
-                                        preload=preload)
-            what = source.description + " at " + ("max speed" if _speed(speed) is None else f"{speed}x")
+            source: Any = CaptureSource(spot_files, perp_files, speed=speed, autostart=autostart, preload=preload)
+            what = source.description + " at " + ("max speed" if speed is None else f"{shown(speed)}x")
         else:
-            source = SyntheticSource(syms, seed=seed, rate=rate, spot_only=spot_syms)
+            source = SyntheticSource(list(symbols), seed=seed, rate=rate, spot_only=list(spot_only))
             what = source.description
         server = Venue(source, config)
         try:
@@ -235,76 +383,19 @@ def venue(
     raise typer.Exit(run_async(main))
 
 
-DEPTH_SPEEDS = {"spot": (100, 1000), "perp": (0, 100, 250, 500)}
-
-
-def _duration(option: str, text: str | None, allow_zero: bool = False) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise fail(f"{option}: {exc}") from None
-    if value <= 0 and not allow_zero:
-        raise fail(f"{option} must be longer than zero, not '{text}'")
-    return value
-
-
-def _depth_speed(market: str, text: str) -> int:
-    ms = round((_duration(f"--{market}-depth", text, allow_zero=True) or 0.0) * 1000)
-    if ms not in DEPTH_SPEEDS[market]:
-        choices = ", ".join(f"{v}ms" for v in DEPTH_SPEEDS[market])
-        raise fail(f"--{market}-depth {text} is not a Binance {market} diff-depth speed; use one of {choices}")
-    return ms
-
-
-def _record_config(symbols: list[str], data: Path, venue: str | None, testnet: bool, markets: str, tables: str,
-                   flush: str, rotate: str, stall: str, spot_depth: str, perp_depth: str, fee_spot: float,
-                   fee_perp: float, oi_every: str = "10s", recorder_id: str | None = None) -> Any:
-    from nova.core.markets import Symbol
-    from recorder.endpoints import check_venue_url
-    from recorder.session import STREAMS
-
-    try:
-        syms = []
-        for text in symbols:
-            for part in text.split(","):
-                if part.strip() and Symbol.parse(part) not in syms:
-                    syms.append(Symbol.parse(part))
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    if not syms:
-        raise fail("give at least one symbol to record, for example: nova record ETH/USDT")
+def _record_config(symbols: list[Symbol], data: Path, venue: str | None, testnet: bool, **fields: Any) -> Any:
+    """The RecorderConfig the options describe; what it refuses is one sentence naming the option."""
     if venue and testnet:
         raise fail("--venue and --testnet exclude each other; pick one endpoint")
-    try:
-        endpoint = check_venue_url(venue) if venue else ("testnet" if testnet else "binance")
-    except NovaError as exc:
-        raise fail(str(exc)) from None
-    chosen = {"both": ("spot", "perp"), "spot": ("spot",), "perp": ("perp",)}.get(markets.lower())
-    if chosen is None:
-        raise fail(f"--markets {markets} is not one of both, spot, perp")
-    wanted = tuple(t.strip() for t in tables.split(",") if t.strip())
-    unknown = [t for t in wanted if t not in STREAMS]
-    if unknown or not wanted:
-        raise fail(f"--tables {tables}: choose from {', '.join(STREAMS)} (comma-separated)")
-    if fee_spot < 0 or fee_perp < 0:
-        raise fail("fees are in basis points and cannot be negative")
-    flush_s, rotate_s, stall_s = (_duration("--flush", flush) or 1.0, _duration("--rotate", rotate) or 900.0,
-                                  _duration("--stall", stall) or 30.0)
-    depth_ms = {"spot": _depth_speed("spot", spot_depth), "perp": _depth_speed("perp", perp_depth)}
-    oi_every_s = _duration("--oi-every", oi_every) or 10.0
-    if recorder_id is not None and not recorder_id.strip():
-        raise fail("--recorder-id must not be empty; it names this recorder in the ledger (default: the host name)")
+    fees = {"fee_spot_bps": fields.pop("fee_spot"), "fee_perp_bps": fields.pop("fee_perp")}
     # Only now the heavy imports (ccxt, numba): a typo in an option is answered at once.
     from nova.core.spread import SpreadParams
     from recorder.recorder import RecorderConfig
 
-    return RecorderConfig(
-        symbols=syms, data=str(data), endpoint=endpoint, markets=chosen, tables=wanted,  # type: ignore[arg-type]
-        flush_s=flush_s, rotate_s=rotate_s, stall_s=stall_s, depth_ms=depth_ms, oi_every_s=oi_every_s,
-        recorder_id=recorder_id.strip() if recorder_id else None,
-        spread=SpreadParams(fee_spot_bps=fee_spot, fee_perp_bps=fee_perp))
+    return _library(RECORD_OPTIONS, lambda: RecorderConfig(
+        symbols=list(dict.fromkeys(symbols)), data=str(data),
+        endpoint=venue if venue is not None else "testnet" if testnet else "binance",
+        spread=SpreadParams(**fees), **fields))
 
 
 async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool) -> int:
@@ -349,30 +440,41 @@ def _print_summary(out: Any, data: str, summary: dict[str, Any]) -> None:
 
 @app.command()
 def record(
-    symbols: Annotated[list[str], typer.Argument(help="Symbols to record, like ETH/USDT: its Binance spot market "
-                                                 "and its USDT-M perpetual (ETH/USDT:USDT).")],
+    symbols: Annotated[list[Symbols], typer.Argument(parser=SYMBOLS, metavar="SYMBOL",
+                                                    help="Symbols to record, like ETH/USDT: its Binance spot "
+                                                    "market and its USDT-M perpetual (ETH/USDT:USDT).")],
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="Data root; recordings go under DATA/{table}/.")]
     = Path("data"),
     venue: Annotated[str | None, typer.Option(help="Record from a Binance-compatible server at this base URL "
                                               "(the URL `nova venue` prints) instead of Binance.")] = None,
     testnet: Annotated[bool, typer.Option(help="Record from Binance's testnet (ccxt's sandbox URLs).")] = False,
-    markets: Annotated[str, typer.Option(help="both, spot or perp.")] = "both",
-    tables: Annotated[str, typer.Option(help="Comma-separated tables to record: book, bbo, trades, funding, "
-                                        "liquidations, open_interest (exchangeInfo, as table instruments, "
-                                        "always).")]
+    markets: Annotated[MarketChoice, typer.Option(case_sensitive=False, help="both, spot or perp.")]
+    = MarketChoice.both,
+    tables: Annotated[Listed, typer.Option(parser=NAMES, metavar="TABLE[,TABLE...]",
+                                           help="Comma-separated tables to record: book, bbo, trades, funding, "
+                                           "liquidations, open_interest (exchangeInfo, as table instruments, "
+                                           "always).")]
     = "book,bbo,trades,funding,liquidations,open_interest",
-    duration: Annotated[str | None, typer.Option(help="Stop after this long (30s, 15m, 8h); default: until "
-                                                 "Ctrl-C or SIGTERM.")] = None,
-    flush: Annotated[str, typer.Option(help="How often buffered rows go to disk; kill -9 loses at most this.")]
+    duration: Annotated[float | None, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                                   help="Stop after this long (30s, 15m, 8h); default: until "
+                                                   "Ctrl-C or SIGTERM.")] = None,
+    flush: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                         help="How often buffered rows go to disk; kill -9 loses at most this.")]
     = "1s",
-    rotate: Annotated[str, typer.Option(help="Start a new file this often (and always at UTC midnight).")] = "15m",
-    stall: Annotated[str, typer.Option(help="Reconnect a stream that sends nothing for this long.")] = "30s",
-    spot_depth: Annotated[str, typer.Option(help="Spot diff-depth speed: 100ms or 1000ms.")] = "100ms",
-    perp_depth: Annotated[str, typer.Option(help="USDT-M diff-depth speed: 0ms (every update), 100ms, 250ms or "
+    rotate: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                          help="Start a new file this often (and always at UTC midnight).")]
+    = "15m",
+    stall: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                         help="Reconnect a stream that sends nothing for this long.")] = "30s",
+    spot_depth: Annotated[int, typer.Option(parser=DEPTH_MS, metavar="SPEED",
+                                            help="Spot diff-depth speed: 100ms or 1000ms.")] = "100ms",
+    perp_depth: Annotated[int, typer.Option(parser=DEPTH_MS, metavar="SPEED",
+                                            help="USDT-M diff-depth speed: 0ms (every update), 100ms, 250ms or "
                                             "500ms.")] = "0ms",
     fee_spot: Annotated[float, typer.Option(help="Spot taker fee in bps, for the live spread.")] = 10.0,
     fee_perp: Annotated[float, typer.Option(help="Perp taker fee in bps, for the live spread.")] = 5.0,
-    oi_every: Annotated[str, typer.Option(help="Poll the perpetual's open interest this often.")] = "10s",
+    oi_every: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
+                                            help="Poll the perpetual's open interest this often.")] = "10s",
     recorder_id: Annotated[str | None, typer.Option(help="Name this recorder in the ledger's provenance "
                                                     "(default: the host name).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status and no summary.")] = False,
@@ -388,18 +490,22 @@ def record(
     Examples: `nova record ETH/USDT`, `nova record ETH/USDT BTC/USDT --duration 8h`,
     `nova record ETH/USDT --venue http://127.0.0.1:8765 --duration 30s`.
     """
-    duration_s = _duration("--duration", duration)
-    config = _record_config(symbols, data, venue, testnet, markets, tables, flush, rotate, stall, spot_depth,
-                            perp_depth, fee_spot, fee_perp, oi_every, recorder_id)
-    raise typer.Exit(run_async(lambda stop: _record(config, stop, duration_s, quiet)))
+    config = _record_config(_flat(symbols), data, venue, testnet, markets=markets.markets, tables=tables,
+                            flush_s=flush, rotate_s=rotate, stall_s=stall,
+                            depth_ms={"spot": spot_depth, "perp": perp_depth}, oi_every_s=oi_every,
+                            recorder_id=recorder_id, fee_spot=fee_spot, fee_perp=fee_perp)
+    raise typer.Exit(run_async(lambda stop: _record(config, stop, duration, quiet)))
 
 
 @app.command()
 def replay(
-    date: Annotated[str | None, typer.Option(help="UTC date to replay, YYYY-MM-DD; default: the last recorded "
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                             help="UTC date to replay, YYYY-MM-DD; default: the last recorded "
                                              "date of the symbol.")] = None,
-    symbol: Annotated[str, typer.Option(help="Symbol recorded on both markets, like ETH/USDT.")] = "ETH/USDT",
-    until: Annotated[str | None, typer.Option(help="Last date (inclusive) of a range of dates starting at "
+    symbol: Annotated[Symbol, typer.Option(parser=SYMBOL, metavar="SYMBOL",
+                                           help="Symbol recorded on both markets, like ETH/USDT.")] = "ETH/USDT",
+    until: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                              help="Last date (inclusive) of a range of dates starting at "
                                               "--date.")] = None,
     start: Annotated[str | None, typer.Option(help="Start of a window: HH:MM[:SS] on --date (UTC), or a full "
                                               "ISO time.")] = None,
@@ -407,10 +513,12 @@ def replay(
                                             "(UTC), or a full ISO time.")] = None,
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="Data root holding the recording.")]
     = Path("data"),
-    clock: Annotated[str, typer.Option(help="recv: order and pace by our receive time; event: by exchange "
-                                       "time (receive time where a row has none).")] = "recv",
-    speed: Annotated[str, typer.Option(help="1 = the recorded pace, 10 = ten times faster, 0.5 = half, max = as "
-                                       "fast as the machine goes.")] = "max",
+    clock: Annotated[Clock, typer.Option(case_sensitive=False,
+                                         help="recv: order and pace by our receive time; event: by exchange "
+                                         "time (receive time where a row has none).")] = Clock.recv,
+    speed: Annotated[float | None, typer.Option(parser=SPEED, metavar="SPEED",
+                                                help="1 = the recorded pace, 10 = ten times faster, 0.5 = half, "
+                                                "max = as fast as the machine goes.")] = "max",
     size: Annotated[float, typer.Option(help="Also compute the spread of this size (base units) walked through "
                                         "both books (size-aware columns).")] = 0.0,
     fee_spot: Annotated[float, typer.Option(help="Spot taker fee in bps.")] = 10.0,
@@ -437,11 +545,6 @@ def replay(
     Examples: `nova replay --date 2026-11-24`, `nova replay --date 2026-11-24 --start 14:00 --end 15:00
     --speed 1`, `nova replay --date 2026-11-23 --until 2026-11-24 --size 5 --out spread.parquet`.
     """
-    paced = _speed(speed)
-    for option, value in (("--fee-spot", fee_spot), ("--fee-perp", fee_perp), ("--size", size),
-                          ("--stale-ms", stale_ms)):
-        if not value >= 0 or value == float("inf"):
-            raise fail(f"{option} must be a finite number that is not negative, not {value}")
     if out is not None and (out.suffix != ".parquet" or not out.parent.is_dir()):
         raise fail(f"--out {out} must be a .parquet file in an existing directory")
     from replay import Replay
@@ -449,12 +552,11 @@ def replay(
     from replay.kernel import kernels_cached
 
     write: bool | str = str(out) if out else True
-    try:
-        session = Replay(str(data), symbol, date, until, start, end, clock=clock, size=size, fee_spot=fee_spot,
-                         fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms, skip_bad=skip_bad)
-        session.check_output(write, replace)  # before any work: a read-only archive, a window over a day
-    except NovaError as exc:
-        raise fail(str(exc)) from None
+    session = _library(REPLAY_OPTIONS, lambda: Replay(
+        str(data), symbol.unified, date, until, start, end, clock=clock.value, size=size, fee_spot=fee_spot,
+        fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms, skip_bad=skip_bad))
+    _library(REPLAY_OPTIONS, lambda: session.check_output(write, replace))  # before any work: a read-only
+    # archive, a window over a stored day
     for warning in session.warnings:
         err.print(f"[bold yellow]warning:[/] {warning}", soft_wrap=True)
     if not kernels_cached():
@@ -463,7 +565,7 @@ def replay(
 
     async def main(stop: asyncio.Event) -> int:
         with ProgressBar(err, f"replay {session.span.symbol}", enabled=not quiet and err.is_terminal) as bar:
-            summary = await asyncio.to_thread(session.run, paced, write=write, replace=replace,
+            summary = await asyncio.to_thread(session.run, speed, write=write, replace=replace,
                                               progress=bar.update, stop=stop.is_set)
         if not quiet:
             out_console().print(summary_table(summary))
@@ -477,7 +579,8 @@ def demo(
     data: Annotated[Path, typer.Option(help="Where the recording goes: its own folder, so that simulated data "
                                        "never mixes with real recordings (NOVA_DATA is not used here).")]
     = Path("demo-data"),
-    duration: Annotated[str, typer.Option(help="How long to record.")] = "20s",
+    duration: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                            help="How long to record.")] = "20s",
     seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status.")] = False,
 ) -> None:
@@ -486,18 +589,14 @@ def demo(
     Everything runs on 127.0.0.1: no exchange access is needed. The recording goes to ./demo-data (not the
     default data root, where real recordings belong); the commands printed at the end look there.
     """
-    from nova.core.markets import Symbol
     from nova.venue import SyntheticSource, Venue
-
-    duration_s = _duration("--duration", duration)
 
     async def main(stop: asyncio.Event) -> int:
         async with Venue(SyntheticSource([Symbol("ETH", "USDT")], seed=seed)) as server:
-            err.print(f"Simulated Binance venue at {server.url}; recording ETH/USDT spot and perp for {duration}.")
-            config = _record_config(["ETH/USDT"], data, server.url, False, "both",
-                                    "book,bbo,trades,funding,liquidations,open_interest", "1s",
-                                    "15m", "30s", "100ms", "0ms", 10.0, 5.0)
-            code = await _record(config, stop, duration_s, quiet)
+            err.print(f"Simulated Binance venue at {server.url}; recording ETH/USDT spot and perp for "
+                      f"{shown(duration)} s.")
+            config = _record_config([Symbol("ETH", "USDT")], data, server.url, False, fee_spot=10.0, fee_perp=5.0)
+            code = await _record(config, stop, duration, quiet)
         day = time.strftime("%Y-%m-%d", time.gmtime())
         where = str(data) if " " not in str(data) else f'"{data}"'
         err.print(f"Done: the recording is under {data}/, partition date={day}. Next:", soft_wrap=True)
@@ -524,13 +623,15 @@ def sql(
     = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the SQL from this file instead.")] = None,
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to query.")] = Path("data"),
-    format: Annotated[str | None, typer.Option(
-        "--format", help="table, csv, json (JSON lines) or parquet. Default: what the extension of --output says "
+    format: Annotated[SqlFormat | None, typer.Option(
+        "--format", case_sensitive=False,
+        help="table, csv, json (JSON lines) or parquet. Default: what the extension of --output says "
         "(.txt, .csv, .json/.jsonl/.ndjson, .parquet), else table.")] = None,
     output: Annotated[Path | None, typer.Option(
         help="Write the result to this file instead of stdout (needed for parquet); it appears only once complete.")]
     = None,
-    limit: Annotated[str, typer.Option(help="Rows shown by the table format; the caption counts them all.")] = "50",
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown by the table format; the caption counts them all.")]
+    = 50,
 ) -> None:
     """Query the recording with DuckDB: a view per table (book, bbo, trades, ..., spread) and macros.
 
@@ -542,14 +643,14 @@ def sql(
     """
     import os
 
-    from nova.analysis.output import check_output, choose_format, export, parse_limit
+    from nova.analysis.output import check_output, choose_format, export
 
     if (query is None) == (file is None):
         raise fail("give the SQL either as an argument or with --file, not both and not neither")
     if output is not None:
         _guard(lambda: check_output(output, data))
-    fmt = _guard(lambda: choose_format(format, output))
-    rows = _guard(lambda: parse_limit(limit))
+    fmt = _guard(lambda: choose_format(format.value if format is not None else None, output))
+    rows = limit
     if fmt == "parquet" and output is None:
         raise fail("--format parquet needs --output FILE.parquet")
     if file is not None:
@@ -573,8 +674,10 @@ def sql(
 @app.command()
 def check(
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to check.")] = Path("data"),
-    date: Annotated[str | None, typer.Option(help="Only this day (YYYY-MM-DD).")] = None,
-    symbol: Annotated[str | None, typer.Option(help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                             help="Only this day (YYYY-MM-DD).")] = None,
+    symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
+                                                  help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON lines.")] = False,
 ) -> None:
     """Verify a recording per table, market, symbol and day: files read, no crash leftovers, every break
@@ -590,7 +693,7 @@ def check(
 
     from nova.analysis.check import check as run_check
 
-    day, dashed = _date("--date", date), _symbol("--symbol", symbol)
+    day, dashed = date, _dashed(symbol)
     reports = _guard(lambda: run_check(data, day, dashed))
     if json_out:
         for r in reports:
@@ -615,9 +718,11 @@ def check(
 @app.command()
 def compact(
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to compact.")] = Path("data"),
-    date: Annotated[str | None, typer.Option(help="Only this finished day (YYYY-MM-DD); default: all of them.")]
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                             help="Only this finished day (YYYY-MM-DD); default: all of them.")]
     = None,
-    zstd_level: Annotated[int | None, typer.Option(help="zstd level of the merged files (default 9; 19 is "
+    zstd_level: Annotated[int | None, typer.Option(min=1, max=22,
+                                                   help="zstd level of the merged files (default 9; 19 is "
                                                    "smallest and about 15x slower).")] = None,
 ) -> None:
     """Merge the rotated files of each finished day into one file per partition, atomically.
@@ -629,9 +734,7 @@ def compact(
 
     from nova.analysis.compact import compact as run_compact
 
-    day = _date("--date", date)
-    if zstd_level is not None and not 1 <= zstd_level <= 22:
-        raise fail(f"--zstd-level {zstd_level} is not a zstd level; use 1 (fastest) to 22 (smallest)")
+    day = date
     today = time.strftime("%Y-%m-%d", time.gmtime())
     results = _guard(lambda: run_compact(data, day, today, zstd_level))
     if not any(r.files_before > r.files_after for r in results):
@@ -680,8 +783,10 @@ def _size(n: int) -> str:
 @app.command(name="ls")
 def ls_command(
     data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The data root to list.")] = Path("data"),
-    date: Annotated[str | None, typer.Option(help="Only this day (YYYY-MM-DD).")] = None,
-    symbol: Annotated[str | None, typer.Option(help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                             help="Only this day (YYYY-MM-DD).")] = None,
+    symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
+                                                  help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line, with every table's "
                                                           "files, rows, bytes and times.")] = False,
 ) -> None:
@@ -701,7 +806,7 @@ def ls_command(
     from nova.analysis.ls import listing
     from nova.core.dataset import Dataset
 
-    day, dashed = _date("--date", date), _symbol("--symbol", symbol)
+    day, dashed = date, _dashed(symbol)
     days = _guard(lambda: listing(Dataset(data), day, dashed))
     if json_out:
         for d in days:

@@ -17,27 +17,28 @@ import contextlib
 import difflib
 import errno
 import itertools
-import os
 import random
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import ccxt
 import numpy as np
-import pyarrow as pa
 
+from nova.core.book import usable
+from nova.core.dataset import Dataset, NotWritable
 from nova.core.errors import NovaError
 from nova.core.lock import RootBusy, RootLock
-from nova.core.markets import Market, Symbol
+from nova.core.markets import MARKETS, Market, Symbol
 from nova.core.spread import SpreadLogic, SpreadParams
-from recorder.endpoints import ccxt_options, configure, describe_source, versions
+from nova.core.units import BadValue, check_at_least, check_count, check_positive, check_subset
+from recorder.endpoints import ccxt_options, check_venue_url, configure, describe_source, versions
 from recorder.exchange import RecordingBinance
 from recorder.recovery import CRASH_DETAIL, missing_stops
-from recorder.rows import SMALL_SCHEMAS, Levels, book_batch, malformed_details, records_batch
+from recorder.rows import Levels, book_batch, malformed_details, table_batch
 from recorder.sequencer import SNAPSHOT, STALE
 from recorder.session import PERP_ONLY, POLLED, STREAM_MARKERS, STREAMS, MarketSession, SymbolState, Taken
 from recorder.writer import DatasetWriter
@@ -66,6 +67,63 @@ class RecorderConfig:
     recorder_id: str | None = None  # who recorded, in the ledger's provenance; default: the host name
     oi_every_s: float = 10.0  # open interest is polled over REST this often
     instruments_every_s: float = 3600.0  # exchangeInfo is checked for changes this often
+
+    DEPTH_SPEEDS_MS: ClassVar[dict[str, tuple[int, ...]]] = {"spot": (100, 1000), "perp": (0, 100, 250, 500)}
+    """Binance's diff-depth stream speeds per market (``@depth@100ms``; perp 0 is ``@depth@0ms``, every update)."""
+
+    def __post_init__(self) -> None:
+        """Refuse a configuration that cannot record, before anything starts: the CLI and a Python caller get
+        the same sentence (``BadValue``, naming the field as written here). Sequences become tuples and a
+        venue URL its canonical spelling."""
+        self._check_what()
+        for name in ("flush_s", "stall_s", "oi_every_s", "instruments_every_s", "backoff_base_s", "backoff_cap_s"):
+            check_positive(name, getattr(self, name), "seconds")
+        check_at_least("rotate_s", self.rotate_s, 1, "seconds")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise BadValue("backoff_cap_s", f"must be at least backoff_base_s ({self.backoff_base_s})",
+                           self.backoff_cap_s)
+        check_count("connect_attempts", self.connect_attempts, 1, "attempts")
+        self._check_per_market()
+        self._check_where()
+
+    def _check_what(self) -> None:
+        """Symbols, markets and tables: what to record."""
+        if (not isinstance(self.symbols, list | tuple) or not self.symbols
+                or not all(isinstance(s, Symbol) for s in self.symbols) or len(set(self.symbols)) != len(self.symbols)):
+            raise BadValue("symbols", "must list one or more nova.core.markets.Symbol, each once, for example "
+                           "[Symbol.parse('ETH/USDT')]", self.symbols)
+        self.symbols = list(self.symbols)
+        self.markets = check_subset("markets", self.markets, MARKETS, "markets")  # type: ignore[assignment]
+        self.tables = check_subset("tables", self.tables, STREAMS, "tables")
+
+    def _check_per_market(self) -> None:
+        """Diff-depth speed and snapshot size of every recorded market."""
+        for name, table in (("depth_ms", self.depth_ms), ("snapshot_limit", self.snapshot_limit)):
+            if not isinstance(table, dict) or not set(self.markets) <= set(table) or not set(table) <= set(MARKETS):
+                raise BadValue(name, f"must map each recorded market ({', '.join(self.markets)}) to a value", table)
+        for market in self.markets:
+            ms, speeds = self.depth_ms[market], self.DEPTH_SPEEDS_MS[market]
+            if isinstance(ms, bool) or ms not in speeds:
+                listed = " or ".join(f"{v}ms" for v in speeds)
+                raise BadValue(f"depth_ms[{market!r}]", f"must be one of Binance's {market} diff-depth speeds, "
+                               f"{listed}", ms, f"{ms}ms" if isinstance(ms, int) else None)
+            check_count(f"snapshot_limit[{market!r}]", self.snapshot_limit[market], 1, "levels")
+
+    def _check_where(self) -> None:
+        """The endpoint, the recorder's name in the ledger and the live spread's parameters."""
+        if self.endpoint not in ("binance", "testnet"):
+            try:
+                self.endpoint = check_venue_url(self.endpoint)
+            except (NovaError, AttributeError):
+                raise BadValue("endpoint", "must be 'binance', 'testnet' or a venue base URL like "
+                               "http://127.0.0.1:8765", self.endpoint) from None
+        if self.recorder_id is not None:
+            if not isinstance(self.recorder_id, str) or not self.recorder_id.strip():
+                raise BadValue("recorder_id", "must name this recorder in the ledger, or be None for the host "
+                               "name", self.recorder_id)
+            self.recorder_id = self.recorder_id.strip()
+        if not isinstance(self.spread, SpreadParams):
+            raise BadValue("spread", "must be a nova.core.spread.SpreadParams", self.spread)
 
 
 @dataclass
@@ -126,7 +184,7 @@ class Recorder:
             raise
         for market, session in self.sessions.items():
             for state in session.states.values():
-                state.seq.next_msg = self.writer.max_msg(market, state.symbol) + 1
+                state.seq.next_msg = self.writer.dataset.max_msg(market, state.symbol.dashed) + 1
         await loop.run_in_executor(self._executor, self._close_crashed_runs)
         self.started_ns = time.time_ns()
         recorder_id = self.config.recorder_id or socket.gethostname()
@@ -216,29 +274,24 @@ class Recorder:
 
     # ---- start-up checks ---------------------------------------------------------------------------------------------
     def _prepare_data_dir(self) -> DatasetWriter:
+        dataset = Dataset(self.config.data)
         try:
-            writer = DatasetWriter(self.config.data, self.config.rotate_s)
-            writer.fs.create_dir(writer.root, recursive=True)
-            probe = f"{writer.root}/.nova-write-probe-{os.getpid()}"
-            with writer.fs.open_output_stream(probe) as out:
-                out.write(b"probe")
-            writer.fs.delete_file(probe)
-        except (OSError, pa.ArrowException) as exc:
-            raise NovaError(f"cannot write to the data directory {self.config.data} ({_reason(exc)}); choose "
+            dataset.check_writable("record into")
+        except NotWritable as exc:
+            raise NovaError(f"cannot write to the data directory {self.config.data} ({exc.reason}); choose "
                             "a writable --data directory") from None
-        return writer
+        return DatasetWriter(dataset, self.config.rotate_s)
 
     def _recover_and_lock(self) -> list[str]:
         assert self.writer is not None
-        if "://" not in self.config.data:
-            lock = RootLock(self.writer.root)
+        dataset = self.writer.dataset
+        if dataset.local:
             try:
-                lock.acquire()
+                self._lock = dataset.lock()
             except RootBusy:
                 raise NovaError(f"another nova record (or nova recover) is already writing to {self.config.data}; "
                                 "stop it or record into another --data directory") from None
-            self._lock = lock
-        return self.writer.recover()
+        return dataset.recover()
 
     def _release_lock(self) -> None:
         """A clean stop leaves no lock file behind."""
@@ -251,7 +304,7 @@ class Recorder:
         assert self.writer is not None
         for market, session in self.sessions.items():
             for state in session.states.values():
-                for ts, stream in missing_stops(self.writer, market, state.symbol, self._streams(market)):
+                for ts, stream in missing_stops(self.writer.dataset, market, state.symbol, self._streams(market)):
                     session.ledger(state, stream, ts, "stop", None, None, CRASH_DETAIL)
 
     async def _load_markets(self, session: MarketSession) -> None:
@@ -517,7 +570,7 @@ class Recorder:
                     self._update_live_book(t.market, t.symbol, levels)
             for table, buffer in t.small().items():
                 if buffer:
-                    self.writer.write(table, t.market, t.symbol, records_batch(SMALL_SCHEMAS[table], buffer))
+                    self.writer.write(table, t.market, t.symbol, table_batch(table, buffer))
                     rows[table] = len(buffer)
             results.append((t.market, t.symbol, rows, malformed))
         if final:
@@ -527,26 +580,22 @@ class Recorder:
         return results
 
     def _update_live_book(self, market: Market, symbol: Symbol, levels: Levels) -> None:
-        """Rebuild the live book the way every reader does: clear at a snapshot, skip stale messages."""
+        """Rebuild the live book by the contract's rule, as every reader does (nova.core.book): stale messages
+        skipped, the book cleared at a snapshot. Messages between two snapshots go in as one batch."""
         flags = levels.flags
+        stale = (flags & STALE) != 0
         offsets = np.concatenate([[0], np.cumsum(levels.per_message)])
-        snapshots = np.flatnonzero(flags & SNAPSHOT)
-        bounds = [0, *snapshots.tolist(), len(flags)]
+        sides = usable(levels.sides, np.repeat(stale, levels.per_message))
+        snapshots = np.flatnonzero(((flags & SNAPSHOT) != 0) & ~stale)
         logic = self.live[symbol]
         with self.live_lock:
-            for start, end in itertools.pairwise(bounds):
-                if start == end:
-                    continue
-                usable = np.repeat((flags[start:end] & STALE) == 0, levels.per_message[start:end])
+            for start, end in itertools.pairwise([0, *snapshots.tolist(), len(flags)]):
+                snapshot = start < len(flags) and bool(flags[start] & SNAPSHOT) and not stale[start]
                 lo, hi = offsets[start], offsets[end]
-                if usable.all():
-                    sides, prices, amounts = levels.sides[lo:hi], levels.prices[lo:hi], levels.amounts[lo:hi]
-                else:
-                    sides, prices, amounts = (levels.sides[lo:hi][usable], levels.prices[lo:hi][usable],
-                                              levels.amounts[lo:hi][usable])
-                if len(sides) or flags[start] & SNAPSHOT:
-                    logic.on_depth(market, sides, prices, amounts, last_id=int(levels.last_id[end - 1]),
-                                   ts_ns=int(levels.ts_recv[end - 1]), snapshot=bool(flags[start] & SNAPSHOT))
+                if start < end and (hi > lo or snapshot):
+                    logic.on_depth(market, sides[lo:hi], levels.prices[lo:hi], levels.amounts[lo:hi],
+                                   last_id=int(levels.last_id[end - 1]), ts_ns=int(levels.ts_recv[end - 1]),
+                                   snapshot=snapshot)
 
     # ---- reporting -------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -1,4 +1,13 @@
-"""Turning captured messages into Arrow record batches of the contract's tables.
+"""Turning captured messages into Arrow record batches of the contract's tables, column by column name.
+
+Rows are built by name: each small table has a row type (``BboRow``, ``TradeRow``, ..., ``EventRow``) whose
+fields are the table's columns, spelled as in ``nova.core.contract``, and which can only be made with keyword
+arguments (``BboRow(ts_recv=..., bid_price=..., ...)``): a missing or unknown name fails where the row is made.
+``table_batch`` then takes every column from the rows by its name, refuses rows whose names are not exactly
+the table's, and refuses a value whose type is not the column's (a string under a price, a null under a column
+that has none, ``True`` under an id). The book's columns are assembled by name too.
+So two columns given under each other's names is the only way to swap them, and tests/test_rows.py holds
+every builder to its schema.
 
 Why the levels of a diff-depth message are parsed here, in bulk, and not when the message arrives: a
 message carries tens to hundreds of [price, size] string pairs, and touching each of them from Python costs
@@ -8,15 +17,115 @@ a second's worth of texts into columns with the compiled scanner of ``recorder.l
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
+from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+from msgspec import Struct
 
-from nova.core.contract import BBO, BOOK, EVENTS, FUNDING, INSTRUMENTS, LIQUIDATIONS, OPEN_INTEREST, TRADES
+from nova.core.contract import (
+    BOOK,
+    EVENT_KINDS,
+    SCHEMAS,
+)
 from recorder.levels import OK, parse_texts, plain_decimal
 from recorder.sequencer import NULL, SNAPSHOT, STALE, BookColumns
+
+# ---- the rows of the small tables, by name ---------------------------------------------------------------------
+
+class Row(Struct, kw_only=True, gc=False):
+    """A row of one of the small tables. Field names are the table's column names (tests/test_rows.py checks
+    them against nova.core.contract); timestamps are ns integers, labels plain strings, None is null."""
+
+
+class BboRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    ts_event: int | None  # null on spot: Binance's spot bookTicker has no event time
+    update_id: int
+    bid_price: float
+    bid_amount: float
+    ask_price: float
+    ask_amount: float
+
+
+class TradeRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    ts_event: int
+    trade_id: int
+    price: float
+    amount: float
+    taker_side: str  # buy or sell
+
+
+class FundingRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    ts_event: int
+    mark_price: float
+    index_price: float
+    funding_rate: float
+    next_funding_time: int
+
+
+class LiquidationRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    ts_event: int
+    ts_trade: int
+    side: str  # buy or sell
+    price: float
+    amount: float
+    average_price: float
+    filled_amount: float
+    status: str
+
+
+class OpenInterestRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    ts_event: int
+    open_interest: float
+
+
+class InstrumentRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    tick_size: float | None
+    step_size: float | None
+    min_notional: float | None
+    status: str
+    contract_type: str | None
+    filters: str
+
+
+class EventRow(Row, kw_only=True, gc=False):
+    ts_recv: int
+    stream: str
+    kind: str
+    expected_id: int | None
+    received_id: int | None
+    detail: str | None
+    source: str | None
+    recorder_id: str | None
+    versions: str | None
+
+
+ROW_TYPES: dict[str, type[Row]] = {"bbo": BboRow, "trades": TradeRow, "funding": FundingRow,
+                                   "liquidations": LiquidationRow, "open_interest": OpenInterestRow,
+                                   "instruments": InstrumentRow, "events": EventRow}
+
+
+def event_row(*, ts_recv: int, stream: str, kind: str, detail: str, expected_id: int | None = None,
+              received_id: int | None = None, provenance: tuple[str, str, str] | None = None) -> EventRow:
+    """One row of the ledger (``events``): what happened (``kind``, one of contract.EVENT_KINDS) to a stream
+    at ``ts_recv`` (ns), the expected and received ids where they apply, and ``provenance`` = (source,
+    recorder_id, versions) on ``start`` rows only."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"{kind!r} is not an event kind ({', '.join(EVENT_KINDS)})")
+    source, recorder_id, versions = provenance or (None, None, None)
+    return EventRow(ts_recv=ts_recv, stream=stream, kind=kind, expected_id=expected_id, received_id=received_id,
+                    detail=detail, source=source, recorder_id=recorder_id, versions=versions)
 
 _SIDES = pa.array(["bid", "ask"], pa.string())
 
@@ -71,27 +180,37 @@ def book_batch(cols: BookColumns) -> tuple[pa.RecordBatch, list[int], Levels]:
     def per_row(values: np.ndarray) -> np.ndarray:
         return np.repeat(values, rows)
 
-    ts_recv = per_row(np.frombuffer(cols.ts_recv, dtype=np.int64))
-    event = per_row(np.frombuffer(cols.ts_event, dtype=np.int64))
-    trade = per_row(np.frombuffer(cols.ts_trade, dtype=np.int64))
-    prev = per_row(np.frombuffer(cols.prev_id, dtype=np.int64))
+    def repeated(values: array) -> np.ndarray:  # one per message -> one per row
+        return per_row(np.frombuffer(values, dtype=np.int64))
+
+    event, trade, prev = repeated(cols.ts_event), repeated(cols.ts_trade), repeated(cols.prev_id)
     row_flags = per_row(flags)
-    ts_type = pa.timestamp("ns", tz="UTC")
-    arrays = [
-        pa.array(ts_recv, ts_type),
-        pa.array(np.where(event == NULL, 0, event * 1_000_000), ts_type, mask=event == NULL),
-        pa.array(np.where(trade == NULL, 0, trade * 1_000_000), ts_type, mask=trade == NULL),
-        pa.array(per_row(np.frombuffer(cols.first_id, dtype=np.int64)), pa.int64()),
-        pa.array(per_row(np.frombuffer(cols.last_id, dtype=np.int64)), pa.int64()),
-        pa.array(prev, pa.int64(), mask=prev == NULL),
-        pa.array(per_row(np.frombuffer(cols.msg, dtype=np.int64)), pa.int64()),
-        pa.array((row_flags & SNAPSHOT) != 0, pa.bool_()),
-        pa.array((row_flags & STALE) != 0, pa.bool_()),
-        pa.DictionaryArray.from_arrays(pa.array(side_codes, pa.int8(), mask=mask), _SIDES),
-        pa.array(prices, pa.float64(), mask=mask),
-        pa.array(amounts, pa.float64(), mask=mask),
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=BOOK), malformed, parsed
+    ts_type = BOOK.field("ts_recv").type
+    columns = {
+        "ts_recv": pa.array(repeated(cols.ts_recv), ts_type),
+        "ts_event": pa.array(np.where(event == NULL, 0, event * 1_000_000), ts_type, mask=event == NULL),
+        "ts_trade": pa.array(np.where(trade == NULL, 0, trade * 1_000_000), ts_type, mask=trade == NULL),
+        "first_id": pa.array(repeated(cols.first_id), pa.int64()),
+        "last_id": pa.array(repeated(cols.last_id), pa.int64()),
+        "prev_id": pa.array(prev, pa.int64(), mask=prev == NULL),
+        "msg": pa.array(repeated(cols.msg), pa.int64()),
+        "snapshot": pa.array((row_flags & SNAPSHOT) != 0, pa.bool_()),
+        "stale": pa.array((row_flags & STALE) != 0, pa.bool_()),
+        "side": pa.DictionaryArray.from_arrays(pa.array(side_codes, pa.int8(), mask=mask), _SIDES),
+        "price": pa.array(prices, pa.float64(), mask=mask),
+        "amount": pa.array(amounts, pa.float64(), mask=mask),
+    }
+    return assemble("book", columns), malformed, parsed
+
+
+def assemble(table: str, columns: Mapping[str, pa.Array]) -> pa.RecordBatch:
+    """A batch of ``table`` from its columns by name: exactly the schema's names, each of the column's type."""
+    schema = SCHEMAS[table]
+    _same_names(table, columns.keys())
+    for f in schema:
+        if columns[f.name].type != f.type:
+            raise TypeError(f"{table}.{f.name} is {columns[f.name].type}, the contract says {f.type}")
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
 def malformed_details(cols: BookColumns, malformed: list[int]) -> tuple[list[str], bool]:
@@ -136,27 +255,62 @@ def _short(value: object) -> str:
         return repr(value)[:40]
 
 
-def records_batch(schema: pa.Schema, rows: list[tuple]) -> pa.RecordBatch:
-    """A batch of one of the small tables (bbo, trades, funding, events) from row tuples in schema order.
+def table_batch(table: str, rows: Sequence[Row | Mapping[str, Any]]) -> pa.RecordBatch:
+    """A batch of one of the small tables (bbo, trades, funding, liquidations, open_interest, instruments,
+    events) from rows by name: instances of its row type (``ROW_TYPES``) or mappings of column name to value.
 
-    Timestamps arrive as ns integers (None for null); labels as plain strings. Trailing nullable columns (the
-    ledger's provenance, on every row but a ``start``) may be left out of a row: they are null.
+    Raises ValueError when a row's names are not exactly the table's columns (one missing, one unknown), and
+    TypeError when a value is not of its column's type: timestamps and ids are ``int`` (not ``bool``), prices
+    ``float``, labels and texts ``str``, flags ``bool``, and None only where the contract allows a null.
     """
-    width = len(schema)
-    if any(len(row) != width for row in rows):
-        missing = schema.names[min(len(row) for row in rows):]
-        if any(not schema.field(name).nullable for name in missing):
-            raise ValueError(f"rows of {schema.names} lack the required column(s) {missing}")
-        rows = [row + (None,) * (width - len(row)) for row in rows]
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    schema = SCHEMAS[table]
+    if not rows:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    get = _getter(table, rows)
     arrays = []
-    for field, values in zip(schema, columns, strict=True):
-        if pa.types.is_dictionary(field.type):
-            arrays.append(pa.array(values, pa.string()).dictionary_encode().cast(field.type))
+    for f in schema:
+        values = list(map(get(f.name), rows))
+        _check_types(table, f, values)
+        if pa.types.is_dictionary(f.type):
+            arrays.append(pa.array(values, pa.string()).dictionary_encode().cast(f.type))
         else:
-            arrays.append(pa.array(values, field.type))
+            arrays.append(pa.array(values, f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-SMALL_SCHEMAS = {"bbo": BBO, "trades": TRADES, "funding": FUNDING, "liquidations": LIQUIDATIONS,
-                 "open_interest": OPEN_INTEREST, "instruments": INSTRUMENTS, "events": EVENTS}
+def _same_names(table: str, names: Any) -> None:
+    expected = SCHEMAS[table].names
+    if len(names) != len(expected) or set(names) != set(expected):
+        missing = [n for n in expected if n not in names]
+        unknown = [n for n in names if n not in expected]
+        raise ValueError(f"a row of {table} must have exactly its columns {expected}: "
+                         f"missing {missing}, unknown {unknown}")
+
+
+def _getter(table: str, rows: Sequence[Row | Mapping[str, Any]]) -> Any:
+    """How to take a column by name from these rows (attributes of a row type, or keys of mappings), after
+    checking that every row has exactly the table's names."""
+    kinds = {type(row) for row in rows}
+    if all(issubclass(kind, Row) for kind in kinds):
+        for kind in kinds:
+            _same_names(table, kind.__struct_fields__)
+        return attrgetter
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows of {table} are built by name (a {ROW_TYPES[table].__name__} or a mapping), "
+                            f"not {type(row).__name__}")
+        _same_names(table, row.keys())
+    return itemgetter
+
+
+_PY_TYPES = {pa.int64(): int, pa.float64(): float, pa.string(): str, pa.bool_(): bool}
+
+
+def _check_types(table: str, f: pa.Field, values: list) -> None:
+    kind = str if pa.types.is_dictionary(f.type) else int if pa.types.is_timestamp(f.type) else _PY_TYPES[f.type]
+    found = set(map(type, values))
+    allowed = {kind, type(None)} if f.nullable else {kind}
+    if not found <= allowed:
+        wrong = sorted(t.__name__ for t in found - allowed)
+        raise TypeError(f"{table}.{f.name} takes {kind.__name__}{' or None' if f.nullable else ''}, "
+                        f"got {', '.join(wrong)}")

@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nova.core import rules
 from nova.core.markets import Market
 
 NULL = -1  # null marker in the integer columns (ids and times are positive)
@@ -155,31 +156,20 @@ class BookSequencer:
     # ---- the rules ---------------------------------------------------------------------------------------
     def _apply(self, diff: Diff) -> None:
         ts, _, _, first, last, prev, _ = diff
-        last_id = self.last_id
-        if self.market == "spot":
-            if not self.synced:
-                older, chained, expected, received = last <= last_id, first <= last_id + 1, last_id + 1, first
-            else:
-                older, chained, expected, received = last <= last_id, first == last_id + 1, last_id + 1, first
-        elif not self.synced:
-            older, chained, expected, received = last < last_id, first <= last_id, last_id, first
-        else:
-            older, chained, expected, received = last <= last_id, prev == last_id, last_id, prev
-        if chained and not older:
+        verdict, expected, received = rules.judge(self.market, not self.synced, self.last_id, first, last, prev)
+        if verdict == rules.APPLY:
             self.synced = True
             self.last_id = last
             self._write_diff(diff, 0)
-        elif older:
+        elif verdict == rules.STALE:
             self._write_diff(diff, STALE)
         else:
             self.gaps += 1
-            rule = "U == last u + 1" if self.market == "spot" else "pu == last u"
-            if not self.synced:
-                rule = "first diff to straddle the snapshot id"
             # stamped with the stream's clock: a held diff breaking the chain right after its snapshot is
             # found at the snapshot's time (its own receive time is earlier), and readers must see the gap
             # after the snapshot it follows (nova.core.validity)
-            self.ledger(max(ts, self.clock), "gap", expected, received, f"broke {rule}; resyncing")
+            self.ledger(max(ts, self.clock), "gap", expected, received,
+                        f"broke {rules.rule_text(self.market, not self.synced)}; resyncing")
             self._write_diff(diff, STALE)
             self.live = False
             self.need_resync_ledger = True

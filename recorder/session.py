@@ -1,22 +1,38 @@
 """One market (spot or USDT-M) of a recording: its ccxt.pro instance and the state of every symbol on it.
 
 A session is the ``Sink`` of its exchange's hooks. Everything here runs on the event loop and stays cheap
-per message: integers are checked and appended, the frame text is kept, and the heavy conversion is left to
-the writer's worker thread (recorder.rows). Row buffers are swapped out at each flush (``take``).
+per message: each message is read as its typed shape (recorder.wire: msgspec checks fields, types and ranges
+in C), its row is made by column name (recorder.rows), the frame text of a diff is kept, and the heavy
+conversion is left to the writer's worker thread. A message that does not fit its shape is one ``error`` in
+the ledger naming the field, and never a row. Row buffers are swapped out at each flush (``take``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from nova.core.markets import Market, Symbol
-from recorder.levels import plain_decimal
+from recorder import wire
+from recorder.rows import (
+    BboRow,
+    EventRow,
+    FundingRow,
+    InstrumentRow,
+    LiquidationRow,
+    OpenInterestRow,
+    Row,
+    TradeRow,
+    event_row,
+)
 from recorder.sequencer import NULL, BookColumns, BookSequencer
+from recorder.wire import Malformed, decimal, rate, read
 
 STREAMS = ("book", "bbo", "trades", "funding", "liquidations", "open_interest")
 """The streams a user can choose (``--tables``); ``instruments`` (exchangeInfo) is always recorded."""
@@ -25,9 +41,6 @@ POLLED = frozenset({"open_interest", "instruments"})  # REST, not a WebSocket st
 # How ccxt names each stream's subscription on a connection (the key ends with the marker and the symbol).
 STREAM_MARKERS = {"book": "orderbook::", "bbo": "bookTicker@", "trades": "trade::", "funding": "markPrice@",
                   "liquidations": "liquidations::"}
-ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH"})
-MAX_ID = 2**63 - 1  # ids are stored as int64
-MAX_MS = (2**63 - 1) // 1_000_000  # times in ms must still fit as ns in an int64
 
 
 @dataclass
@@ -40,7 +53,6 @@ class StreamStats:
     gaps: int = 0
     reconnects: int = 0
     errors: int = 0
-    subscribed_ns: int = 0
 
 
 @dataclass
@@ -48,17 +60,17 @@ class SymbolState:
     symbol: Symbol
     market: Market
     seq: BookSequencer
-    bbo: list[tuple] = field(default_factory=list)
-    trades: list[tuple] = field(default_factory=list)
-    funding: list[tuple] = field(default_factory=list)
-    events: list[tuple] = field(default_factory=list)
-    liquidations: list[tuple] = field(default_factory=list)
-    open_interest: list[tuple] = field(default_factory=list)
-    instruments: list[tuple] = field(default_factory=list)
-    last_instrument: tuple | None = None  # the last instruments row, to record only changes
+    bbo: list[BboRow] = field(default_factory=list)
+    trades: list[TradeRow] = field(default_factory=list)
+    funding: list[FundingRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    liquidations: list[LiquidationRow] = field(default_factory=list)
+    open_interest: list[OpenInterestRow] = field(default_factory=list)
+    instruments: list[InstrumentRow] = field(default_factory=list)
+    last_instrument: InstrumentRow | None = None  # the last instruments row, to record only changes
     stats: dict[str, StreamStats] = field(default_factory=lambda: {s: StreamStats()
                                                                    for s in (*STREAMS, "instruments")})
-    latest_bbo: tuple | None = None
+    latest_bbo: BboRow | None = None
     latest_funding: float = float("nan")
     down: dict[str, int] = field(default_factory=dict)  # stream -> when it disconnected (until it is back)
     resyncing: bool = False
@@ -71,15 +83,15 @@ class Taken:
     market: Market
     symbol: Symbol
     book: BookColumns
-    bbo: list[tuple]
-    trades: list[tuple]
-    funding: list[tuple]
-    liquidations: list[tuple]
-    open_interest: list[tuple]
-    instruments: list[tuple]
-    events: list[tuple]
+    bbo: list[BboRow]
+    trades: list[TradeRow]
+    funding: list[FundingRow]
+    liquidations: list[LiquidationRow]
+    open_interest: list[OpenInterestRow]
+    instruments: list[InstrumentRow]
+    events: list[EventRow]
 
-    def small(self) -> dict[str, list[tuple]]:
+    def small(self) -> dict[str, list[Row]]:
         """The row buffers of every table but the book, by table name."""
         return {"bbo": self.bbo, "trades": self.trades, "funding": self.funding, "liquidations": self.liquidations,
                 "open_interest": self.open_interest, "instruments": self.instruments, "events": self.events}
@@ -103,13 +115,14 @@ class MarketSession:
                                                                                detail),
                 request_resync=lambda s=sym: request_resync(market, s))
             self.states[sym.exchange_id] = state
-        self.unknown_symbols = 0
+        self._depth_shape = wire.PerpDepthUpdate if market == "perp" else wire.SpotDepthUpdate
 
     # ---- the ledger ----------------------------------------------------------------------------------------
     def ledger(self, state: SymbolState, stream: str, ts: int, kind: str, expected: int | None = None,
                received: int | None = None, detail: str = "", provenance: tuple[str, str, str] | None = None
                ) -> None:
-        state.events.append((ts, stream, kind, expected, received, detail, *(provenance or (None, None, None))))
+        state.events.append(event_row(ts_recv=ts, stream=stream, kind=kind, expected_id=expected,
+                                      received_id=received, detail=detail, provenance=provenance))
         if kind == "gap":
             state.stats[stream].gaps += 1
         elif kind == "error":
@@ -128,7 +141,6 @@ class MarketSession:
         symbol = message.get("s") if isinstance(message, dict) else None
         state = self.states.get(symbol) if type(symbol) is str else None
         if state is None:
-            self.unknown_symbols += 1
             if type(symbol) is str:
                 self._bad(None, stream, ts, message, f"symbol {symbol[:20]!r} is not recorded here")
             else:
@@ -178,20 +190,15 @@ class MarketSession:
         state = self._state(message, "book", ts)
         if state is None:
             return
-        try:
-            first, last, event_ms = message["U"], message["u"], message["E"]
-            prev = message["pu"] if market == "perp" else NULL
-            trade_ms = message.get("T", NULL)
-            if not (type(first) is int and type(last) is int and type(event_ms) is int and type(prev) is int
-                    and type(trade_ms) is int and 0 < first <= last <= MAX_ID and 0 < event_ms <= MAX_MS
-                    and (trade_ms == NULL or 0 < trade_ms <= MAX_MS) and (market == "spot" or 0 <= prev <= MAX_ID)):
-                raise TypeError("ids and times must be positive integers with U <= u")
-            if type(message["b"]) is not list or type(message["a"]) is not list:
-                raise TypeError("b and a must be arrays of levels")
-        except (KeyError, TypeError) as exc:
+        try:  # wire.read, inlined: this runs for every diff (ccxt's whole handling of one costs ~20 µs)
+            diff = _convert(message, self._depth_shape)
+            if not (diff.u >= diff.U and diff.T != 0 and type(diff.b) is list and type(diff.a) is list):
+                raise Malformed(diff.problem())  # the shape's own rule (SpotDepthUpdate.problem), inlined above
+        except (msgspec.ValidationError, Malformed) as exc:
             # Its level changes are unknown (Binance's ids chain over it), so the book must be resynced;
             # the levels themselves are checked when the rows are built (rows.book_batch).
-            self._bad(state, "book", ts, message, _why(exc))
+            why = str(exc) if isinstance(exc, Malformed) else wire.explain(self._depth_shape, message, str(exc))
+            self._bad(state, "book", ts, message, why)
             state.seq.on_malformed(ts)
             return
         stats = state.stats["book"]
@@ -199,36 +206,37 @@ class MarketSession:
         stats.last_recv_ns = ts
         if state.down:
             self._back(state, "book", ts)
-        state.seq.on_diff((ts, event_ms, trade_ms, first, last, prev,
-                           raw if raw is not None else orjson.dumps(message).decode()))
+        prev = diff.pu if market == "perp" else NULL  # type: ignore[attr-defined]
+        state.seq.on_diff((ts, diff.E, diff.T, diff.U, diff.u, prev, raw if raw is not None else _levels_text(diff)))
 
     def on_snapshot(self, market: Market, symbol: str, response: dict, ts: int) -> None:
         state = self.states.get(symbol)
         if state is None:
             return
         try:
-            bids, asks, last_id = response["bids"], response["asks"], response["lastUpdateId"]
-            if not (type(last_id) is int and 0 < last_id <= MAX_ID) or not isinstance(bids, list) \
-                    or not isinstance(asks, list):
-                raise TypeError("lastUpdateId must be a positive integer and bids/asks lists")
-        except (KeyError, TypeError) as exc:
-            self._bad(state, "book", ts, response, _why(exc))
+            snap = read(wire.DepthSnapshot, response)
+        except Malformed as exc:
+            self._bad(state, "book", ts, response, str(exc))
             return
-        event_ms, trade_ms = response.get("E", NULL), response.get("T", NULL)
-        text = orjson.dumps({"b": bids, "a": asks}).decode()
-        state.seq.on_snapshot(ts, event_ms if type(event_ms) is int and 0 < event_ms <= MAX_MS else NULL,
-                              trade_ms if type(trade_ms) is int and 0 < trade_ms <= MAX_MS else NULL, last_id, text,
-                              len(bids) + len(asks))
+        text = orjson.dumps({"b": snap.bids, "a": snap.asks}).decode()
+        state.seq.on_snapshot(ts, snap.event_ms, snap.trade_ms, snap.lastUpdateId, text,
+                              len(snap.bids) + len(snap.asks))
 
     def on_bbo(self, market: Market, message: dict, ts: int) -> None:
         state = self._state(message, "bbo", ts)
         if state is None:
             return
         try:
-            row = (ts, _time(message["E"]) if market == "perp" else None, _int(message["u"]),
-                   _num(message["b"]), _num(message["B"]), _num(message["a"]), _num(message["A"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "bbo", ts, message, _why(exc))
+            if market == "perp":
+                ticker: wire.SpotBookTicker = read(wire.PerpBookTicker, message)
+                event = ticker.E * 1_000_000  # type: ignore[attr-defined]
+            else:
+                ticker, event = read(wire.SpotBookTicker, message), None
+            row = BboRow(ts_recv=ts, ts_event=event, update_id=ticker.u, bid_price=decimal(ticker.b, "b"),
+                         bid_amount=decimal(ticker.B, "B"), ask_price=decimal(ticker.a, "a"),
+                         ask_amount=decimal(ticker.A, "A"))
+        except Malformed as exc:
+            self._bad(state, "bbo", ts, message, str(exc))
             return
         state.bbo.append(row)
         state.latest_bbo = row
@@ -243,10 +251,12 @@ class MarketSession:
         if state is None:
             return
         try:
-            row = (ts, _time(message["E"]), _int(message["t"]), _num(message["p"], positive=True),
-                   _num(message["q"], positive=True), "sell" if _bool(message["m"]) else "buy")
-        except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "trades", ts, message, _why(exc))
+            trade = read(wire.Trade, message)
+            row = TradeRow(ts_recv=ts, ts_event=trade.E * 1_000_000, trade_id=trade.t,
+                           price=decimal(trade.p, "p", positive=True), amount=decimal(trade.q, "q", positive=True),
+                           taker_side="sell" if trade.m else "buy")
+        except Malformed as exc:
+            self._bad(state, "trades", ts, message, str(exc))
             return
         state.trades.append(row)
         stats = state.stats["trades"]
@@ -261,14 +271,16 @@ class MarketSession:
             return
         try:
             if market != "perp":
-                raise ValueError("markPrice is a USDT-M stream")
-            row = (ts, _time(message["E"]), _num(message["p"], positive=True), _num(message["i"]),
-                   _rate(message["r"]), _time(message["T"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "funding", ts, message, _why(exc))
+                raise Malformed("markPrice is a USDT-M stream")
+            mark = read(wire.MarkPriceUpdate, message)
+            row = FundingRow(ts_recv=ts, ts_event=mark.E * 1_000_000, mark_price=decimal(mark.p, "p", positive=True),
+                             index_price=decimal(mark.i, "i"), funding_rate=rate(mark.r, "r"),
+                             next_funding_time=mark.T * 1_000_000)
+        except Malformed as exc:
+            self._bad(state, "funding", ts, message, str(exc))
             return
         state.funding.append(row)
-        state.latest_funding = row[4]
+        state.latest_funding = row.funding_rate
         stats = state.stats["funding"]
         stats.messages += 1
         stats.last_recv_ns = ts
@@ -282,19 +294,18 @@ class MarketSession:
             return
         try:
             if market != "perp":
-                raise ValueError("forceOrder is a USDT-M stream")
-            if not isinstance(order, dict):
-                raise TypeError("o must be the liquidation order")
-            status = order["X"]
-            if type(status) is not str or status not in ORDER_STATUSES:
-                raise ValueError(f"{str(status)[:20]!r} is not an order status")
-            amount, filled = _num(order["q"], positive=True), _num(order["z"])
+                raise Malformed("forceOrder is a USDT-M stream")
+            liquidation = read(wire.ForceOrder, message)
+            o = liquidation.o
+            amount, filled = decimal(o.q, "o.q", positive=True), decimal(o.z, "o.z")
             if filled > amount:
-                raise ValueError("the filled amount exceeds the order's")
-            row = (ts, _time(message["E"]), _time(order["T"]), _side(order["S"]), _num(order["p"], positive=True),
-                   amount, _num(order["ap"]), filled, status)
-        except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "liquidations", ts, message, _why(exc))
+                raise Malformed("o.z: the filled amount exceeds the order's")
+            row = LiquidationRow(ts_recv=ts, ts_event=liquidation.E * 1_000_000, ts_trade=o.T * 1_000_000,
+                                 side="buy" if o.S == "BUY" else "sell", price=decimal(o.p, "o.p", positive=True),
+                                 amount=amount, average_price=decimal(o.ap, "o.ap"), filled_amount=filled,
+                                 status=o.X)
+        except Malformed as exc:
+            self._bad(state, "liquidations", ts, message, str(exc))
             return
         state.liquidations.append(row)
         self._received(state, "liquidations", ts)
@@ -302,13 +313,13 @@ class MarketSession:
     def on_open_interest(self, state: SymbolState, response: Any, ts: int) -> bool:
         """A polled openInterest response; False (and an error ledgered) when it is not Binance's shape."""
         try:
-            if not isinstance(response, dict):
-                raise TypeError("the response is not a JSON object")
-            if response.get("symbol") != state.symbol.exchange_id:
-                raise ValueError(f"it is for {str(response.get('symbol'))[:20]!r}")
-            row = (ts, _time(response["time"]), _num(response["openInterest"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "open_interest", ts, response, _why(exc))
+            oi = read(wire.OpenInterest, response)
+            if oi.symbol != state.symbol.exchange_id:
+                raise Malformed(f"it is for {oi.symbol[:20]!r}")
+            row = OpenInterestRow(ts_recv=ts, ts_event=oi.time * 1_000_000,
+                                  open_interest=decimal(oi.openInterest, "openInterest"))
+        except Malformed as exc:
+            self._bad(state, "open_interest", ts, response, str(exc))
             return False
         state.open_interest.append(row)
         self._received(state, "open_interest", ts)
@@ -329,13 +340,14 @@ class MarketSession:
     def on_instrument(self, state: SymbolState, info: Any, ts: int) -> None:
         """One market's entry of an exchangeInfo response: a row when it differs from the last one recorded."""
         try:
-            row = instrument_row(self.market, info)
-        except (KeyError, TypeError, ValueError) as exc:
-            self._bad(state, "instruments", ts, info, _why(exc))
+            row = instrument_row(self.market, info, ts)
+        except Malformed as exc:
+            self._bad(state, "instruments", ts, info, str(exc))
             return
-        if row != state.last_instrument:
+        last = state.last_instrument
+        if last is None or msgspec.structs.replace(row, ts_recv=last.ts_recv) != last:
             state.last_instrument = row
-            state.instruments.append((ts, *row))
+            state.instruments.append(row)
             self._received(state, "instruments", ts)
 
     def _received(self, state: SymbolState, stream: str, ts: int) -> None:
@@ -348,7 +360,6 @@ class MarketSession:
     def on_subscribed(self, market: Market, symbols: list[str], ts: int) -> None:
         for state in self.states.values():
             if state.symbol.ccxt_symbol(market) in symbols:
-                state.stats["book"].subscribed_ns = ts
                 self.ledger(state, "book", ts, "subscribed", None, None, "diff-depth stream acknowledged")
 
     def on_snapshot_requested(self, market: Market, symbol: str) -> None:
@@ -378,76 +389,38 @@ class MarketSession:
         return out
 
 
-def _num(value: Any, positive: bool = False) -> float:
-    """A Binance decimal string as a float; rejects what a price or size cannot be."""
-    number = plain_decimal(value)
-    if positive and number == 0:
-        raise ValueError(f"'{value}' is not a valid price or size")
-    return number
-
-
-def _side(value: Any) -> str:
-    if value not in ("BUY", "SELL"):
-        raise ValueError(f"{str(value)[:20]!r} is not BUY or SELL")
-    return "buy" if value == "BUY" else "sell"
+_convert = msgspec.convert
 
 
 def _filter(filters: list, kind: str, key: str) -> float | None:
     for f in filters:
         if isinstance(f, dict) and f.get("filterType") == kind and key in f:
-            return _num(f[key])
+            return decimal(f[key], f"filters.{kind}.{key}")
     return None
 
 
-def instrument_row(market: Market, info: Any) -> tuple:
-    """(tick_size, step_size, min_notional, status, contract_type, filters JSON) of an exchangeInfo entry."""
-    if not isinstance(info, dict):
-        raise TypeError("a symbol entry must be a JSON object")
-    filters, status = info["filters"], info["status"]
-    if type(filters) is not list or type(status) is not str:
-        raise TypeError("filters must be a list and status a string")
-    tick, step = _filter(filters, "PRICE_FILTER", "tickSize"), _filter(filters, "LOT_SIZE", "stepSize")
+def instrument_row(market: Market, info: Any, ts: int) -> InstrumentRow:
+    """The instruments row of one exchangeInfo symbol entry (tick and step size, minimum notional, status,
+    contract type, the filters as JSON text), received at ``ts``."""
     if market == "spot":
+        spot = read(wire.SpotSymbolInfo, info)
+        filters, status, contract = spot.filters, spot.status, None
         notional = _filter(filters, "NOTIONAL", "minNotional") or _filter(filters, "MIN_NOTIONAL", "minNotional")
-        contract = None
     else:
+        perp = read(wire.PerpSymbolInfo, info)
+        filters, status, contract = perp.filters, perp.status, perp.contractType
         notional = _filter(filters, "MIN_NOTIONAL", "notional")
-        contract = info.get("contractType")
-        if contract is not None and type(contract) is not str:
-            raise TypeError("contractType must be a string")
-    return (tick, step, notional, status, contract, orjson.dumps(filters).decode())
+    return InstrumentRow(ts_recv=ts, tick_size=_filter(filters, "PRICE_FILTER", "tickSize"),
+                         step_size=_filter(filters, "LOT_SIZE", "stepSize"), min_notional=notional, status=status,
+                         contract_type=contract, filters=orjson.dumps(filters).decode())
 
 
-def _rate(value: Any) -> float:
-    if type(value) is not str:
-        raise TypeError(f"expected a decimal string, got {type(value).__name__}")
-    number = -plain_decimal(value[1:]) if value.startswith("-") else plain_decimal(value)
-    if abs(number) > 1:
-        raise ValueError(f"'{value}' is not a funding rate")
-    return number
-
-
-def _int(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_ID:
-        raise TypeError(f"expected a non-negative integer, got {str(value)[:40]!r}")
-    return value
-
-
-def _time(value: Any) -> int:
-    """A Binance time in ms as ns."""
-    if type(value) is not int or not 0 < value <= MAX_MS:
-        raise TypeError(f"expected a time in ms, got {str(value)[:40]!r}")
-    return value * 1_000_000
-
-
-def _bool(value: Any) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"expected a boolean, got {str(value)[:40]!r}")
-    return value
-
-
-def _why(exc: Exception) -> str:
-    return f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc)
+def _levels_text(diff: wire.SpotDepthUpdate) -> str:
+    """The JSON text of a diff's level arrays, when ccxt did not keep the frame's (the writer parses them)."""
+    try:
+        return orjson.dumps({"b": diff.b, "a": diff.a}).decode()
+    except TypeError:  # a number beyond 64 bits in a level: refused with the level's text when rows are built
+        return json.dumps({"b": diff.b, "a": diff.a}, separators=(",", ":"), default=repr)
 
 
 def _preview(message: Any) -> str:

@@ -26,10 +26,10 @@ def take_readings(recorder: Recorder, now_ns: int) -> dict[Any, Reading]:
         for symbol, logic in recorder.live.items():
             for market, session in recorder.sessions.items():
                 state = session.states[symbol.exchange_id]
-                if state.latest_bbo is not None:
-                    ts, _, update_id, bid, bid_qty, ask, ask_qty = state.latest_bbo
-                    logic.on_bbo(market, update_id=update_id, bid_price=bid, bid_amount=bid_qty, ask_price=ask,
-                                 ask_amount=ask_qty, ts_ns=ts)
+                bbo = state.latest_bbo
+                if bbo is not None:
+                    logic.on_bbo(market, update_id=bbo.update_id, bid_price=bbo.bid_price, bid_amount=bbo.bid_amount,
+                                 ask_price=bbo.ask_price, ask_amount=bbo.ask_amount, ts_ns=bbo.ts_recv)
                 if market == "perp" and not math.isnan(state.latest_funding):
                     logic.on_funding(state.latest_funding)
             out[symbol] = logic.reading(now_ns)

@@ -27,15 +27,16 @@ import pyarrow as pa
 
 from nova.core.errors import NovaError
 from nova.core.markets import Market
-from nova.core.spread import READING_SCHEMA, Reading, SpreadParams
-from replay.dataset import Dataset
+from nova.core.spread import READING_SCHEMA, Reading, SpreadParams, readings_table
+from nova.core.units import BadValue, check_speed
 from replay.engine import Chunk, Engine, ReplayRange
 from replay.kernel import K_ENTRIES, K_LAST_KEY, K_READINGS, NO_KEY, SEG_BOOK_PERP, SEGMENTS
 from replay.merge import Window
-from replay.output import SpreadOutput, readings_table
+from replay.output import SpreadOutput
 from replay.pacing import Pacer
+from replay.plan import ReplaySource
 from replay.summary import ReplaySummary, SummaryBuilder, format_ns
-from replay.timespan import resolve
+from replay.timespan import check_clock, resolve
 
 ReadingCallback = Callable[[Reading], Any]
 EventCallback = Callable[["Event"], Any]
@@ -74,6 +75,20 @@ class Progress:
         return min(1.0, max(0.0, (self.data_ns - self.start_ns) / (self.end_ns - self.start_ns)))
 
 
+_SPREAD_NAMES = {"fee_spot": "fee_spot_bps", "fee_perp": "fee_perp_bps", "size": "size", "threshold": "threshold_bps",
+                 "stale_ms": "stale_ms"}
+"""Replay's spread knobs and the ``SpreadParams`` fields they fill."""
+
+
+def _spread_params(**knobs: float) -> SpreadParams:
+    """``SpreadParams`` from Replay's knobs; a bad one is named as the Replay caller wrote it (``fee_spot``)."""
+    try:
+        return SpreadParams(**{_SPREAD_NAMES[name]: value for name, value in knobs.items()})
+    except BadValue as exc:
+        by_field = {field: knob for knob, field in _SPREAD_NAMES.items()}
+        raise exc.renamed(by_field.get(exc.parameter, exc.parameter)) from None
+
+
 class Replay:
     """A recorded range of one symbol (both markets), replayed through nova.core.spread.
 
@@ -87,13 +102,11 @@ class Replay:
                  until: str | None = None, start: str | None = None, end: str | None = None, *,
                  clock: str = "recv", size: float = 0.0, fee_spot: float = 10.0, fee_perp: float = 5.0,
                  threshold: float = 0.0, stale_ms: float = 1000.0, skip_bad: bool = False) -> None:
-        self.dataset = Dataset(str(data))
+        self.params = _spread_params(fee_spot=fee_spot, fee_perp=fee_perp, size=size, threshold=threshold,
+                                     stale_ms=stale_ms)  # the knobs first: a typo needs no look at the data
+        check_clock(clock)
+        self.dataset = ReplaySource(str(data))
         self.span, self.dates = resolve(self.dataset, symbol, date, until, start, end, clock)
-        try:
-            self.params = SpreadParams(fee_spot_bps=fee_spot, fee_perp_bps=fee_perp, size=size,
-                                       threshold_bps=threshold, stale_ms=stale_ms)
-        except ValueError as exc:
-            raise NovaError(str(exc)) from None
         self.skip_bad = skip_bad
         self._reading_callbacks: list[ReadingCallback] = []
         self._event_callbacks: list[EventCallback] = []
@@ -119,11 +132,7 @@ class Replay:
         return Engine(self.dataset, self.span, self.params, self.skip_bad, raw=raw)
 
     def _pass(self, speed: float | None, raw: bool = False) -> _Pass:
-        try:
-            pacer = Pacer(speed)
-        except ValueError:
-            raise NovaError(f"speed must be a positive number, or None for as fast as possible, not {speed}") from None
-        return _Pass(self, self._engine(raw), pacer)
+        return _Pass(self, self._engine(raw), Pacer(check_speed(speed)))
 
     def readings(self, speed: float | None = None) -> Iterator[Reading]:
         """Every reading in order, as ``nova.core.spread.Reading``; paced at ``speed`` (None: as fast as possible)."""

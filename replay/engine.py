@@ -6,14 +6,13 @@ statistics sit on top of the chunks, so the readings are the same at every speed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from nova.core.markets import Market, Symbol
 from nova.core.spread import SpreadParams
-from replay.dataset import Dataset, Planner, StreamPlan
 from replay.kernel import (
     BOOK_FULL,
     DONE,
@@ -26,6 +25,7 @@ from replay.kernel import (
     run_window,
 )
 from replay.merge import Prefetch, Window, windows
+from replay.plan import Planner, ReplaySource, StreamPlan
 from replay.reader import COLUMNS, StreamReader, needed_columns
 
 OUTPUT_ROWS = 1 << 15  # readings per chunk: big enough to amortise Python, small enough to pace smoothly
@@ -71,7 +71,7 @@ class Engine:
     """One pass over a range. Build it (the plan is made and every file's footer checked right away, so bad
     input fails before anything runs), then iterate ``chunks()`` once."""
 
-    def __init__(self, dataset: Dataset, span: ReplayRange, params: SpreadParams, skip_bad: bool = False,
+    def __init__(self, dataset: ReplaySource, span: ReplayRange, params: SpreadParams, skip_bad: bool = False,
                  raw: bool = False, prefetch: bool = True, output_rows: int = OUTPUT_ROWS) -> None:
         self.dataset = dataset
         self.span = span
@@ -107,7 +107,7 @@ class Engine:
             if reader is not None:
                 reader.close()
 
-    def _run(self, w: Window) -> Iterator[Chunk]:
+    def _run(self, w: Window) -> Generator[Chunk, None, bool]:
         """Replay one window, yielding a chunk whenever the output buffer fills; returns True at the end."""
         st = self.state
         st.heads[:] = 0
@@ -115,10 +115,12 @@ class Engine:
         out = self._out
         out.count = 0
         first = 0
+        spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices, perp_amounts = w.rows
         while True:
             status, position, count = run_window(
                 st.px, st.qty, st.n, st.quotes, st.stamps, st.funding, st.scratch, st.vector, st.counters, st.heads,
-                st.head_keys, w.keys, w.bounds, *w.rows, w.msg_lo, w.msg_hi, w.msg_last_id, w.msg_snapshot,
+                st.head_keys, w.keys, w.bounds, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
+                perp_amounts, w.msg_lo, w.msg_hi, w.msg_last_id, w.msg_snapshot,
                 w.msg_applied, w.bbo_id, w.bbo_quote, w.funding_rate, w.actions, self.span.start_ns,
                 self.span.end_ns, position, out.ts, out.values, out.entry, out.count)
             out.count = count

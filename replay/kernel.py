@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from nova.core.book import book_apply, book_clear, grow_books, kernel, new_books
+from nova.core.book import apply_message, grow_books, kernel, new_books
 from nova.core.spread import (
     C_OPEN_SIZE,
     C_PERP_ASK_VWAP,
@@ -133,14 +133,6 @@ class OutputBuffer:
 
 
 @kernel(inline=True)
-def _segment_of(bounds: IntArray, g: int) -> int:
-    s = 0
-    while g >= bounds[s + 1]:
-        s += 1
-    return s
-
-
-@kernel(inline=True)
 def _head_key(keys: IntArray, bounds: IntArray, heads: IntArray, s: int) -> int:
     g = bounds[s] + heads[s]
     return keys[g] if g < bounds[s + 1] else EXHAUSTED
@@ -214,20 +206,15 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
             j = g - bounds[SEG_BOOK_SPOT]
             lo, hi = msg_lo[j], msg_hi[j]
             synced = counters[K_SYNCED_SPOT + m] != 0
-            if msg_snapshot[j] and msg_applied[j]:
-                book_clear(n, m)
-                if _apply_market(px, qty, n, m, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
-                                  perp_amounts, lo, hi):
+            snapshot = msg_snapshot[j]
+            if msg_applied[j] and (snapshot or synced):  # the rebuild rule (nova.core.book.apply_message)
+                if _apply_market(px, qty, n, m, snapshot, spot_sides, spot_prices, spot_amounts, perp_sides,
+                                 perp_prices, perp_amounts, lo, hi):
                     _park_last(out_values, out_count, scratch)
                     return BOOK_FULL, position, out_count
-                counters[K_SYNCED_SPOT + m] = 1
-                stamps[m, S_VALID] = 1
-                moved = True
-            elif synced and msg_applied[j]:
-                if _apply_market(px, qty, n, m, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
-                                 perp_amounts, lo, hi):
-                    _park_last(out_values, out_count, scratch)
-                    return BOOK_FULL, position, out_count
+                if snapshot:
+                    counters[K_SYNCED_SPOT + m] = 1
+                    stamps[m, S_VALID] = 1
                 moved = True
             if moved:
                 stamps[m, S_DEPTH_ID] = msg_last_id[j]
@@ -314,21 +301,14 @@ def _park_last(out_values: FloatArray, out_count: int, scratch: FloatArray) -> N
 
 
 @kernel(inline=True)
-def _apply(px: FloatArray, qty: FloatArray, n: IntArray, k: int, sides: npt.NDArray[np.int8], prices: FloatArray,
-           amounts: FloatArray, lo: int, hi: int) -> bool:
-    """Apply rows [lo, hi) to book k; True when a side ran out of room (nothing is lost: re-applying is a
-    no-op for the rows already set, because every row sets an absolute size)."""
-    return book_apply(px, qty, n, k, sides[:hi], prices[:hi], amounts[:hi], lo) < hi
-
-
-@kernel(inline=True)
-def _apply_market(px: FloatArray, qty: FloatArray, n: IntArray, m: int, spot_sides: npt.NDArray[np.int8],
-                  spot_prices: FloatArray, spot_amounts: FloatArray, perp_sides: npt.NDArray[np.int8],
-                  perp_prices: FloatArray, perp_amounts: FloatArray, lo: int, hi: int) -> bool:
+def _apply_market(px: FloatArray, qty: FloatArray, n: IntArray, m: int, snapshot: bool,
+                  spot_sides: npt.NDArray[np.int8], spot_prices: FloatArray, spot_amounts: FloatArray,
+                  perp_sides: npt.NDArray[np.int8], perp_prices: FloatArray, perp_amounts: FloatArray, lo: int,
+                  hi: int) -> bool:
+    """One message to market m's book by the rebuild rule; True when a side ran out of room."""
     if m == SPOT:
-        return _apply(px, qty, n, SPOT, spot_sides, spot_prices, spot_amounts, lo, hi)
-    return _apply(px, qty, n, PERP, perp_sides, perp_prices, perp_amounts, lo, hi)
-
+        return apply_message(px, qty, n, SPOT, snapshot, spot_sides, spot_prices, spot_amounts, lo, hi) < hi
+    return apply_message(px, qty, n, PERP, snapshot, perp_sides, perp_prices, perp_amounts, lo, hi) < hi
 
 
 def kernels_cached() -> bool:

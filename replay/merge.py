@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,7 +197,7 @@ def build_window(parts: list[list[Batch]], raw: bool) -> Window:
     )
 
 
-def windows(streams: list[Iterable[Batch]], end: int, raw: bool = False) -> Iterator[Window]:
+def windows(streams: Sequence[Iterable[Batch]], end: int, raw: bool = False) -> Iterator[Window]:
     """The windows of the merged streams (one iterable of batches per segment, in segment order)."""
     buffers = [StreamBuffer(s, end) for s in streams]
     while True:

@@ -19,25 +19,30 @@ import contextlib
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from nova.core.book import kernel
-from nova.core.contract import date_of, is_hidden, parquet_options, partition_dir, temp_name
+from nova.core.contract import date_of, parquet_options
+from nova.core.dataset import (
+    SPREAD_METADATA_KEY,
+    SPREAD_TABLE,
+    AtomicFile,
+    Dataset,
+    NotWritable,
+    Partition,
+    clock_text,
+    filesystem_for,
+    spread_file_name,
+)
 from nova.core.errors import NovaError
-from nova.core.markets import Market, Symbol
-from nova.core.spread import FLAG_COLUMNS, READING_SCHEMA, SIZE_COLUMNS, VALUE_COLUMNS
-from replay.dataset import DAY_NS, date_ns, filesystem_for, reason
+from nova.core.markets import Symbol
+from nova.core.spread import READING_SCHEMA, SIZE_COLUMNS, readings_table
+from replay.plan import DAY_NS, date_ns
 
-SPREAD_TABLE = "spread"
-SPREAD_MARKET = "spot-perp"  # the market partition value of the spread table: it joins both markets
-OUTPUT_NAME = "replay.parquet"
 ROW_GROUP_READINGS = 1 << 18
-METADATA_KEY = b"nova.replay"
 OUTPUT_ZSTD_LEVEL = 1  # the contract's level 3 costs ~25% more time per reading for ~7% smaller files
 
 
@@ -48,43 +53,14 @@ def output_schema(size: float) -> pa.Schema:
     return pa.schema([f for f in READING_SCHEMA if f.name not in SIZE_COLUMNS])
 
 
-@kernel()
-def _transpose(values: np.ndarray, out: np.ndarray) -> None:
-    """``out[c, i] = values[i, c]`` a block of readings at a time, so both sides stay in cache (numpy's strided
-    copy of the same runs ~3x slower, and this runs once per reading written)."""
-    rows, cols = values.shape
-    for first in range(0, rows, 256):
-        last = min(first + 256, rows)
-        for c in range(cols):
-            for i in range(first, last):
-                out[c, i] = values[i, c]
-
-
-def readings_table(ts: np.ndarray, values: np.ndarray, schema: pa.Schema = READING_SCHEMA) -> pa.Table:
-    """Readings (``ts`` and the loop's row-major ``values``) as an Arrow table of ``schema``'s columns.
-
-    The table owns copies: the engine's buffers it is made from are reused for the next chunk."""
-    index = {name: i for i, name in enumerate(VALUE_COLUMNS)}
-    columns = np.empty((values.shape[1], values.shape[0]))
-    _transpose(np.ascontiguousarray(values), columns)
-    arrays: list[pa.Array] = [pa.array(np.array(ts, dtype=np.int64), READING_SCHEMA.field("ts").type)]
-    for f in schema:
-        if f.name == "ts":
-            continue
-        column = columns[index[f.name]]
-        # the kernel marks a missing value with NaN; the table says NULL, as every SQL tool expects
-        arrays.append(pa.array(column != 0.0) if f.name in FLAG_COLUMNS else pa.array(column, mask=np.isnan(column)))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
 @dataclass
 class _Target:
-    """One file being written: the hidden temporary path, its final path, the pending readings."""
+    """One file being written: its final path, the file (once a row group is due) and the pending readings."""
 
     final: str
-    temp: str
+    partition: Partition | None = None  # of the dataset's spread table (None: a single --out file)
+    file: AtomicFile | None = None
     writer: pq.ParquetWriter | None = None
-    sink: Any = None
     pending: list[pa.Table] = field(default_factory=list)
     pending_rows: int = 0
 
@@ -100,9 +76,10 @@ class SpreadOutput:
                  path: str | None = None, start_ns: int = 0, end_ns: int = 2**63 - 1) -> None:
         self.symbol = symbol
         self.start_ns, self.end_ns = start_ns, end_ns
-        self.schema = output_schema(size).with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
-        self.fs, self.root = filesystem_for(path if path is not None else root)
+        self.schema = output_schema(size).with_metadata({SPREAD_METADATA_KEY: json.dumps(metadata).encode()})
         self.single = path is not None
+        self.data = Dataset(root)
+        self.fs, self.root = filesystem_for(path) if path is not None else (self.data.fs, self.data.root)
         self.targets: dict[str, _Target] = {}
         self.dates: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nova-replay-writer")
@@ -112,30 +89,29 @@ class SpreadOutput:
         if self.single:
             return self.root
         if not self.targets:
-            return f"{self.root}/{SPREAD_TABLE}/ (no readings)"
+            return f"{self.data.text} (no readings)"
         names = list(self.targets)
         return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} dates)"
-
-    def _partition(self, date: str) -> str:
-        return partition_dir(self.root, SPREAD_TABLE, cast(Market, SPREAD_MARKET), self.symbol, date)
 
     def _covered(self, day: int) -> tuple[int, int]:
         """The part of a UTC day (its number since the epoch) this replay covers."""
         return max(self.start_ns, day * DAY_NS), min(self.end_ns, (day + 1) * DAY_NS)
 
-    def file_name(self, day: int) -> str:
-        """``replay.parquet`` for a whole day, ``replay_HHMMSS-HHMMSS.parquet`` for a window of it."""
+    def file_path(self, day: int) -> tuple[Partition, str]:
+        """Where the series of a UTC day goes: its name says what it covers (nova.core.dataset)."""
         lo, hi = self._covered(day)
-        if (lo, hi) == (day * DAY_NS, (day + 1) * DAY_NS):
-            return OUTPUT_NAME
-        return f"replay_{_clock(lo - day * DAY_NS)}-{_clock(hi - day * DAY_NS)}.parquet"
+        partition = self.data.spread_partition(self.symbol, date_of(day * DAY_NS))
+        return partition, f"{partition.path}/{spread_file_name(lo - day * DAY_NS, hi - day * DAY_NS)}"
 
     def check(self, replace: bool) -> list[str]:
         """Before any work: the target must be writable, and a stored series that covers part of a day this
         replay does not cover is replaced only with ``replace``. Returns a note per series it will replace."""
         if self.single:
             return []
-        self._check_writable()
+        try:
+            self.data.check_writable("write the spread table into")
+        except NotWritable as exc:
+            raise NovaError(f"{exc}; write the series elsewhere with --out FILE.parquet") from None
         notes = []
         for day in range(self.start_ns // DAY_NS, (self.end_ns - 1) // DAY_NS + 1):
             lo, hi = self._covered(day)
@@ -152,31 +128,16 @@ class SpreadOutput:
     def _stored(self, date: str) -> dict[str, tuple[int, int]]:
         """The series a partition holds: path -> the time it covers (from its metadata; a whole day if none)."""
         out = {}
-        directory = self._partition(date)
         day0 = date_ns(date)
-        for info in self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
-            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") or is_hidden(info.base_name):
-                continue
+        for path, _ in self.data.files(self.data.spread_partition(self.symbol, date)):
             lo, hi = day0, day0 + DAY_NS
             try:
-                meta = json.loads((pq.read_schema(info.path, filesystem=self.fs).metadata or {}).get(METADATA_KEY,
-                                                                                                   b"{}"))
+                meta = json.loads(self.data.schema_metadata(path).get(SPREAD_METADATA_KEY, b"{}"))
                 lo, hi = max(lo, int(meta.get("start_ns", lo))), min(hi, int(meta.get("end_ns", hi)))
             except (OSError, pa.ArrowException, ValueError, TypeError):
                 pass  # unreadable or foreign: it is replaced like any other file of the partition
-            out[info.path] = (lo, hi)
+            out[path] = (lo, hi)
         return out
-
-    def _check_writable(self) -> None:
-        probe = f"{self.root}/{SPREAD_TABLE}/.nova-write-probe"
-        try:
-            self.fs.create_dir(f"{self.root}/{SPREAD_TABLE}", recursive=True)
-            with self.fs.open_output_stream(probe) as out:
-                out.write(b"")
-            self.fs.delete_file(probe)
-        except (OSError, pa.ArrowException) as exc:
-            raise NovaError(f"cannot write the spread table into {self.root} ({_why(exc)}); write the series "
-                            "elsewhere with --out FILE.parquet") from None
 
     def write(self, ts: np.ndarray, values: np.ndarray) -> None:
         """Queue a chunk (copied: the engine reuses its buffers)."""
@@ -200,16 +161,16 @@ class SpreadOutput:
             lo = int(np.searchsorted(ts, day * DAY_NS, side="left"))
             hi = int(np.searchsorted(ts, (day + 1) * DAY_NS, side="left"))
             if hi > lo:
+                partition, path = self.file_path(day)
+                self._append(self._target(path, partition), table.slice(lo, hi - lo))
                 date = date_of(day * DAY_NS)
-                self._append(self._target(f"{self._partition(date)}/{self.file_name(day)}"), table.slice(lo, hi - lo))
                 if date not in self.dates:
                     self.dates.append(date)
 
-    def _target(self, final: str) -> _Target:
+    def _target(self, final: str, partition: Partition | None = None) -> _Target:
         target = self.targets.get(final)
         if target is None:
-            directory, name = final.rsplit("/", 1)
-            target = _Target(final, f"{directory}/{temp_name(name)}")
+            target = _Target(final, partition)
             self.targets[final] = target
         return target
 
@@ -223,10 +184,9 @@ class SpreadOutput:
         if not target.pending:
             return
         if target.writer is None:
-            self.fs.create_dir(target.temp.rsplit("/", 1)[0], recursive=True)
-            target.sink = self.fs.open_output_stream(target.temp)
+            target.file = AtomicFile(self.fs, target.final)
             options = parquet_options(SPREAD_TABLE) | {"compression_level": OUTPUT_ZSTD_LEVEL}
-            target.writer = pq.ParquetWriter(target.sink, self.schema, **options)
+            target.writer = pq.ParquetWriter(target.file.stream, self.schema, **options)
         target.writer.write_table(pa.concat_tables(target.pending), row_group_size=ROW_GROUP_READINGS)
         target.pending, target.pending_rows = [], 0
 
@@ -235,7 +195,6 @@ class SpreadOutput:
             self._flush(target)
             if target.writer is not None:
                 target.writer.close()
-                target.sink.close()
 
     def commit(self) -> str:
         """Wait for the writes, then move every file into place (replacing an earlier replay's)."""
@@ -249,17 +208,13 @@ class SpreadOutput:
             target.pending.append(self.schema.empty_table())
             self._finish_files()
         for target in self.targets.values():
-            self.fs.move(target.temp, target.final)
-            if not self.single:
-                self._remove_others(target.final)
+            assert target.file is not None
+            target.file.commit()
+            if target.partition is not None:  # one series per symbol and date: an earlier replay's goes
+                for path, _ in self.data.files(target.partition):
+                    if path != target.final:
+                        self.data.remove(path)
         return self.describe()
-
-    def _remove_others(self, final: str) -> None:
-        """Files of the partition left by anything but this replay (e.g. an interrupted older layout)."""
-        directory = final.rsplit("/", 1)[0]
-        for info in self.fs.get_file_info(pafs.FileSelector(directory)):
-            if info.path != final and info.base_name.endswith(".parquet") and not is_hidden(info.base_name):
-                self.fs.delete_file(info.path)
 
     def abort(self) -> None:
         """Drop everything written so far: nothing becomes visible."""
@@ -271,26 +226,15 @@ class SpreadOutput:
             with contextlib.suppress(Exception):
                 if target.writer is not None:
                     target.writer.close()
-                    target.sink.close()
-            with contextlib.suppress(Exception):
-                self.fs.delete_file(target.temp)
+            if target.file is not None:
+                target.file.abort()
 
-
-
-def _clock(offset_ns: int) -> str:
-    """HHMMSS of a time of day (24:00:00 for the end of the day)."""
-    seconds = offset_ns // 10**9
-    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
 
 
 def _coverage(lo: int, hi: int, day: int) -> str:
     if (lo, hi) == (day * DAY_NS, (day + 1) * DAY_NS):
         return "the whole day"
-    a, b = _clock(lo - day * DAY_NS), _clock(hi - day * DAY_NS)
+    a, b = clock_text(lo - day * DAY_NS), clock_text(hi - day * DAY_NS)
     return f"{a[:2]}:{a[2:4]}:{a[4:]} to {b[:2]}:{b[2:4]}:{b[4:]} UTC"
 
 
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return reason(exc)

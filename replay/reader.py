@@ -20,12 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from nova.core.book import NO_SIDE, side_codes
+from nova.core.book import side_codes, usable
 from nova.core.validity import BOOK_BREAKS, QUOTE_BREAKS
-from replay.dataset import Dataset, StreamPlan, reason, unreadable
 from replay.kernel import ACT_CLEAR_FUNDING, ACT_CLEAR_QUOTE, ACT_DISCONNECT, ACT_GAP, ACT_INVALIDATE
+from replay.plan import ReplaySource, StreamPlan, reason, unreadable
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "book": ("ts_recv", "msg", "last_id", "snapshot", "stale", "side", "price", "amount"),
@@ -110,7 +109,7 @@ def _running_max(key: np.ndarray, carry: int) -> np.ndarray:
 class StreamReader:
     """Iterates one stream's planned row groups as ``Batch`` es; files that fail mid-read follow ``skip_bad``."""
 
-    def __init__(self, dataset: Dataset, plan: StreamPlan, event_clock: bool, skip_bad: bool,
+    def __init__(self, dataset: ReplaySource, plan: StreamPlan, event_clock: bool, skip_bad: bool,
                  raw: bool = False) -> None:
         self.dataset = dataset
         self.plan = plan
@@ -125,12 +124,9 @@ class StreamReader:
         size = BATCH_ROWS[self.plan.table]
         for part in self.plan.parts:
             try:
-                with self.dataset.fs.open_input_file(part.path) as source:
-                    batches = pq.ParquetFile(source).iter_batches(batch_size=size, row_groups=list(part.row_groups),
-                                                                  columns=self.columns, use_threads=False)
-                    for batch in batches:
-                        if batch.num_rows:
-                            yield self._book(batch) if self.plan.table == "book" else self._other(batch)
+                for batch in self.dataset.data.batches(part.path, list(part.row_groups), self.columns, size):
+                    if batch.num_rows:
+                        yield self._book(batch) if self.plan.table == "book" else self._other(batch)
             except (OSError, pa.ArrowException) as exc:
                 if not self.skip_bad:
                     raise unreadable(part.path, reason(exc)) from None
@@ -157,8 +153,7 @@ class StreamReader:
         stale = batch.column("stale")
         if pc.any(stale).as_py():
             flags = stale.to_numpy(zero_copy_only=False)
-            sides = sides.copy()
-            sides[flags] = NO_SIDE  # the reader rule: stale rows are skipped (book_apply skips negative sides)
+            sides = usable(sides, flags)  # the rebuild rule: stale rows are skipped
             applied = ~np.logical_and.reduceat(flags, starts)
         else:
             applied = np.ones(starts.shape[0], dtype=np.bool_)

@@ -11,23 +11,28 @@ import re
 
 from nova.core.errors import NovaError
 from nova.core.markets import MARKETS, Symbol
-from replay.dataset import STREAM_TABLES, Dataset, date_ns, shift_date
+from nova.core.units import BadValue
+from nova.core.units import parse_date as _parse_date
 from replay.engine import ReplayRange
+from replay.plan import STREAM_TABLES, ReplaySource, date_ns, shift_date
 
 CLOCKS = ("recv", "event")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+
+
+def check_clock(clock: str) -> str:
+    """``recv`` (order and pace by our receive time) or ``event`` (by exchange time)."""
+    if clock not in CLOCKS:
+        raise BadValue("clock", "must be recv (order by our receive time) or event (by exchange time)", clock)
+    return clock
 
 
 def parse_date(option: str, text: str) -> str:
     """A ``YYYY-MM-DD`` date, checked (``2026-02-30`` is not one)."""
-    value = text.strip()
     try:
-        if _DATE.match(value):
-            return dt.date.fromisoformat(value).isoformat()
+        return _parse_date(text)
     except ValueError:
-        pass
-    raise NovaError(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24")
+        raise NovaError(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24") from None
 
 
 def parse_time(option: str, text: str, day: str) -> int:
@@ -57,11 +62,10 @@ def _listing(items: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit // 2]) + f", ... ({len(items) - limit} more) ..., " + ", ".join(items[-limit // 2:])
 
 
-def resolve(dataset: Dataset, symbol: str, date: str | None, until: str | None, start: str | None,
+def resolve(dataset: ReplaySource, symbol: str, date: str | None, until: str | None, start: str | None,
             end: str | None, clock: str) -> tuple[ReplayRange, list[str]]:
     """The range to replay and the recorded dates it covers; NovaError (one sentence) for any bad input."""
-    if clock not in CLOCKS:
-        raise NovaError(f"--clock {clock} is not a clock; use recv (our receive time) or event (exchange time)")
+    check_clock(clock)
     try:
         sym = Symbol.parse(symbol)
     except ValueError as exc:

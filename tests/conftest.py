@@ -1,34 +1,41 @@
-"""Shared fixtures: the real-data location, in-process venues and ccxt.pro clients pointed at them."""
+"""Shared fixtures: in-process venues, ccxt.pro clients pointed at them, an HTTP session, copies of datasets.
+
+Shared functions and constants are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import ccxt.pro as ccxtpro
 import pytest
 
-from nova.core.markets import Market, Symbol
+from nova.core.markets import Market
 from nova.venue import FeedSource, SyntheticSource, Venue, VenueConfig
 from recorder.endpoints import ccxt_options, point_at_venue
+from tests.helpers import ETH
 
-REPO = Path(__file__).resolve().parents[1]
-REALDATA = Path(os.environ.get("NOVA_REALDATA", REPO.parent / "shared" / "realdata"))
-BINANCE_CAPTURES = REALDATA / "binance"
-ETH = Symbol("ETH", "USDT")
+# The quick check (``pytest -m "not slow"``) leaves out these whole modules: each starts venues, recorders, kills
+# or notebooks for many seconds. CI runs everything. Single slow tests elsewhere carry @pytest.mark.slow.
+SLOW_MODULES = {
+    "test_notebook",  # executes the notebook on two recorded runs (~50 s)
+    "test_crash_matrix",  # kill -9 of recorders and compactions (~30 s)
+    "test_trust",  # subprocess CLIs on recorded days, demo, recover (~70 s)
+    "test_recorder_cli",  # signals, kill -9 at random moments, full disk (~50 s)
+    "test_wire_faults",  # every malformed kind on every stream (~20 s)
+    "test_recorder_faults",  # injected drops, stalls, serverShutdown (~25 s)
+    "test_recorder_realdata",  # the real captures through venue and recorder (~10 s)
+    "test_venue_ccxt",  # bare ccxt.pro against the venue (~25 s)
+}
 
 
-def realdata_file(name: str) -> Path:
-    """A real capture, or skip the test saying where it was looked for."""
-    path = BINANCE_CAPTURES / name
-    if not path.is_file():
-        pytest.skip(f"real Binance capture {name} not found under {BINANCE_CAPTURES}; set NOVA_REALDATA to the "
-                    "folder holding binance/*.gz (CI always has it)")
-    return path
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -63,18 +70,18 @@ async def make_client() -> AsyncIterator[Callable[..., Any]]:
         await exchange.close()
 
 
-def ccxt_levels(orderbook: Any) -> tuple[list[list[float]], list[list[float]]]:
-    return [list(x) for x in orderbook["bids"]], [list(x) for x in orderbook["asks"]]
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for talking to a venue by hand."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
-def truth_levels(truth: dict) -> tuple[list[list[float]], list[list[float]]]:
-    return ([[float(p), float(q)] for p, q in truth["bids"]], [[float(p), float(q)] for p, q in truth["asks"]])
-
-
-async def wait_until_recorded(rec: Any, venue: Venue, source: Any, timeout_s: float = 120.0) -> None:
-    """Wait until a capture playback has finished and the recorder's every book holds the venue's last id."""
-    deadline = time.monotonic() + timeout_s
-    while not source.finished or any(s.states["ETHUSDT"].seq.last_id != venue.truth(m, "ETHUSDT")["lastUpdateId"]
-                                     for m, s in rec.sessions.items()):
-        assert time.monotonic() < deadline, "the recording did not catch up with the playback"
-        await asyncio.sleep(0.1)
+@pytest.fixture
+def copy_of(tmp_path: Path) -> Callable[..., Path]:
+    """``copy_of(src, name="copy")``: a copy of a dataset under the test's tmp_path, for tests that damage it."""
+    def make(src: Path, name: str = "copy") -> Path:
+        dst = tmp_path / name
+        shutil.copytree(src, dst)
+        return dst
+    return make

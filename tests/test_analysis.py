@@ -19,7 +19,6 @@ import bisect
 import datetime as dt
 import fcntl
 import json
-import os
 import random
 import re
 import shutil
@@ -39,18 +38,27 @@ import pyarrow.parquet as pq
 import pytest
 
 from nova.analysis.check import check
-from nova.analysis.compact import STAGING, compact
+from nova.analysis.compact import compact
 from nova.analysis.sql import connect, run
 from nova.core.contract import RECORDED_TABLES
+from nova.core.dataset import STAGING
 from nova.venue import SyntheticSource, Venue, VenueConfig
 from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH, REPO
+from tests.helpers import (
+    ETH,
+    LOCK,
+    MARKETS,
+    REPO,
+    file_states,
+    nova,
+    novas,
+    one_sentence,
+    record_until,
+    ts_sql,
+)
 from tests.oracle import read_table, rebuild_from_rows
-from tests.test_recorder_e2e import record_until
 
-MARKETS = ("spot", "perp")
 SYM = "ETH-USDT"
-NOVA = Path(sys.executable).with_name("nova")
 FAR_FUTURE = "2099-01-01"
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,15 +116,6 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return roots
 
 
-@pytest.fixture
-def copy_of(tmp_path: Path) -> Callable[[Path], Path]:
-    def make(src: Path, name: str = "copy") -> Path:
-        dst = tmp_path / name
-        shutil.copytree(src, dst)
-        return dst
-    return make
-
-
 # ---- helpers -------------------------------------------------------------------------------------------------------
 
 def ceil_us(ns: int) -> int:
@@ -143,13 +142,6 @@ def broken(breaks: list[int], since: int, t: int) -> bool:
     """Whether a break lies in [since, t]."""
     i = bisect.bisect_left(breaks, since)
     return i < len(breaks) and breaks[i] <= t
-
-
-def ts_sql(ns: int) -> str:
-    """A TIMESTAMPTZ literal for an instant with microsecond precision (DuckDB's TIMESTAMPTZ)."""
-    assert ns % 1000 == 0, ns
-    seconds, us = divmod(ns // 1000, 10**6)
-    return f"TIMESTAMPTZ '{dt.datetime.fromtimestamp(seconds, dt.UTC):%Y-%m-%d %H:%M:%S}.{us:06d}+00'"
 
 
 def visible_parquet(root: Path) -> list[Path]:
@@ -227,33 +219,9 @@ def sql_book_at(con: duckdb.DuckDBPyConnection, market: str, t: int, n: int) -> 
 NO_BOOK = [(None, None, None, None)]  # book_at's answer for an instant with no valid book
 
 
-def nova(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NOVA), *args], capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
-
-
-def novas(*calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
-    """Several independent nova commands, run side by side (each one a separate process)."""
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda args: nova(*args), calls))
-
-
-def one_sentence(proc: subprocess.CompletedProcess) -> str:
-    """The command failed with one line on stderr saying why, and no traceback."""
-    assert proc.returncode != 0, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
-
-
 def check_json(proc: subprocess.CompletedProcess) -> list[dict]:
     assert "Traceback" not in proc.stderr, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-
-
-def file_states(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 def quote_span(root: Path) -> tuple[int, int]:
@@ -282,6 +250,8 @@ def book_instants(root: Path, market: str, seed: int = 7) -> dict[int, str]:
     for e in read_table(root, "events", market):
         if e["stream"] == "book" and e["kind"] in ("gap", "resync", "disconnect", "reconnect"):
             add(ceil_us(e["ts_recv"]), f"at the {e['kind']} event")
+        if e["stream"] == "book" and e["kind"] == "stop":
+            add(ceil_us(e["ts_recv"]) + 1000, "after the stop")
     rng = random.Random(seed)
     lo, hi = msgs[0]["ts_recv"], msgs[-1]["ts_recv"]
     for _ in range(6):
@@ -395,10 +365,12 @@ def test_book_at_equals_the_rebuilt_book(recordings: dict[str, Path]) -> None:
                 want = top_levels(bids, asks, n) if valid else NO_BOOK
                 assert sql_book_at(con, market, t, n) == want, (market, why, t, n)
             invalid += not valid
+            if "before any message" in why or "after the stop" in why:
+                assert not valid, (market, why)
             if "snapshot" in why:
                 assert valid and len(bids) > 5 and len(asks) > 5, (market, why)
         assert len(checked) >= 10 and any("gap" in why for why in checked), (market, checked)
-        assert invalid >= 3, "before any message, at the gap, after the stop: no book"
+        assert invalid >= 3, "before any message, at a break, after the stop: no book"
 
 
 def test_book_at_uses_nothing_received_after_t(recordings: dict[str, Path]) -> None:
@@ -522,7 +494,7 @@ def test_check_does_not_flag_journals_while_a_recorder_holds_the_lock(recordings
     root = copy_of(recordings["clean"])
     folder = root / next(k for k in partitions(root) if str(k).startswith("trades/"))
     (folder / ".open.arrows").write_bytes(b"")
-    with open(root / ".nova-recorder.lock", "a+") as lock:
+    with open(root / LOCK, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert all(r.ok for r in check(root)), "a live recorder's journal is not a leftover"
         (folder / ".z.parquet.tmp").write_bytes(b"")
@@ -622,7 +594,7 @@ KILLABLE = f"""
 import os, signal, sys
 from pathlib import Path
 import pyarrow.parquet as pq
-import nova.analysis.compact as c
+import nova.core.local_swap as c
 root, phase, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 calls = {{"swap": 0, "write": 0}}
 swap, write = c.exchange_paths, pq.ParquetWriter.write_table
@@ -644,7 +616,8 @@ def write_table(self, *args, **kwargs):
 
 c.exchange_paths, pq.ParquetWriter.write_table = exchange, write_table
 print("ready", flush=True)
-c.compact(root, None, today="{FAR_FUTURE}")
+from nova.analysis.compact import compact
+compact(root, None, today="{FAR_FUTURE}")
 """
 
 
@@ -664,6 +637,7 @@ def plain(table: pa.Table) -> pa.Table:
     return table
 
 
+@pytest.mark.slow
 def test_interrupted_compaction_leaves_a_consistent_dataset(recordings: dict[str, Path], tmp_path: Path) -> None:
     """SIGKILL a compaction subprocess at random moments (fixed seed), resuming each time: after every kill each
     partition shows exactly its old files (untouched) or one merged file holding exactly their rows."""

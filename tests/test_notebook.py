@@ -27,7 +27,7 @@ import pytest
 from nova.analysis.sql import connect
 from nova.venue import CaptureSource, SyntheticSource, Venue, VenueConfig, derivatives
 from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH, REPO, realdata_file, wait_until_recorded
+from tests.helpers import ETH, REPO, realdata_file, wait_until_recorded
 from tests.oracle import read_table
 
 NOTEBOOK = REPO / "notebooks" / "spread_analysis.ipynb"

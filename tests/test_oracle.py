@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import realdata_file
+from tests.helpers import realdata_file
 from tests.oracle import capture_messages, replay_capture
 
 

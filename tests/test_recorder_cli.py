@@ -11,80 +11,38 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import random
-import select
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers import (
+    ENV,
+    FLUSH_S,
+    MARKETS,
+    assert_one_sentence,
+    control,
+    hidden_leftovers,
+    journals,
+    messages_on_disk,
+    record_args,
+    spawn,
+    stop,
+    venue_process,
+    wait_recording,
+    wait_until,
+)
 from tests.oracle import read_table
-from tests.test_recorder_faults import MARKETS, messages_on_disk
-
-_ENTRY = Path(sys.executable).with_name("nova")
-NOVA = [str(_ENTRY)] if _ENTRY.exists() else [sys.executable, "-m", "nova.cli"]
-ENV = {k: v for k, v in os.environ.items() if k != "NOVA_DATA"}
-FLUSH_S = 0.2
-LOCK = ".nova-recorder.lock"  # the recorder's lock: a clean stop removes it, a kill leaves it (unlocked)
-
 
 # ---- processes ---------------------------------------------------------------------------------------------------
-
-def spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a process this test started (SIGKILL if it does not go quietly)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def venue_process(*args: str) -> Iterator[str]:
-    """`nova venue --port 0 ...`; yields the URL it prints as its first line."""
-    proc = subprocess.Popen([*NOVA, "venue", "--port", "0", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=ENV)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        url = proc.stdout.readline().strip() if ready and proc.stdout else ""
-        assert url.startswith("http://"), f"nova venue printed {url!r} (exit {proc.poll()})"
-        yield url
-    finally:
-        stop(proc)
-
-
-def record_args(url: str, data: Path, *extra: str, symbol: str = "ETH/USDT") -> list[str]:
-    return [*NOVA, "record", symbol, "--venue", url, "--data", str(data), "--flush", f"{FLUSH_S}s", "-q", *extra]
-
-
-def control(url: str, path: str, method: str = "GET") -> dict:
-    with urllib.request.urlopen(urllib.request.Request(f"{url}/_venue/{path}", method=method), timeout=10) as r:
-        return json.loads(r.read())
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
 
 def sent_to_a_new_client(url: str) -> dict[str, int]:
     """The venue's messages_sent per market once no client is connected (the next recorder's baseline)."""
@@ -95,37 +53,11 @@ def sent_to_a_new_client(url: str) -> dict[str, int]:
 
 # ---- the data directory -------------------------------------------------------------------------------------------
 
-def journals(root: Path, since_ns: int = 0) -> list[Path]:
-    return [p for p in root.rglob(".*.arrows") if p.stat().st_mtime_ns >= since_ns]
-
-
-def wait_recording(proc: subprocess.Popen, root: Path, since_ns: int) -> None:
-    """Until the recorder has flushed rows into a journal of its own (it is past start-up and recovery)."""
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"the recorder exited {proc.returncode}: {proc.communicate()[1]}")
-        return bool(journals(root, since_ns))
-
-    wait_until(ready, "the recorder's first flush")
-
-
 def assert_every_file_reads(root: Path) -> list[Path]:
     files = [p for p in root.rglob("*.parquet") if not p.name.startswith(".")]
     for path in files:
         pq.read_table(path)  # raises on a torn or half-written file
     return files
-
-
-def hidden_leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".*") if p.is_file() and p != root / LOCK]
-
-
-def assert_one_sentence(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one sentence on stderr, got: {stderr!r}"
-    return lines[0]
 
 
 def ts_rows(root: Path) -> list[int]:

@@ -3,49 +3,15 @@ independent rebuild (tests/oracle.py) against the venue's truth and against the 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nova.venue import SyntheticSource, Venue
+from nova.venue import SyntheticSource
 from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH
-from tests.oracle import read_table, rebuild_from_rows
-
-
-async def record_until(venue: Venue, rec: Recorder, min_messages: int = 20, timeout: float = 30.0) -> None:
-    """Let both book streams run, pause the venue, and wait until the recorder has all it sent."""
-    deadline = time.monotonic() + timeout
-    books = {m: rec.sessions[m].states["ETHUSDT"] for m in rec.sessions}
-    while any(s.stats["book"].messages < min_messages for s in books.values()):
-        assert time.monotonic() < deadline, {m: s.stats["book"].messages for m, s in books.items()}
-        await asyncio.sleep(0.05)
-    venue.pause()
-    for market, state in books.items():
-        truth_id = venue.truth(market, "ETHUSDT")["lastUpdateId"]
-        while state.seq.last_id != truth_id or not state.seq.live:
-            assert time.monotonic() < deadline, (market, state.seq.last_id, truth_id)
-            await asyncio.sleep(0.05)
-
-
-def rebuilt_equals_truth(root: Path, market: str, truth: dict) -> dict[int, tuple]:
-    """Rebuild the market's book from its rows alone, compare with the truth, return top of book by last_id."""
-    tops: dict[int, tuple] = {}
-    bids: dict[float, float] = {}
-    asks: dict[float, float] = {}
-    last = None
-    for first_row, bids, asks in rebuild_from_rows(read_table(root, "book", market)):
-        last = first_row
-        if bids and asks and not first_row["stale"]:
-            best_bid, best_ask = max(bids), min(asks)
-            tops[first_row["last_id"]] = (best_bid, bids[best_bid], best_ask, asks[best_ask])
-    assert last is not None and last["last_id"] == truth["lastUpdateId"]
-    assert sorted(bids.items(), reverse=True) == [(float(p), float(q)) for p, q in truth["bids"]]
-    assert sorted(asks.items()) == [(float(p), float(q)) for p, q in truth["asks"]]
-    return tops
+from tests.helpers import ETH, rebuilt_equals_truth, record_until
+from tests.oracle import read_table
 
 
 def assert_tops_match_bbo(root: Path, market: str, tops: dict[int, tuple]) -> int:

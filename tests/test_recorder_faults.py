@@ -13,93 +13,31 @@ truth on both markets and stops cleanly, and then
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import ccxt
 
-from nova.venue import SyntheticSource, Venue
-from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH
+from nova.venue import Venue
+from recorder.recorder import Recorder
+from tests.helpers import (
+    MARKETS,
+    STREAMS,
+    await_until,
+    book_states,
+    entries,
+    flowing,
+    ledger,
+    messages_on_disk,
+    rebuilt_equals_truth,
+    record_until,
+    recording,
+    streamed_messages,
+)
 from tests.oracle import read_table
-from tests.test_recorder_e2e import rebuilt_equals_truth, record_until
-
-MARKETS = ("spot", "perp")
-STREAMS = {"spot": ("book", "bbo", "trades"), "perp": ("book", "bbo", "trades", "funding")}
-"""The streams these tests record (liquidations come seconds apart, and are tested in tests/test_trust.py)."""
-SEED = 5
-
-
-# ---- helpers shared with tests/test_recorder_cli.py ----------------------------------------------------------------
-
-STREAMED = ("bbo", "trades", "funding", "liquidations")  # with the book: what arrives over WebSockets
-
-
-def messages_on_disk(root: Path, market: str) -> int:
-    """WebSocket messages of one market stored in a recording: distinct book messages that are not REST
-    snapshots, plus every bbo, trades, funding and liquidations row (one row per message on those streams)."""
-    count = len({r["msg"] for r in read_table(root, "book", market) if not r["snapshot"]})
-    return count + sum(len(read_table(root, table, market)) for table in STREAMED)
-
-
-def streamed_messages(summary: dict, market: str) -> int:
-    """WebSocket messages a recorder's summary counts for a market (not the polled REST answers), comparable
-    with the venue's ``messages_sent``."""
-    return sum(v["messages"] for k, v in summary.items()
-               if k.startswith(f"{market}/") and k.rsplit("/", 1)[1] in ("book", *STREAMED))
-
-
-def ledger(root: Path, market: str) -> list[dict]:
-    """The market's ``events`` rows in time order."""
-    return sorted(read_table(root, "events", market), key=lambda e: e["ts_recv"])
-
-
-def entries(events: list[dict], kind: str, stream: str | None = None, after: int = 0) -> list[dict]:
-    return [e for e in events if e["kind"] == kind and stream in (None, e["stream"]) and e["ts_recv"] >= after]
-
 
 # ---- running a recording ---------------------------------------------------------------------------------------------
-
-async def wait_until(condition: Callable[[], Any], what: Callable[[], Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting: {what()}"
-        await asyncio.sleep(0.05)
-
-
-def _states(rec: Recorder) -> dict[str, Any]:
-    return {m: rec.sessions[m].states["ETHUSDT"] for m in MARKETS}
-
-
-async def flowing(rec: Recorder, since_ns: int) -> None:
-    """Wait until both books are live again and every stream of both markets received a message after
-    ``since_ns`` (so any reconnect has happened and been ledgered)."""
-
-    def ok() -> bool:
-        return all(s.seq.live and all(s.stats[t].last_recv_ns > since_ns for t in STREAMS[m])
-                   for m, s in _states(rec).items())
-
-    await wait_until(ok, lambda: {m: (s.seq.live, {t: s.stats[t].last_recv_ns > since_ns for t in STREAMS[m]})
-                                  for m, s in _states(rec).items()})
-
-
-@contextlib.asynccontextmanager
-async def recording(make_venue: Any, root: Path, **config: Any) -> AsyncIterator[tuple[Venue, Recorder]]:
-    """A synthetic venue with the recorder as its only client, recording both markets with a 0.2 s flush;
-    yields once every stream is flowing. The recorder is stopped however the test ends."""
-    venue = await make_venue(SyntheticSource([ETH], seed=SEED))
-    config.setdefault("tables", STREAMS["perp"])
-    rec = Recorder(RecorderConfig(symbols=[ETH], data=str(root), endpoint=venue.url, flush_s=0.2, **config))
-    await rec.start()
-    try:
-        await flowing(rec, 0)
-        yield venue, rec
-    finally:
-        await rec.stop()
-
 
 async def finish(venue: Venue, rec: Recorder, root: Path) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Pause the venue, let the recorder reach its truth, stop, and check the recording against the venue.
@@ -153,8 +91,8 @@ async def test_dropped_messages_are_ledgered_gaps_resynced_also_through_failing_
         t_plain = time.time_ns()
         for market in MARKETS:
             venue.drop_next(market, "ETHUSDT")
-        await wait_until(lambda: all(s.stats["book"].gaps == 1 for s in _states(rec).values()),
-                         lambda: {m: s.stats["book"].gaps for m, s in _states(rec).items()})
+        await await_until(lambda: all(s.stats["book"].gaps == 1 for s in book_states(rec).values()),
+                         lambda: {m: s.stats["book"].gaps for m, s in book_states(rec).items()})
         await flowing(rec, time.time_ns())  # resynced: the next faults must not meet the first resync
         # The second gap's resync meets a slow, then failing spot snapshot and a rate-limited perp one.
         t_faulty = time.time_ns()
@@ -162,8 +100,8 @@ async def test_dropped_messages_are_ledgered_gaps_resynced_also_through_failing_
         venue.snapshot_fault("perp", fail=1, status=429)
         for market in MARKETS:
             venue.drop_next(market, "ETHUSDT")
-        await wait_until(lambda: all(s.stats["book"].gaps == 2 for s in _states(rec).values()),
-                         lambda: {m: s.stats["book"].gaps for m, s in _states(rec).items()})
+        await await_until(lambda: all(s.stats["book"].gaps == 2 for s in book_states(rec).values()),
+                         lambda: {m: s.stats["book"].gaps for m, s in book_states(rec).items()})
         await flowing(rec, time.time_ns())
         summary, events = await finish(venue, rec, tmp_path)
 
@@ -258,7 +196,7 @@ async def test_recorder_hooks_are_called_on_the_pinned_ccxt(make_venue: Any, tmp
     """Fails if a ccxt upgrade renames the internals the recorder hooks (see recorder/exchange.py)."""
     async with recording(make_venue, tmp_path) as (_, rec):
         calls = {m: dict(rec.sessions[m].exchange.nova_hook_calls) for m in MARKETS}
-        messages = {m: {t: s.stats[t].messages for t in STREAMS[m]} for m, s in _states(rec).items()}
+        messages = {m: {t: s.stats[t].messages for t in STREAMS[m]} for m, s in book_states(rec).items()}
     pinned = f"ccxt {ccxt.__version__}"
     assert calls["spot"].get("publicGetDepth", 0) >= 1, (pinned, calls)
     assert calls["perp"].get("fapiPublicGetDepth", 0) >= 1, (pinned, calls)

@@ -8,7 +8,7 @@ from typing import Any
 
 from nova.venue import CaptureSource
 from recorder.recorder import Recorder, RecorderConfig
-from tests.conftest import ETH, realdata_file, wait_until_recorded
+from tests.helpers import ETH, realdata_file, wait_until_recorded
 from tests.oracle import read_table, rebuild_from_rows, replay_capture
 
 

@@ -30,12 +30,17 @@ from nova.core.errors import NovaError
 from nova.core.spread import READING_COLUMNS, SpreadParams
 from nova.venue import CaptureSource, SyntheticSource, Venue
 from recorder.recorder import Recorder, RecorderConfig
-from recorder.rows import SMALL_SCHEMAS, records_batch
-from recorder.sequencer import NULL, BookSequencer
 from recorder.status import take_readings
-from recorder.writer import DatasetWriter
 from replay import Replay
-from tests.conftest import ETH, realdata_file, wait_until_recorded
+from tests.helpers import (
+    AFTER,
+    BEFORE,
+    ETH,
+    MIDNIGHT,
+    realdata_file,
+    wait_until_recorded,
+    write_midnight_dataset,
+)
 from tests.oracle import read_table
 
 # the merge priority at equal times (replay.kernel.SEGMENTS spells out the same order)
@@ -296,7 +301,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _day_bounds(date: str) -> tuple[int, int]:
-    from replay.dataset import date_ns
+    from replay.plan import date_ns
 
     return date_ns(date), date_ns(date) + 86_400 * 10**9
 
@@ -399,6 +404,7 @@ def test_live_recorder_spread_equals_replay_for_the_same_final_state(synthetic: 
             assert close(getattr(live, column), last[column]), (column, getattr(live, column), last[column])
 
 
+@pytest.mark.slow  # records the real captures through the venue
 @pytest.mark.realdata
 async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_venue: Any, tmp_path: Path) -> None:
     spot = [realdata_file("spot_ethusdt_20240808.gz")]
@@ -421,58 +427,6 @@ async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_ve
 
 
 # ---- a crafted dataset across UTC midnight ------------------------------------------------------------------------
-
-MIDNIGHT = 1_795_564_800 * 10**9  # 2026-11-25 00:00:00 UTC
-BEFORE, AFTER = "2026-11-24", "2026-11-25"
-
-
-def _book_messages(market: str, seq: BookSequencer, t0: int, n: int, first_id: int) -> None:
-    """A snapshot, then ``n`` diffs 100 ms apart that walk the top of book; a gap (and resync) in the middle."""
-    mid = 3000.0 if market == "spot" else 3001.5
-    levels = {"b": [[f"{mid - 0.01 * i:.2f}", "1.0"] for i in range(1, 6)],
-              "a": [[f"{mid + 0.01 * i:.2f}", "1.0"] for i in range(1, 6)]}
-    def text(value: dict) -> str:  # compact, as Binance sends it (the recorder's level scanner expects that)
-        return json.dumps(value, separators=(",", ":"))
-
-    seq.on_snapshot(t0, NULL if market == "spot" else t0 // 10**6, NULL, first_id, text(levels), 10)
-    last = first_id
-    for i in range(n):
-        ts = t0 + (i + 1) * 100_000_000
-        bid, ask = mid - 0.01 * (1 + i % 3), mid + 0.01 * (1 + (i + 1) % 3)  # moves the top, never crosses
-        levels_text = text({"b": [[f"{bid:.2f}", f"{1 + i % 4}.5"]], "a": [[f"{ask:.2f}", f"{i % 2}.25"]]})
-        first = last + 1 if not (market == "perp" and i == n // 4) else last + 5  # one perp gap
-        if market == "perp" and i == 0:
-            first = last  # a perp diff straddles the snapshot id: U <= lastUpdateId <= u
-        prev = last if market == "perp" and i != n // 4 else (last + 3 if market == "perp" else NULL)
-        seq.on_diff((ts, ts // 10**6 - 2, NULL, first, first + 1, prev, levels_text))
-        last = first + 1
-        if market == "perp" and i == n // 4:  # the recorder resyncs: a new snapshot the next diff straddles
-            seq.on_snapshot(ts + 50_000_000, ts // 10**6 + 40, NULL, last + 2, text(levels), 10)
-
-
-def write_midnight_dataset(root: Path) -> None:
-    writer = DatasetWriter(str(root), rotate_s=900)
-    t0 = MIDNIGHT - 20 * 10**9
-    for market, first_id in (("spot", 1000), ("perp", 50_000)):
-        ledger: list[tuple] = [(t0 - 10**6, "book", "start", None, None, "crafted")]
-        seq = BookSequencer(market, 1, ledger=lambda ts, kind, exp, rec, detail, out=ledger: out.append(
-            (ts, "book", kind, exp, rec, detail)), request_resync=lambda: None)
-        _book_messages(market, seq, t0, 400, first_id)  # 40 s: 20 before midnight, 20 after
-        from recorder.rows import book_batch
-
-        batch, _, _ = book_batch(seq.take())
-        writer.write("book", market, ETH, batch)
-        bbo = [(t0 + k * 70_000_000 + (5_000_000 if market == "perp" else 0),
-                None if market == "spot" else t0 + k * 70_000_000 - 2_000_000, first_id + (k * 7) // 5 + k % 3 - 1,
-                2999.9 + 0.01 * (k % 7), 1.0, 3000.1 + 0.01 * (k % 5), 2.0) for k in range(500)]
-        writer.write("bbo", market, ETH, records_batch(SMALL_SCHEMAS["bbo"], bbo))
-        if market == "perp":
-            funding = [(t0 + k * 10**9, t0 + k * 10**9, 3001.0, 3000.0, 0.0001 * (1 + k % 3), MIDNIGHT + 8 * 3600
-                        * 10**9) for k in range(40)]
-            writer.write("funding", market, ETH, records_batch(SMALL_SCHEMAS["funding"], funding))
-        writer.write("events", market, ETH, records_batch(SMALL_SCHEMAS["events"], sorted(ledger)))
-    writer.close()
-
 
 @pytest.fixture(scope="module")
 def midnight(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -525,10 +479,40 @@ def test_raw_events_interleave_with_readings_in_merge_order(midnight: Path) -> N
     assert book.data["bids"] and isinstance(book.data["ts_recv"], int)
 
 
-
 async def test_async_events_and_readings_equal_the_sync_ones(midnight: Path) -> None:
     r = Replay(str(midnight), "ETH/USDT", AFTER, start="00:00:05", end="00:00:10")
     sync = [(type(i).__name__, i.ts) for i in r.events()]
     got = [(type(i).__name__, i.ts) async for i in r.aevents()]
     assert got == sync and {"Event", "Reading"} <= {name for name, _ in got}
     assert [x.ts async for x in r.areadings()] == [x.ts for x in r.readings()]
+
+
+def test_callbacks_of_run_see_what_events_yields(midnight: Path) -> None:
+    """``on_event`` and ``on_reading`` callbacks of one ``run`` get the entries and readings ``events()`` yields,
+    in the same order, and the summary counts them."""
+    r = Replay(str(midnight), "ETH/USDT", AFTER, start="00:00:05", end="00:00:10")
+    want = [(type(i).__name__, i.ts) for i in r.events()]
+    got: list[tuple[str, int]] = []
+    r.on_event(lambda e: got.append(("Event", e.ts)))
+    r.on_reading(lambda x: got.append(("Reading", x.ts)))
+    summary = r.run()
+    assert got == want and {"Event", "Reading"} <= {name for name, _ in got}
+    assert summary.events == sum(1 for name, _ in got if name == "Event")
+    assert summary.readings == sum(1 for name, _ in got if name == "Reading")
+    as_dict = json.loads(json.dumps(summary.to_dict()))  # plain JSON types, for a script's log
+    assert as_dict["readings"] == summary.readings and as_dict["span_s"] == summary.span_s
+
+
+async def test_arun_awaits_coroutine_callbacks_in_order(midnight: Path) -> None:
+    r = Replay(str(midnight), "ETH/USDT", AFTER, start="00:00:05", end="00:00:10")
+    want = [(type(i).__name__, i.ts) for i in r.events()]
+    got: list[tuple[str, int]] = []
+
+    async def on_reading(x: Any) -> None:
+        await asyncio.sleep(0)  # a bot's awaitable handler: arun must await it before the next item
+        got.append(("Reading", x.ts))
+
+    r.on_event(lambda e: got.append(("Event", e.ts)))
+    r.on_reading(on_reading)
+    summary = await r.arun()
+    assert got == want and summary.readings == sum(1 for name, _ in got if name == "Reading")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from replay import Replay
-from tests.test_replay_oracle import AFTER, BEFORE, MIDNIGHT, write_midnight_dataset
+from tests.helpers import AFTER, BEFORE, MIDNIGHT, write_midnight_dataset
 
 SLACK_NS = 2_000  # perf_counter_ns of two threads' views of "now": allow a couple of microseconds
 

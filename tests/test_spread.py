@@ -29,7 +29,7 @@ from nova.core.spread import (
     SpreadParams,
     compute_reading,
     new_market_state,
-    reading_table,
+    readings_table,
     same_top,
 )
 
@@ -349,12 +349,12 @@ def test_reading_fields_table_and_schema_agree() -> None:
     feed(logic, "perp", leg(100.5, 100.6))
     row = logic.reading(T0)
     values = np.array([[float(getattr(row, c)) for c in VALUE_COLUMNS]] * 2)
-    table = reading_table([T0, T0 + 1], values)
+    table = readings_table([T0, T0 + 1], values)
     assert table.schema == READING_SCHEMA and table.num_rows == 2
     assert table.column("valid").to_pylist() == [True, True]
     assert table.column("ts").cast(pa.int64()).to_pylist() == [T0, T0 + 1]  # nanoseconds kept exactly
     with pytest.raises(ValueError, match="rows"):
-        reading_table([T0], values)
+        readings_table([T0], values)
 
 
 def test_params_vector_and_validation() -> None:

@@ -11,11 +11,7 @@ import csv
 import io
 import itertools
 import json
-import os
 import random
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,9 +26,8 @@ from nova.analysis.output import FORMATS, export
 from nova.analysis.sql import Session, connect, run
 from nova.core.contract import SCHEMAS
 from nova.core.errors import NovaError
+from tests.helpers import nova, novas, ok, one_sentence
 
-REPO = Path(__file__).resolve().parents[1]
-NOVA = Path(sys.executable).with_name("nova")
 DAY = "2024-03-01"
 T0 = 1_709_251_200_000_000_000  # 2024-03-01 00:00:00 UTC, ns
 STEP_NS = 1_234_567_891  # successive rows 1.234567891 s apart: never whole microseconds
@@ -96,33 +91,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ---- the command ---------------------------------------------------------------------------------------------
-
-def nova(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NOVA), *args], capture_output=True, text=True, timeout=90, cwd=REPO,
-                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
-
-
-def novas(*calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
-    """Several independent nova commands side by side."""
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda args: nova(*args), calls))
-
-
-def one_sentence(proc: subprocess.CompletedProcess) -> str:
-    """The command failed with exactly one line on stderr, no traceback, nothing 'unexpected'."""
-    assert proc.returncode != 0, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "unexpected" not in lines[0], lines[0]
-    return lines[0]
-
-
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.stdout
-
 
 def json_rows(text: str) -> list[dict]:
     return [json.loads(line, parse_float=Decimal) for line in text.splitlines() if line.strip()]
@@ -419,7 +387,7 @@ def test_bad_options_are_one_sentence_and_write_nothing(dataset: Path, tmp_path:
         "limit 0": (("--limit", "0"), "--limit"),
         "limit -3": (("--limit", "-3"), "--limit"),
         "limit abc": (("--limit", "abc"), "--limit"),
-        "unknown format": (("--format", "xml"), "--format xml"),
+        "unknown format": (("--format", "xml"), "--format: 'xml'"),
         "parquet to stdout": (("--format", "parquet"), "--output"),
         "failing query": (("--output", str(tmp_path / "failed.csv"), "--format", "csv"), "no_such_column"),
     }

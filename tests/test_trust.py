@@ -30,32 +30,28 @@ from nova.venue import SyntheticSource, Venue, derivatives
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.recovery import CRASH_DETAIL
 from replay import Replay
-from tests.conftest import ETH
-from tests.oracle import read_table
-from tests.test_recorder_cli import (
+from tests.helpers import (
     ENV,
+    ETH,
+    LOCK,
     NOVA,
     assert_one_sentence,
+    file_states,
     hidden_leftovers,
     journals,
+    nova,
     record_args,
+    record_until,
     spawn,
     stop,
+    ts_sql,
     venue_process,
     wait_recording,
 )
-from tests.test_recorder_e2e import record_until
+from tests.oracle import read_table
 
 pytestmark = pytest.mark.timeout(180)
 SYM = "ETH-USDT"
-
-
-def nova(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*NOVA, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
-
-
-def file_states(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 async def _run(venue: Venue, root: Path, recorder_id: str, seconds: float, **config: Any) -> tuple[int, int]:
@@ -93,25 +89,12 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         derivatives.LIQUIDATIONS_PER_S = saved
 
 
-@pytest.fixture
-def copy_of(tmp_path: Path) -> Any:
-    def make(src: Path, name: str = "copy") -> Path:
-        dst = tmp_path / name
-        shutil.copytree(src, dst)
-        return dst
-    return make
-
-
 def hole(two_runs: dict) -> tuple[int, int]:
     """The stretch between the first run's stop and the second run's start."""
     events = read_table(two_runs["root"], "events", "perp")
     stops = sorted(e["ts_recv"] for e in events if e["kind"] == "stop" and e["stream"] == "book")
     starts = sorted(e["ts_recv"] for e in events if e["kind"] == "start" and e["stream"] == "book")
     return stops[0], starts[1]
-
-
-def ts_sql(ns: int) -> str:
-    return f"make_timestamptz({ns // 1000})"
 
 
 # ---- validity across downtime -------------------------------------------------------------------------------------
@@ -457,7 +440,7 @@ def test_recover_finishes_a_killed_recorder_and_a_restart_ledgers_its_stop(tmp_p
         assert journals(root)
         done = nova("recover", "--data", str(root))
         assert done.returncode == 0 and "recovered" in done.stderr, done.stderr
-        assert hidden_leftovers(root) == [] and not (root / ".nova-recorder.lock").exists()
+        assert hidden_leftovers(root) == [] and not (root / LOCK).exists()
         for market in ("spot", "perp"):
             events = read_table(root, "events", market)
             stops = [e for e in events if e["kind"] == "stop" and e["stream"] == "book"]
@@ -487,7 +470,7 @@ def test_recover_finishes_a_killed_recorder_and_a_restart_ledgers_its_stop(tmp_p
                  if e["stream"] == "book" and e["kind"] in ("start", "stop")]
         assert kinds == [("start", False), ("stop", True), ("start", False), ("stop", True), ("start", False),
                          ("stop", False)], kinds
-    assert not (root / ".nova-recorder.lock").exists(), "a clean stop removes the lock file"
+    assert not (root / LOCK).exists(), "a clean stop removes the lock file"
 
 
 # ---- small things -------------------------------------------------------------------------------------------------

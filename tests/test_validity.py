@@ -60,7 +60,6 @@ def test_quote_spans_start_at_the_first_quote_after_a_break() -> None:
 
 # ---- the SQL macros against the Python rule -----------------------------------------------------------------------
 
-
 def _write(root: Path, table: str, market: str, schema: pa.Schema, rows: list[dict]) -> None:
     folder = root / table / "exchange=binance" / f"market={market}" / "symbol=ETH-USDT" / "date=2026-12-06"
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,7 +149,8 @@ def _instants(ledger: list[tuple[int, str]], times: list[int], rng: random.Rando
     return sorted(out)
 
 
-@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow  # one query per instant: ~25 s a seed
+@pytest.mark.parametrize("seed", [1, 2])
 def test_the_macros_restate_the_rule(tmp_path: Path, seed: int) -> None:
     truth = _generate(tmp_path, seed)
     con = connect(tmp_path)

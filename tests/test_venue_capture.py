@@ -13,9 +13,8 @@ import pytest
 
 from nova.core.errors import NovaError
 from nova.venue import CaptureSource, read_capture
-from tests.conftest import ccxt_levels, realdata_file, truth_levels
+from tests.helpers import Watcher, ccxt_levels, realdata_file, truth_levels
 from tests.oracle import final_book
-from tests.test_venue_ccxt import Watcher
 
 
 def spot_files() -> list[Path]:

@@ -8,56 +8,14 @@ snapshots that land inside a message's id range, injected gaps and dropped conne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import pytest
 from ccxt.base.errors import ChecksumError, NetworkError
 
-from nova.core.markets import Market
 from nova.venue import SyntheticSource, Venue
-from tests.conftest import ETH, ccxt_levels, truth_levels
-
-SYMBOL = {"spot": "ETH/USDT", "perp": "ETH/USDT:USDT"}
-
-
-class Watcher:
-    """Keeps calling watch_order_book like a user's loop does, noting the errors ccxt raises."""
-
-    def __init__(self, client: Any, market: Market, once: bool = False) -> None:
-        self.client, self.market, self.symbol = client, market, SYMBOL[market]
-        self.once = once  # subscribe, then leave ccxt's book alone (each watch call trims it to 1000 levels)
-        self.updates = 0
-        self.errors: list[Exception] = []
-        self.task: asyncio.Task | None = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.client.watch_order_book(self.symbol)
-                self.updates += 1
-                if self.once:
-                    await asyncio.Event().wait()
-            except (ChecksumError, NetworkError) as exc:
-                self.errors.append(exc)
-                await asyncio.sleep(0.05)
-
-    def start(self) -> Watcher:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
-        return self
-
-    async def stop(self) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    async def wait_updates(self, n: int, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.updates < n:
-            assert time.monotonic() < deadline, f"{self.market}: only {self.updates} updates, errors {self.errors}"
-            await asyncio.sleep(0.02)
+from tests.helpers import CCXT_SYMBOL, ETH, Watcher, ccxt_levels, truth_levels
 
 
 async def assert_converges(venue: Venue, watcher: Watcher, timeout: float = 10.0) -> dict:
@@ -176,7 +134,7 @@ async def test_bids_asks_trades_and_mark_price_are_well_formed(make_venue: Any, 
             assert time.monotonic() < deadline
 
     for client, market in ((spot, "spot"), (perp, "perp")):
-        symbol = SYMBOL[market]
+        symbol = CCXT_SYMBOL[market]
         tickers = await first_of(lambda c=client, s=symbol: c.watch_bids_asks([s]), lambda r, s=symbol: s in r)
         t = tickers[symbol]
         assert 0 < t["bid"] < t["ask"] and t["bidVolume"] > 0 and t["askVolume"] > 0
@@ -184,7 +142,7 @@ async def test_bids_asks_trades_and_mark_price_are_well_formed(make_venue: Any, 
         for trade in trades:
             assert trade["symbol"] == symbol and trade["price"] > 0 and trade["amount"] > 0
             assert trade["side"] in ("buy", "sell") and trade["id"]
-    mark = await first_of(lambda: perp.watch_mark_price(SYMBOL["perp"]), lambda r: r.get("markPrice"))
+    mark = await first_of(lambda: perp.watch_mark_price(CCXT_SYMBOL["perp"]), lambda r: r.get("markPrice"))
     assert mark["markPrice"] > 0 and mark["indexPrice"] > 0
     funding = mark["info"]
     assert {"e", "E", "s", "p", "i", "P", "r", "T"} <= set(funding)

@@ -16,7 +16,6 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,21 @@ from nova.venue import CaptureSource, SyntheticSource, derivatives
 from nova.venue import malformed as bad
 from nova.venue.faults import FaultSpec, apply_fault
 from nova.venue.streams import parse_stream
-from tests.conftest import ETH
-from tests.test_venue_protocol import collect, connect, get_json, next_frame, post_json, request, subscribe
+from tests.helpers import (
+    CAPTURE_T0_MS,
+    CAPTURED_OI,
+    ETH,
+    collect,
+    compact_json,
+    force_order,
+    get_json,
+    next_frame,
+    post_json,
+    request,
+    subscribe,
+    write_perp_capture,
+    ws_connect,
+)
 
 BTC = Symbol("BTC", "USDT")
 OI = "/fapi/v1/openInterest"
@@ -38,12 +50,6 @@ FORCE_ORDER_KEYS = {"e", "E", "o"}
 ORDER_KEYS = {"s", "S", "o", "f", "q", "p", "ap", "X", "l", "z", "T"}
 ETH_PRICE = re.compile(r"^\d+\.\d{2}$")  # the ETHUSDT perp tick is 0.01
 ETH_QTY = re.compile(r"^\d+\.\d{3}$")  # and its step 0.001
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
@@ -94,7 +100,7 @@ async def raw_frames(ws: Any, n: int, timeout: float = 8.0) -> list[str]:
 ], ids=["market-path", "plain-ws", "public-ws", "combined"])
 async def test_force_order_payload(make_venue, session, fast_liquidations, path: str, stream: str | None) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, path)
+    ws = await ws_connect(session, venue, path)
     if stream:
         await subscribe(ws, stream)
     combined = "streams=" in path
@@ -108,11 +114,12 @@ async def test_force_order_payload(make_venue, session, fast_liquidations, path:
     await ws.close()
 
 
+@pytest.mark.slow
 async def test_force_order_at_most_one_per_symbol_per_second(make_venue, session, fast_liquidations) -> None:
     """Binance pushes only the latest liquidation of each 1000 ms window; counted on the engine's clock."""
     venue = await make_venue(SyntheticSource([ETH, BTC], seed=3))
     first_tick = venue.source.ticks
-    ws = await connect(session, venue, "/fstream/market/ws/ethusdt@forceOrder")
+    ws = await ws_connect(session, venue, "/fstream/market/ws/ethusdt@forceOrder")
     await subscribe(ws, "btcusdt@forceOrder")
     frames = [f for _, f in await collect(ws, 3.5)]
     windows = (venue.source.ticks - first_tick) // 100 + 1  # 1000 ms windows that closed, at most
@@ -129,12 +136,13 @@ async def test_force_order_at_most_one_per_symbol_per_second(make_venue, session
     await ws.close()
 
 
+@pytest.mark.slow  # waits for liquidations
 async def test_force_order_is_perp_only(make_venue, session, fast_liquidations) -> None:
     """Spot has no liquidation stream: it ACKs the name and never sends anything, as it does for markPrice."""
     assert parse_stream("ethusdt@forceOrder", "spot") is None
     assert parse_stream("ethusdt@forceOrder", "perp") is not None
     venue = await make_venue()
-    ws = await connect(session, venue, "/stream/ws/0")
+    ws = await ws_connect(session, venue, "/stream/ws/0")
     names = ["ethusdt@forceOrder", "ethusdt@markPrice@1s"]
     await subscribe(ws, *names)
     assert await request(ws, "LIST_SUBSCRIPTIONS", req_id=2) == {"result": names, "id": 2}
@@ -182,44 +190,6 @@ async def test_spot_has_no_open_interest(make_venue, session) -> None:
 
 
 # ---- 3. capture playback ------------------------------------------------------------------------------------
-T0_NS = 1_723_161_254_000_000_000
-T0_MS = T0_NS // 1_000_000
-CAPTURED_OI = '{"openInterest": "10659.509", "symbol": "ETHUSDT", "time": 1723161254050}'  # spaced: verbatim
-
-
-def _compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
-
-
-def liquidation(side: str, price: str, ms: int) -> dict:
-    return {"e": "forceOrder", "E": ms + 1, "o": {"s": "ETHUSDT", "S": side, "o": "LIMIT", "f": "IOC", "q": "0.014",
-                                                  "p": price, "ap": price, "X": "FILLED", "l": "0.014",
-                                                  "z": "0.014", "T": ms}}
-
-
-def depth(first: int, last: int, prev: int, ms: int) -> dict:
-    return {"e": "depthUpdate", "E": ms, "T": ms, "s": "ETHUSDT", "U": first, "u": last, "pu": prev,
-            "b": [["2999.99", "2.500"]], "a": []}
-
-
-def write_perp_capture(path: Path, with_open_interest: bool = True) -> dict[str, Any]:
-    """A short USDT-M capture: a snapshot, diffs, a wrapped and a bare liquidation, and (optionally) a recorded
-    open interest; 20 ms apart. Returns what it holds."""
-    wrapped_liq, bare_liq = liquidation("SELL", "2990.10", T0_MS + 30), liquidation("BUY", "3010.20", T0_MS + 90)
-    snapshot = {"lastUpdateId": 1000, "E": T0_MS, "T": T0_MS,
-                "bids": [["3000.00", "1.000"], ["2999.99", "2.000"]], "asks": [["3000.01", "1.500"]]}
-    bodies = [
-        _compact(snapshot),
-        _compact({"stream": "ethusdt@depth@0ms", "data": depth(995, 1005, 990, T0_MS + 10)}),
-        _compact({"stream": "ethusdt@forceOrder", "data": wrapped_liq}),
-        _compact({"stream": "ethusdt@depth@0ms", "data": depth(1006, 1010, 1005, T0_MS + 40)}),
-        *([CAPTURED_OI] if with_open_interest else []),
-        _compact({"stream": "ethusdt@depth@0ms", "data": depth(1011, 1020, 1010, T0_MS + 70)}),
-        _compact(bare_liq),
-    ]
-    path.write_text("".join(f"{T0_NS + i * 20_000_000} {b}\n" for i, b in enumerate(bodies)))
-    return {"liquidations": [wrapped_liq, bare_liq], "depth": 3}
-
 
 async def wait_finished(source: CaptureSource, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -237,7 +207,7 @@ async def test_capture_routes_liquidations_and_open_interest(make_venue, session
     status, body = await get_json(session, venue.url + OI, symbol="ETHUSDT")
     assert (status, body) == (404, {"code": -1000, "msg": "this capture holds no open interest for ETHUSDT yet"})
 
-    ws = await connect(session, venue, "/fstream/stream?streams=ethusdt@depth@0ms/ethusdt@forceOrder")
+    ws = await ws_connect(session, venue, "/fstream/stream?streams=ethusdt@depth@0ms/ethusdt@forceOrder")
     status, snap = await get_json(session, venue.url + "/fapi/v1/depth", symbol="ETHUSDT", limit="5")
     assert status == 200 and snap["lastUpdateId"] == 1000  # the held, captured snapshot; playback goes on
     frames = [await next_frame(ws) for _ in range(captured["depth"] + len(captured["liquidations"]))]
@@ -269,7 +239,7 @@ async def test_capture_without_open_interest_answers_404_json(make_venue, sessio
 
 
 # ---- 4. faults: malformed liquidations -----------------------------------------------------------------------
-SAMPLE_LIQUIDATION = _compact(liquidation("SELL", "2990.10", T0_MS))
+SAMPLE_LIQUIDATION = compact_json(force_order("SELL", "2990.10", CAPTURE_T0_MS))
 
 
 @pytest.mark.parametrize("kind", list(bad.KINDS))
@@ -288,7 +258,7 @@ def test_every_malformed_kind_damages_a_liquidation(kind: str) -> None:
     expected = {
         "missing-ids": lambda: "E" not in msg and "T" not in o and o["q"] == "0.014",
         "missing-data": lambda: "o" not in msg and msg["e"] == "forceOrder",
-        "string-ids": lambda: msg["E"] == str(T0_MS + 1) and o["T"] == str(T0_MS),
+        "string-ids": lambda: msg["E"] == str(CAPTURE_T0_MS + 1) and o["T"] == str(CAPTURE_T0_MS),
         "number-levels": lambda: (o["p"], o["q"], o["ap"], o["l"], o["z"]) == (2990.1, 0.014, 2990.1, 0.014, 0.014)
         and (o["s"], o["S"], o["o"], o["f"], o["X"]) == ("ETHUSDT", "SELL", "LIMIT", "IOC", "FILLED"),
         "non-numeric": lambda: o["q"] == "abc",
@@ -302,9 +272,10 @@ def test_every_malformed_kind_damages_a_liquidation(kind: str) -> None:
     assert expected[kind](), payload[:300]
 
 
+@pytest.mark.slow  # waits for liquidations
 async def test_malformed_liquidation_replaces_or_adds_a_frame(make_venue, session, fast_liquidations) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, "/fstream/market/ws/ethusdt@forceOrder")
+    ws = await ws_connect(session, venue, "/fstream/market/ws/ethusdt@forceOrder")
     await raw_frames(ws, 1)  # the stream is running; the next push is about a second away
     armed = await post_json(session, venue.url + "/_venue/fault/malformed", market="perp", stream="forceOrder",
                             kind="nan")

@@ -16,14 +16,25 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
+
+from tests.helpers import (
+    NOVA,
+    collect,
+    get_json,
+    next_frame,
+    next_reply,
+    post_json,
+    receive,
+    request,
+    subscribe,
+    ws_connect,
+)
 
 SPOT_WS = "/stream/ws/0"
 PERP_PUBLIC_WS = "/fstream/public/ws/0"
@@ -38,88 +49,6 @@ MARK_PRICE_KEYS = {"e", "E", "s", "p", "i", "P", "r", "T"}
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-async def get_json(session: aiohttp.ClientSession, url: str, **params: Any) -> tuple[int, Any]:
-    async with session.get(url, params=params) as resp:
-        text = await resp.text()
-        return resp.status, (json.loads(text) if text else None)
-
-
-async def post_json(session: aiohttp.ClientSession, url: str, **params: Any) -> Any:
-    async with session.post(url, params=params) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def connect(session: aiohttp.ClientSession, venue: Any, path: str, **kw: Any) -> Any:
-    return await session.ws_connect(venue.url.replace("http://", "ws://") + path, **kw)
-
-
-async def receive(ws: Any, timeout: float) -> Any:
-    """One message, within ``timeout`` overall. (aiohttp's own ``receive(timeout=)`` restarts its clock on every
-    ping it answers, so with frequent pings it would never time out.)"""
-    return await asyncio.wait_for(ws.receive(), timeout)
-
-
-async def next_frame(ws: Any, timeout: float = 3.0) -> Any:
-    """The next text frame as JSON (pings and pongs skipped); fails on a close or after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no frame within {timeout} s")
-        try:
-            msg = await receive(ws, remaining)
-        except TimeoutError:
-            raise AssertionError(f"no frame within {timeout} s") from None
-        if msg.type == WSMsgType.TEXT:
-            return json.loads(msg.data)
-        if msg.type in (WSMsgType.PING, WSMsgType.PONG):
-            continue
-        raise AssertionError(f"connection ended while waiting for a frame: {msg.type!r} {msg.data!r}")
-
-
-async def next_reply(ws: Any, timeout: float = 3.0) -> dict:
-    """The next request reply (a frame with ``id`` or ``error``), skipping stream payloads."""
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = await next_frame(ws, max(0.01, deadline - time.monotonic()))
-        if isinstance(frame, dict) and ("id" in frame or "error" in frame):
-            return frame
-
-
-async def request(ws: Any, method: str, params: list | None = None, req_id: Any = 1) -> dict:
-    body: dict[str, Any] = {"method": method, "id": req_id}
-    if params is not None:
-        body["params"] = params
-    await ws.send_str(json.dumps(body))
-    return await next_reply(ws)
-
-
-async def subscribe(ws: Any, *streams: str, req_id: int = 1) -> None:
-    assert await request(ws, "SUBSCRIBE", list(streams), req_id) == {"result": None, "id": req_id}
-
-
-async def collect(ws: Any, seconds: float) -> list[tuple[float, Any]]:
-    """Every text frame that arrives within ``seconds``, with its arrival time (monotonic)."""
-    out: list[tuple[float, Any]] = []
-    deadline = time.monotonic() + seconds
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            msg = await receive(ws, remaining)
-        except TimeoutError:
-            break
-        if msg.type == WSMsgType.TEXT:
-            out.append((time.monotonic(), json.loads(msg.data)))
-        elif msg.type not in (WSMsgType.PING, WSMsgType.PONG):
-            raise AssertionError(f"connection ended: {msg.type!r} {msg.data!r}")
-    return out
-
 
 async def take(ws: Any, n: int, timeout: float = 5.0, event: str | None = None) -> list[dict]:
     """The next ``n`` payloads (optionally only those whose ``e`` is ``event``)."""
@@ -297,7 +226,7 @@ WS_CASES = [
 @pytest.mark.parametrize(("path", "stream", "event"), WS_CASES)
 async def test_subscribe_list_unsubscribe(make_venue, session, path: str, stream: str, event: str) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, path)
+    ws = await ws_connect(session, venue, path)
     assert await request(ws, "LIST_SUBSCRIPTIONS", req_id=1) == {"result": [], "id": 1}
     await subscribe(ws, stream, req_id=2)
     (payload,) = await take(ws, 1)
@@ -313,7 +242,7 @@ async def test_subscribe_list_unsubscribe(make_venue, session, path: str, stream
 @pytest.mark.parametrize(("path", "stream", "event"), WS_CASES)
 async def test_combined_property(make_venue, session, path: str, stream: str, event: str) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, path)
+    ws = await ws_connect(session, venue, path)
     assert await request(ws, "GET_PROPERTY", ["combined"], req_id=1) == {"result": False, "id": 1}
     assert await request(ws, "SET_PROPERTY", ["combined", True], req_id=2) == {"result": None, "id": 2}
     assert await request(ws, "GET_PROPERTY", ["combined"], req_id=3) == {"result": True, "id": 3}
@@ -337,7 +266,7 @@ async def test_combined_property(make_venue, session, path: str, stream: str, ev
 ])
 async def test_combined_stream_url(make_venue, session, path: str, stream: str) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, path)
+    ws = await ws_connect(session, venue, path)
     seen = {f["stream"] for f in await take(ws, 30)}
     assert stream in seen
     assert seen <= set(path.split("=", 1)[1].split("/"))
@@ -369,7 +298,7 @@ async def send_bad_requests(ws: Any) -> None:
 
 
 async def assert_other_client_served(session: aiohttp.ClientSession, venue: Any, path: str) -> None:
-    other = await connect(session, venue, path)
+    other = await ws_connect(session, venue, path)
     await subscribe(other, "ethusdt@depth@100ms")
     assert len(await take(other, 3, event="depthUpdate")) == 3
     await other.close()
@@ -377,7 +306,7 @@ async def assert_other_client_served(session: aiohttp.ClientSession, venue: Any,
 
 async def test_bad_requests_spot(make_venue, session) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, SPOT_WS)
+    ws = await ws_connect(session, venue, SPOT_WS)
     await ws.send_str('{"method": "SUBSCRIBE", "params": [')
     bad_json = await next_reply(ws)
     assert bad_json["error"]["code"] == 3
@@ -401,7 +330,7 @@ async def test_bad_requests_spot(make_venue, session) -> None:
 @pytest.mark.parametrize("path", [PERP_PUBLIC_WS, PERP_MARKET_WS])
 async def test_bad_requests_perp(make_venue, session, path: str) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, path)
+    ws = await ws_connect(session, venue, path)
     await send_bad_requests(ws)
     # USDT-M answers invalid JSON with code 3, then disconnects
     await ws.send_str("{not json")
@@ -428,7 +357,7 @@ PAYLOAD_CASES = [
 async def test_payload_fields(make_venue, session, market: str, path: str, stream: str, keys: set[str],
                               event: str | None) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, path)
+    ws = await ws_connect(session, venue, path)
     await subscribe(ws, stream)
     payloads = await take(ws, 5)
     for p in payloads:
@@ -449,7 +378,7 @@ async def test_payload_fields(make_venue, session, market: str, path: str, strea
 
 async def test_spot_depth_ids_contiguous(make_venue, session) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, SPOT_WS)
+    ws = await ws_connect(session, venue, SPOT_WS)
     await subscribe(ws, "ethusdt@depth@100ms")
     depth = await take(ws, 8)
     for d in depth:
@@ -467,7 +396,7 @@ async def test_spot_depth_ids_contiguous(make_venue, session) -> None:
 
 async def test_perp_depth_ids_chained_by_pu(make_venue, session) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, PERP_PUBLIC_WS)
+    ws = await ws_connect(session, venue, PERP_PUBLIC_WS)
     await subscribe(ws, "ethusdt@depth@0ms")
     depth = await take(ws, 10)
     for d in depth:
@@ -482,9 +411,10 @@ async def test_perp_depth_ids_chained_by_pu(make_venue, session) -> None:
     await ws.close()
 
 
+@pytest.mark.slow  # waits on the venue's clock for seconds
 async def test_mark_price_every_second(make_venue, session) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, PERP_MARKET_WS)
+    ws = await ws_connect(session, venue, PERP_MARKET_WS)
     await subscribe(ws, "ethusdt@markPrice@1s")
     marks = await take(ws, 3, timeout=5.0)
     for m in marks:
@@ -498,10 +428,11 @@ async def test_mark_price_every_second(make_venue, session) -> None:
     await ws.close()
 
 
+@pytest.mark.slow  # waits on the venue's clock for seconds
 async def test_depth_speeds(make_venue, session) -> None:
     venue = await make_venue()
-    spot = await connect(session, venue, "/stream/stream?streams=ethusdt@depth@100ms/ethusdt@depth")
-    perp = await connect(session, venue, "/fstream/public/stream?streams=ethusdt@depth@100ms/ethusdt@depth")
+    spot = await ws_connect(session, venue, "/stream/stream?streams=ethusdt@depth@100ms/ethusdt@depth")
+    perp = await ws_connect(session, venue, "/fstream/public/stream?streams=ethusdt@depth@100ms/ethusdt@depth")
     await asyncio.gather(take(spot, 1), take(perp, 1))  # streams running
     spot_frames, perp_frames = await asyncio.gather(collect(spot, 3.0), collect(perp, 3.0))
 
@@ -524,10 +455,11 @@ async def test_depth_speeds(make_venue, session) -> None:
     await perp.close()
 
 
+@pytest.mark.slow
 async def test_level_changes_per_message_long_tailed(make_venue, session) -> None:
     """Tens of level changes typical, hundreds sometimes (issue 2); perp @0ms over ~8 s."""
     venue = await make_venue()
-    ws = await connect(session, venue, PERP_PUBLIC_WS)
+    ws = await ws_connect(session, venue, PERP_PUBLIC_WS)
     await subscribe(ws, "ethusdt@depth@0ms")
     frames = await collect(ws, 8.0)
     sizes = [len(f["b"]) + len(f["a"]) for _, f in frames if f.get("e") == "depthUpdate"]
@@ -542,18 +474,19 @@ async def test_level_changes_per_message_long_tailed(make_venue, session) -> Non
 FAST_PINGS = {"ping_interval_s": {"spot": 0.3, "perp": 0.3}, "pong_timeout_s": {"spot": 1.0, "perp": 1.0}}
 
 
+@pytest.mark.slow  # waits on the venue's clock for seconds
 async def test_keepalive(make_venue, session) -> None:
     venue = await make_venue(**FAST_PINGS)
 
     async def answering(path: str) -> int:
-        ws = await connect(session, venue, path, autoping=True)
+        ws = await ws_connect(session, venue, path, autoping=True)
         frames = await collect(ws, 3.0)  # receive() answers the server's pings
         assert not ws.closed and not frames
         await ws.close()
         return 0
 
     async def silent(path: str) -> tuple[float, int]:
-        ws = await connect(session, venue, path, autoping=False)
+        ws = await ws_connect(session, venue, path, autoping=False)
         start, pings = time.monotonic(), 0
         while True:
             msg = await receive(ws, 5.0)
@@ -573,7 +506,7 @@ async def test_keepalive(make_venue, session) -> None:
 async def test_server_answers_client_ping(make_venue, session) -> None:
     venue = await make_venue()
     for path in (SPOT_WS, PERP_PUBLIC_WS):
-        ws = await connect(session, venue, path, autoping=False)
+        ws = await ws_connect(session, venue, path, autoping=False)
         await ws.ping(b"nova-ping")
         msg = await receive(ws, 3.0)
         assert msg.type == WSMsgType.PONG and msg.data == b"nova-ping"
@@ -593,7 +526,7 @@ async def test_control_book_and_status(make_venue, session) -> None:
     status, _ = await get_json(session, venue.url + "/_venue/book", market="moon", symbol="ETHUSDT")
     assert status == 400
 
-    ws = await connect(session, venue, SPOT_WS)
+    ws = await ws_connect(session, venue, SPOT_WS)
     await subscribe(ws, "ethusdt@depth@100ms")
     (depth,) = await take(ws, 1)
     status, body = await get_json(session, venue.url + "/_venue/status")
@@ -611,7 +544,7 @@ async def test_control_book_and_status(make_venue, session) -> None:
 @pytest.mark.parametrize("market", ["spot", "perp"])
 async def test_pause_resume(make_venue, session, market: str) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, WS_PATH[market])
+    ws = await ws_connect(session, venue, WS_PATH[market])
     await subscribe(ws, "ethusdt@depth@100ms")
     seen = await take(ws, 2)
     await asyncio.sleep(0.05)  # pause mid-window, with internal updates not yet published
@@ -636,7 +569,7 @@ async def test_pause_resume(make_venue, session, market: str) -> None:
 
 async def test_drop_makes_exactly_one_gap(make_venue, session) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, SPOT_WS)
+    ws = await ws_connect(session, venue, SPOT_WS)
     await subscribe(ws, "ethusdt@depth@100ms")
     before = await take(ws, 3)
     assert await post_json(session, venue.url + "/_venue/fault/drop", market="spot", symbol="ETHUSDT") == \
@@ -651,8 +584,8 @@ async def test_drop_makes_exactly_one_gap(make_venue, session) -> None:
 
 async def test_close_perp_only(make_venue, session) -> None:
     venue = await make_venue()
-    spot = await connect(session, venue, SPOT_WS)
-    perp = await connect(session, venue, PERP_PUBLIC_WS)
+    spot = await ws_connect(session, venue, SPOT_WS)
+    perp = await ws_connect(session, venue, PERP_PUBLIC_WS)
     await subscribe(spot, "ethusdt@depth@100ms")
     await subscribe(perp, "ethusdt@depth@100ms")
     await asyncio.gather(take(spot, 1), take(perp, 1))
@@ -666,9 +599,10 @@ async def test_close_perp_only(make_venue, session) -> None:
     await spot.close()
 
 
+@pytest.mark.slow  # waits on the venue's clock for seconds
 async def test_stall(make_venue, session) -> None:
     venue = await make_venue()
-    ws = await connect(session, venue, SPOT_WS)
+    ws = await ws_connect(session, venue, SPOT_WS)
     await subscribe(ws, "ethusdt@depth@100ms")
     await take(ws, 2)
     await post_json(session, venue.url + "/_venue/fault/stall", market="spot", seconds="1")
@@ -707,10 +641,10 @@ async def test_snapshot_faults(make_venue, session) -> None:
 
 async def test_server_shutdown_notice(make_venue, session) -> None:
     venue = await make_venue()
-    raw = await connect(session, venue, SPOT_WS)
+    raw = await ws_connect(session, venue, SPOT_WS)
     await subscribe(raw, "ethusdt@depth@100ms")
-    combined = await connect(session, venue, "/stream/stream?streams=ethusdt@bookTicker")
-    perp = await connect(session, venue, PERP_PUBLIC_WS)
+    combined = await ws_connect(session, venue, "/stream/stream?streams=ethusdt@bookTicker")
+    perp = await ws_connect(session, venue, PERP_PUBLIC_WS)
     await take(raw, 1)
     await post_json(session, venue.url + "/_venue/fault/shutdown", market="spot", grace="0.2")
     (t_raw, raw_frames), (_, combined_frames) = await asyncio.gather(wait_closed(raw, 3.0),
@@ -727,12 +661,10 @@ async def test_server_shutdown_notice(make_venue, session) -> None:
 
 
 # ---- 6. `nova venue` as a subprocess ----------------------------------------------------------------------
-NOVA = Path(sys.executable).parent / "nova"
-
 
 def start_nova(*args: str) -> tuple[subprocess.Popen, str]:
-    assert NOVA.exists(), f"the nova console script is not installed next to {sys.executable}"
-    proc = subprocess.Popen([str(NOVA), "venue", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    assert NOVA[0].endswith("nova"), f"the nova console script is not installed next to {sys.executable}"
+    proc = subprocess.Popen([*NOVA, "venue", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 20)
     if not ready:
@@ -759,8 +691,8 @@ def test_nova_venue_subprocess(sig: signal.Signals) -> None:
 
 
 def test_nova_venue_bad_fault() -> None:
-    assert NOVA.exists()
-    done = subprocess.run([str(NOVA), "venue", "--port", "0", "--fault", "bogus"], capture_output=True,
+    assert NOVA[0].endswith("nova")
+    done = subprocess.run([*NOVA, "venue", "--port", "0", "--fault", "bogus"], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr

@@ -11,25 +11,14 @@ import asyncio
 import base64
 import importlib.metadata
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-import aiohttp
-import pytest
-
 from nova.venue import CaptureSource, SyntheticSource, Venue
 from nova.venue.server import server_header
-from tests.conftest import ETH
-from tests.test_venue_derivatives import write_perp_capture
+from tests.helpers import ETH, write_perp_capture
 
 VERSION = importlib.metadata.version("nova-recorder")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def upgrade_response(venue: Venue, path: str) -> tuple[str, dict[str, str]]:

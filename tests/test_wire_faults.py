@@ -29,20 +29,22 @@ from recorder.endpoints import ccxt_options
 from recorder.exchange import RecordingBinance
 from recorder.recorder import Recorder
 from recorder.session import MarketSession
-from tests.conftest import ETH
-from tests.oracle import read_table
-from tests.test_recorder_e2e import rebuilt_equals_truth, record_until
-from tests.test_recorder_faults import (
+from tests.helpers import (
+    ETH,
     MARKETS,
     STREAMS,
+    await_until,
+    book_states,
     entries,
     flowing,
     ledger,
     messages_on_disk,
+    rebuilt_equals_truth,
+    record_until,
     recording,
     streamed_messages,
-    wait_until,
 )
+from tests.oracle import read_table
 
 VENUE_STREAM = {"book": "depth", "bbo": "bookTicker", "trades": "trade", "funding": "markPrice"}
 PAIRS = [(m, s) for m in MARKETS for s in STREAMS[m]]
@@ -67,12 +69,8 @@ FOUND_WHEN_ROWS_ARE_BUILT = {"number-levels", "non-numeric", "negative", "nan", 
 ABSURD_SIZE = 1e9
 
 
-def _states(rec: Recorder) -> dict[str, Any]:
-    return {m: rec.sessions[m].states["ETHUSDT"] for m in MARKETS}
-
-
 def _errors(rec: Recorder) -> dict[tuple[str, str], int]:
-    states = _states(rec)
+    states = book_states(rec)
     return {(m, s): states[m].stats[s].errors for m, s in PAIRS}
 
 
@@ -139,10 +137,10 @@ async def test_every_malformed_kind_on_every_stream_is_ledgered_never_written_an
         make_venue: Any, tmp_path: Path) -> None:
     steps: list[tuple[str, int]] = []
     async with recording(make_venue, tmp_path) as (venue, rec):
-        states = _states(rec)
+        states = book_states(rec)
         for kind in bad.KINDS:
             # Each kind starts on a trusted book, so that each depth injection is its own gap and resync.
-            await wait_until(lambda: all(s.seq.live for s in states.values()),
+            await await_until(lambda: all(s.seq.live for s in states.values()),
                              lambda: {m: s.seq.live for m, s in states.items()})
             before = _errors(rec)
             steps.append((kind, time.time_ns()))
@@ -150,7 +148,7 @@ async def test_every_malformed_kind_on_every_stream_is_ledgered_never_written_an
                 assert venue.inject_malformed(market, "ETHUSDT", kind, VENUE_STREAM[stream]) == 1
             # One error per malformed frame, on its own stream; a frame can only be read (and a later kind
             # ledgered) if the connection kept reading after the previous malformed frame.
-            await wait_until(lambda: all(n >= before[p] + 1 for p, n in _errors(rec).items()),  # noqa: B023
+            await await_until(lambda: all(n >= before[p] + 1 for p, n in _errors(rec).items()),  # noqa: B023
                              lambda: (kind, {p: n - before[p] for p, n in _errors(rec).items()}))  # noqa: B023
         t_end = time.time_ns()
         await flowing(rec, t_end)  # every stream of both markets still records after the last one
@@ -191,8 +189,8 @@ async def test_a_frame_over_the_client_size_limit_costs_a_ledgered_reconnect(mak
         t0 = time.time_ns()
         venue.inject_malformed("spot", "ETHUSDT", "oversized", "depth", size=11 << 20)
         venue.inject_malformed("perp", "ETHUSDT", "oversized", "bookTicker", size=11 << 20)
-        states = _states(rec)
-        await wait_until(lambda: "book" in states["spot"].down or states["spot"].stats["book"].reconnects,
+        states = book_states(rec)
+        await await_until(lambda: "book" in states["spot"].down or states["spot"].stats["book"].reconnects,
                          lambda: states["spot"].down)
         await flowing(rec, time.time_ns())
         await record_until(venue, rec, min_messages=1)
@@ -241,12 +239,12 @@ async def test_frames_ccxt_would_choke_on_or_drop_are_ledgered_and_reading_goes_
         ]
         for client, frame, _ in frames:
             client.handle_text_or_binary_message(frame)  # never raises
-        errors = [e for e in state.events if e[2] == "error"]
+        errors = [e for e in state.events if e.kind == "error"]
         assert len(errors) == len(frames), errors
         for (client, _, says), error in zip(frames, errors, strict=True):
-            assert error[1] == ("book" if client is book else "funding") and says in error[5], error
+            assert error.stream == ("book" if client is book else "funding") and says in error.detail, error
         assert not state.funding and len(state.seq.out) == 1, "nothing but the snapshot was kept"
-        gaps = [e for e in state.events if e[2] == "gap"]
+        gaps = [e for e in state.events if e.kind == "gap"]
         assert len(gaps) == 1 and resyncs, "the first frame that could have been a diff invalidated the book"
     finally:
         await exchange.close()

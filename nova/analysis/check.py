@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from numba import njit
 
-from nova.core.book import ASK, BID, NO_SIDE, book_apply, book_best, book_clear, grow_books, new_books, side_codes
+from nova.core.book import ASK, BID, apply_message, book_best, grow_books, kernel, new_books, side_codes, usable
 from nova.core.contract import RECORDED_TABLES
 from nova.core.dataset import Dataset, run_sources
 from nova.core.errors import NovaError
-from nova.core.lock import held
+from nova.core.rules import links
 from nova.core.validity import Span, covered_ns
 
 _EXPLAINING = ("disconnect", "error", "start", "stop")
@@ -71,7 +69,7 @@ class DayReport:
         return out
 
 
-@njit(nogil=True)
+@kernel()
 def _rebuild(px: np.ndarray, qty: np.ndarray, n: np.ndarray, starts: np.ndarray, snapshot: np.ndarray,
              stale: np.ndarray, valid: np.ndarray, sides: np.ndarray, prices: np.ndarray, amounts: np.ndarray,
              crossed: np.ndarray, first_message: int) -> int:
@@ -79,11 +77,9 @@ def _rebuild(px: np.ndarray, qty: np.ndarray, n: np.ndarray, starts: np.ndarray,
     a full book stopped it."""
     for m in range(first_message, len(starts) - 1):
         lo, hi = starts[m], starts[m + 1]
-        if snapshot[m]:
-            book_clear(n, 0)
-        if stale[m]:
+        if stale[m]:  # the rebuild rule: a stale message is skipped, snapshot or not
             continue
-        if book_apply(px, qty, n, 0, sides[lo:hi], prices[lo:hi], amounts[lo:hi], 0) < hi - lo:
+        if apply_message(px, qty, n, 0, snapshot[m], sides, prices, amounts, lo, hi) < hi:
             return m
         bid, _ = book_best(px, qty, n, 0, BID)
         ask, _ = book_best(px, qty, n, 0, ASK)
@@ -116,8 +112,7 @@ class BookChecker:
         last = table.column("last_id").to_numpy()[starts]
         prev = table.column("prev_id").fill_null(-1).to_numpy()[starts]
         self._chain(snapshot, ts, first, last, prev, events, report)
-        sides = side_codes(table.column("side"))
-        sides[stale_rows] = NO_SIDE
+        sides = usable(side_codes(table.column("side")), stale_rows)
         prices = table.column("price").fill_null(0.0).to_numpy()
         amounts = table.column("amount").fill_null(0.0).to_numpy()
         crossed = np.zeros(len(starts), np.bool_)
@@ -143,9 +138,8 @@ class BookChecker:
         other = sorted(e["ts_recv"] for e in events if e["kind"] in _EXPLAINING)
         for i in np.flatnonzero(~snapshot):
             if self.prev_last is not None:
-                received = int(prev[i]) if self.market == "perp" else int(first[i])
-                expected = self.prev_last if self.market == "perp" else self.prev_last + 1
-                if received != expected:
+                chained, expected, received = links(self.market, self.prev_last, int(first[i]), int(prev[i]))
+                if not chained:
                     report.breaks += 1
                     t = int(ts[i])
                     ledgered = any(t <= g <= t + HELD_NS for g in gap_at.get(received, ()))
@@ -164,7 +158,7 @@ def _any_between(sorted_ts: list[int], lo: int, hi: int) -> bool:
 
 def _read(data: Dataset, path: str, report: DayReport) -> pa.Table | None:
     try:
-        return pq.read_table(path, filesystem=data.fs)
+        return data.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         report.unreadable.append(path)
         report.problems.append(f"{path} does not read ({str(exc).splitlines()[0][:120]}); move it away or "
@@ -177,7 +171,7 @@ def check(root: Path | str, date: str | None = None, symbol: str | None = None) 
     data = Dataset(root)
     if not data.exists():
         raise NovaError(f"the data directory {root} does not exist; point --data at a recording")
-    running = held(data.root)
+    running = data.locked()
     reports: list[DayReport] = []
     ledgers: dict[tuple[str, str], list[dict]] = {}  # a break can be explained by the previous day's ledger
     spans: dict[tuple[str, str], list[Span]] = {}
@@ -203,12 +197,10 @@ def check(root: Path | str, date: str | None = None, symbol: str | None = None) 
                                        "in its own data directory")
             if data.partitions("book", market, sym, day):
                 report.watched_s = covered_ns(spans[(market, sym)], lo, lo + DAY_NS) / 1e9
-            for path in data.leftovers(partition):
-                name = path.rsplit("/", 1)[-1]
-                if name.endswith(".parquet.tmp") or (name.endswith(".arrows") and not running):
-                    report.leftovers.append(path)
-                    report.problems.append(f"{path} was left by a crash (nova recover finishes it; so does the "
-                                           "next nova record on this directory)")
+            for path in data.crash_leftovers(partition, writing=running):
+                report.leftovers.append(path)
+                report.problems.append(f"{path} was left by a crash (nova recover finishes it; so does the "
+                                       "next nova record on this directory)")
             for path, _ in data.files(partition):
                 report.files += 1
                 content = _read(data, path, report)

@@ -232,7 +232,8 @@ def install(con: duckdb.DuckDBPyConnection, present: list[str]) -> None:
     """Create the macros over the session's views (``book``, ``bbo`` and ``events`` must exist, empty or not;
     ``present`` names the tables that hold files). A dataset without a ledger has no recorded breaks: its books
     count from their snapshots and its quotes from themselves, until the end of the data."""
-    tables = ["events"] if "events" in present else [t for t in ("book", "bbo") if t in present] or ["events"]
+    tables: list[str] = (["events"] if "events" in present
+                         else [t for t in ("book", "bbo") if t in present] or ["events"])
     con.execute("CREATE TEMP VIEW nova_recorded AS " + " UNION ".join(f"SELECT DISTINCT symbol FROM {t}"
                                                                        for t in tables))
     for macro in (*HELPERS, *MACROS):

@@ -69,17 +69,6 @@ def choose_format(given: str | None, output: Path | None) -> str:
     return implied
 
 
-def parse_limit(text: str) -> int:
-    """``--limit``: how many rows the table shows, a positive whole number."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise NovaError(f"--limit must be a positive whole number of rows, not '{text}'")
-    return value
-
-
 def check_output(output: Path, data: Path) -> None:
     """Refuse, before anything runs, an --output that cannot be written or would land in the dataset."""
     if output.is_dir():

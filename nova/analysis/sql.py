@@ -27,7 +27,6 @@ point its query log or profiler output at a file. Its time zone is UTC, the time
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -38,11 +37,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from nova.analysis.macros import RAW
 from nova.analysis.macros import install as install_macros
-from nova.core.contract import PARTITION_KEYS, PROVENANCE_COLUMNS, RECORDED_TABLES, SCHEMAS, is_hidden
+from nova.core.contract import PARTITION_KEYS, PROVENANCE_COLUMNS, RECORDED_TABLES, SCHEMAS
+from nova.core.dataset import Dataset
 from nova.core.errors import NovaError
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
@@ -118,23 +117,13 @@ class Footer:
     problem: str | None = None
 
 
-def visible_files(folder: Path) -> list[str]:
-    """The Parquet files a reader of the table sees: none under a hidden folder, none hidden themselves."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        found += [os.path.join(root, n) for n in sorted(names) if n.endswith(".parquet") and not is_hidden(n)]
-    return found
-
-
-def read_footer(path: str) -> Footer:
+def read_footer(data: Dataset, path: str, size: int) -> Footer:
     """The file's Arrow schema from its footer alone (no data page is read)."""
-    size = -1
     try:
-        size = os.stat(path).st_size
         if size == 0:
             return Footer(path, None, "it is empty: 0 bytes")
-        return Footer(path, pq.read_schema(path).remove_metadata())  # per-file metadata (replay params) aside
+        # per-file metadata (replay parameters) aside
+        return Footer(path, data.schema(path).remove_metadata())
     except (OSError, pa.ArrowException) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "magic bytes" in text or "smaller than the minimum" in text:
@@ -143,15 +132,16 @@ def read_footer(path: str) -> Footer:
         return Footer(path, None, f"its footer is damaged: {text.rstrip('.')}")
 
 
-def read_footers(paths: list[str]) -> list[Footer]:
+def read_footers(data: Dataset, files: list[tuple[str, int]]) -> list[Footer]:
     """Every file's footer, in a few threads: on a warm page cache one thread is as fast (pyarrow holds the GIL
     while it decodes), but a cold disk or a network file system waits on I/O that threads overlap. Each thread
     takes a run of files, not one file per task, which would cost more in hand-offs than the read itself."""
-    runs = [paths[i:i + FOOTER_RUN] for i in range(0, len(paths), FOOTER_RUN)]
+    runs = [files[i:i + FOOTER_RUN] for i in range(0, len(files), FOOTER_RUN)]
     if len(runs) < 2:
-        return [read_footer(p) for p in paths]
+        return [read_footer(data, *f) for f in files]
     with ThreadPoolExecutor(FOOTER_THREADS) as pool:
-        return [footer for run in pool.map(lambda run: [read_footer(p) for p in run], runs) for footer in run]
+        return [footer for run in pool.map(lambda run: [read_footer(data, *f) for f in run], runs)
+                for footer in run]
 
 
 def mismatch(schema: pa.Schema | None, contract: Contract) -> str | None:
@@ -331,26 +321,27 @@ class Session:
         self.con.close()
 
 
-def open_session(data: Path) -> Session:
-    """An in-memory DuckDB session with a view per table present under ``data`` and the macros."""
-    if not data.is_dir():
-        raise NovaError(f"the data directory {data} does not exist; record something first (nova record or "
+def open_session(root: Path | str) -> Session:
+    """An in-memory DuckDB session with a view per table present under ``root`` and the macros."""
+    data = Dataset(root)
+    if not data.exists():
+        raise NovaError(f"the data directory {root} does not exist; record something first (nova record or "
                         "nova demo) or point --data at a recording")
-    listed = {t: files for t in VIEWS if (data / t).is_dir() and (files := visible_files(data / t))}
+    listed = {t: files for t in VIEWS if (files := data.table_files(t))}
     if not listed:
-        raise NovaError(f"{data} holds no recording (no {', '.join(VIEWS)} Parquet files); record something "
+        raise NovaError(f"{root} holds no recording (no {', '.join(VIEWS)} Parquet files); record something "
                         "first or point --data at a recording")
-    footers = iter(read_footers([p for files in listed.values() for p in files]))
+    footers = iter(read_footers(data, [f for files in listed.values() for f in files]))
     con = duckdb.connect()
     try:
-        problems = _build(con, data, listed, footers)
+        problems = _build(con, root, {t: [p for p, _ in files] for t, files in listed.items()}, footers)
     except BaseException:
         con.close()
         raise
-    return Session(con, problems, frozenset(p for files in listed.values() for p in files))
+    return Session(con, problems, frozenset(p for files in listed.values() for p, _ in files))
 
 
-def _build(con: duckdb.DuckDBPyConnection, data: Path, listed: dict[str, list[str]],
+def _build(con: duckdb.DuckDBPyConnection, data: Path | str, listed: dict[str, list[str]],
            footers: Iterator[Footer]) -> dict[str, str]:
     """Settings, views and macros of a fresh session; the sentences of the tables with bad files."""
     with contextlib.suppress(duckdb.Error):

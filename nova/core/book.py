@@ -23,8 +23,8 @@ Why this shape:
   ``book_depth`` or ``L2Book`` rather than reading ``px[k, s, :n]`` directly.
 
 The kernels trust their callers (numba does not bounds-check): ``k`` and ``side`` must be valid indices.
-Rebuilding a book from the contract's ``book`` table: skip stale rows, ``book_clear`` when a snapshot message
-begins, then ``book_apply`` once per message (or ``book_set`` per row) in row order.
+Rebuilding a book from the contract's ``book`` table: ``usable`` (skip stale rows), then ``apply_message`` once
+per message in ``msg`` order (it clears the book when a snapshot message begins).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from numba.extending import intrinsic
 BID = 0
 ASK = 1
 NO_SIDE = -1  # code of a row without a side (the contract's empty-message row, or a row the caller masks out)
-SIDE_NAMES: tuple[str, str] = ("bid", "ask")
+SIDE_NAMES: tuple[Literal["bid"], Literal["ask"]] = ("bid", "ask")
 SideName = Literal["bid", "ask"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,7 +66,8 @@ def kernel(inline: bool = False) -> Callable[[F], F]:
     ``_nrt=False``. ``inline=True`` inlines a helper into its (also NRT-free) callers at numba-IR level, which
     beats LLVM's own inlining here by ~30%. Replay may use the same decorator for its hot helpers.
     """
-    return njit(cache=True, nogil=True, _nrt=False, inline="always" if inline else "never")
+    return njit(cache=True, nogil=True, _nrt=False,  # type: ignore[call-overload]  # _nrt is numba-internal
+                inline="always" if inline else "never")
 
 
 @intrinsic
@@ -194,7 +195,7 @@ def _insert(prices: FloatArray, sizes: FloatArray, count: int, i: int, price: fl
         if count == prices.shape[0]:
             return -1
         count += 1
-    _move(prices, i + 1, i, hole - i)
+    _move(prices, i + 1, i, hole - i)  # type: ignore[call-arg,arg-type]  # a numba intrinsic
     _move(sizes, i + 1, i, hole - i)
     prices[i] = price
     sizes[i] = amount
@@ -283,6 +284,35 @@ def book_apply(px: FloatArray, qty: FloatArray, n: IntArray, k: int, sides: Code
             return i
         hints = (at, hints[1]) if side == BID else (hints[0], at)
     return m
+
+
+# --- the contract's rebuild rule (DESIGN §2), stated once -------------------------------------------------------------
+#
+# Rebuild a book from the ``book`` table: rows in ``msg`` order; skip stale rows (``usable``; the recorder marks a
+# message stale as a whole, and a stale message is skipped entirely, snapshot or not); clear the book when a
+# snapshot message begins, then set ``price -> amount`` per row, removing the level at 0 (``apply_message``). The
+# recorder's live view, replay's loop and ``nova check`` all rebuild through these two; the tests' oracle
+# (tests/oracle.py) restates the rule on purpose, independently.
+
+def usable(sides: CodeArray, stale: npt.NDArray[np.bool_]) -> CodeArray:
+    """The rule's first step: a stale row is skipped. Its side becomes NO_SIDE, which ``book_apply`` passes over,
+    so the rows keep their positions (no copy when nothing is stale)."""
+    if not stale.any():
+        return sides
+    out = sides.copy()
+    out[stale] = NO_SIDE
+    return out
+
+
+@kernel(inline=True)
+def apply_message(px: FloatArray, qty: FloatArray, n: IntArray, k: int, snapshot: bool, sides: CodeArray,
+                  prices: FloatArray, amounts: FloatArray, lo: int, hi: int) -> int:
+    """Apply one message, rows ``[lo, hi)`` (stale ones masked by ``usable``), to book ``k``: a snapshot message
+    replaces the book, so it is cleared first. Returns ``hi``, or the first row that did not fit (grow the
+    arrays and call again: every row sets an absolute size, so applying the message again is harmless)."""
+    if snapshot:
+        book_clear(n, k)
+    return book_apply(px, qty, n, k, sides[:hi], prices[:hi], amounts[:hi], lo)
 
 
 @kernel(inline=True)  # also inlined by nova.core.spread's kernel; only for NRT-free (@kernel) callers
@@ -442,6 +472,12 @@ def _checked_codes(array: np.ndarray) -> CodeArray:
 # --- one book for Python callers --------------------------------------------------------------------------
 
 
+@kernel()
+def _apply_message(px: FloatArray, qty: FloatArray, n: IntArray, k: int, snapshot: bool, sides: CodeArray,
+                   prices: FloatArray, amounts: FloatArray, lo: int, hi: int) -> int:
+    return apply_message(px, qty, n, k, snapshot, sides, prices, amounts, lo, hi)
+
+
 class L2Book:
     """One book (K = 1) for the recorder's live view, notebooks and tests, driven by the same kernels as replay.
 
@@ -475,6 +511,18 @@ class L2Book:
 
     def clear(self) -> None:
         book_clear(self._n, 0)
+
+    def apply_message(self, sides: CodeArray, prices: FloatArray, amounts: FloatArray, snapshot: bool) -> None:
+        """One message by the contract's rebuild rule (``apply_message``; stale rows already masked), growing the
+        arrays whenever a side is full."""
+        hi = int(sides.shape[0])
+        if not sides.shape == prices.shape == amounts.shape:
+            raise ValueError(f"sides, prices and amounts differ in length: {sides.shape}, {prices.shape}, "
+                             f"{amounts.shape}")
+        done = _apply_message(self._px, self._qty, self._n, 0, snapshot, sides, prices, amounts, 0, hi)
+        while done < hi:
+            self._px, self._qty = grow_books(self._px, self._qty, 2 * self.capacity)
+            done = _apply_message(self._px, self._qty, self._n, 0, snapshot, sides, prices, amounts, 0, hi)
 
     def best_bid(self) -> tuple[float, float]:
         """(price, amount); NaNs when there are no bids."""

@@ -1,24 +1,18 @@
-"""The data contract between recorder and replay (DESIGN §2): table schemas, partition paths, file naming.
+"""The data contract between recorder and replay (DESIGN §2): the tables, their schemas and encodings.
 
-This module is the only thing the two sides share about storage. Anything that reads or writes the dataset
-(the recorder's writer, replay, ``nova sql``, a user's notebook) goes through these definitions, so a
-change here is a change of the contract and must be made in DESIGN.md too.
-
-Layout: ``{root}/{table}/exchange={exchange}/market={spot|perp}/symbol={BASE-QUOTE}/date={YYYY-MM-DD}/{name}``.
-Partition values live in the path only (not inside the files); hive-aware readers add them as columns.
-Files being written are hidden (a leading dot) and do not end in ``.parquet``; they are renamed into place
-atomically when complete, so a reader never sees a half-written file.
+Anything that reads or writes the dataset (the recorder's writer, replay, ``nova sql``, a user's notebook)
+goes by these definitions, so a change here is a change of the contract and must be made in DESIGN.md too.
+Where the files are, what they are called and how they become visible is the dataset's (nova.core.dataset):
+``{root}/{table}/exchange={exchange}/market={spot|perp}/symbol={BASE-QUOTE}/date={YYYY-MM-DD}/{name}``, with
+the partition values in the path only (hive-aware readers add them as columns).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from typing import Literal
 
 import pyarrow as pa
-
-from nova.core.markets import Market, Symbol
 
 EXCHANGE = "binance"
 Table = Literal["book", "bbo", "trades", "funding", "liquidations", "open_interest", "instruments", "events",
@@ -123,45 +117,9 @@ SCHEMAS: dict[str, pa.Schema] = {"book": BOOK, "bbo": BBO, "trades": TRADES, "fu
                                  "liquidations": LIQUIDATIONS, "open_interest": OPEN_INTEREST,
                                  "instruments": INSTRUMENTS, "events": EVENTS}
 
-PARTITIONING_SCHEMA = pa.schema([("exchange", pa.string()), ("market", pa.string()), ("symbol", pa.string()),
-                                 ("date", pa.string())])
-
-
 def date_of(ts_ns: int) -> str:
     """The partition date (UTC) of a receive time in ns since the epoch."""
     return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
-
-
-def partition_dir(root: str, table: str, market: Market, symbol: Symbol, date: str) -> str:
-    """The folder of one partition, as a path string under ``root`` (local path or a filesystem URI's path)."""
-    return (f"{root.rstrip('/')}/{table}/exchange={EXCHANGE}/market={market}/symbol={symbol.dashed}/"
-            f"date={date}")
-
-
-def new_file_name(start_ns: int) -> str:
-    """A file name that sorts by start time (to the millisecond, so a quick restart still sorts after the
-    run it follows) and never collides with another run's (random suffix)."""
-    moment = dt.datetime.fromtimestamp(start_ns // 10**9, dt.UTC)
-    millis = (start_ns // 10**6) % 1000
-    return f"{moment:%Y%m%dT%H%M%S}.{millis:03d}Z-{secrets.token_hex(4)}.parquet"
-
-
-def journal_name(final_name: str) -> str:
-    """The hidden write-ahead journal (Arrow IPC stream) of a file while it is being recorded."""
-    return f".{final_name.removesuffix('.parquet')}.arrows"
-
-
-def temp_name(final_name: str) -> str:
-    """The hidden name a finished file is written under before its atomic rename."""
-    return f".{final_name}.tmp"
-
-
-def final_name_of_journal(journal: str) -> str:
-    return journal.lstrip(".").removesuffix(".arrows") + ".parquet"
-
-
-def is_hidden(name: str) -> bool:
-    return name.startswith((".", "_"))
 
 
 def parquet_options(table: str, archival: bool = False) -> dict:

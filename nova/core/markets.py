@@ -66,14 +66,3 @@ class Symbol:
 
     def __str__(self) -> str:
         return self.unified
-
-
-def parse_symbols(text: str) -> list[Symbol]:
-    """Split a comma-separated list of symbols, keeping the order and dropping duplicates."""
-    out: list[Symbol] = []
-    for part in text.split(","):
-        if part.strip():
-            sym = Symbol.parse(part)
-            if sym not in out:
-                out.append(sym)
-    return out

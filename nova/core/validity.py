@@ -56,11 +56,6 @@ REASONS = {
 """One phrase per reason a state is not valid, shared by every reader that explains itself."""
 
 
-def breaks_of(stream: str) -> frozenset[str]:
-    """The ledger kinds that break ``stream`` (``book`` or a quote stream)."""
-    return BOOK_BREAKS if stream == "book" else QUOTE_BREAKS
-
-
 @dataclass(frozen=True)
 class Span:
     """A stretch of watched time ``[start_ns, end_ns)`` of one stream, and why it ended."""

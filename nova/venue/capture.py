@@ -219,7 +219,6 @@ class PlaybackBook:
     last_id: int | None = None
     synced: bool = False  # the first diff after the snapshot has been applied
     id_breaks: int = 0
-    snapshot_E: int | None = None
     snapshot_T: int | None = None
     last_time_ms: int = 0
     buffered: list[dict] = field(default_factory=list)
@@ -247,7 +246,7 @@ class PlaybackBook:
         self.asks = {p: q for p, q in snap["asks"] if float(q) != 0}
         self.last_id = int(snap["lastUpdateId"])
         self.synced = False
-        self.snapshot_E, self.snapshot_T = snap.get("E"), snap.get("T")
+        self.snapshot_T = snap.get("T")
         pending, self.buffered = self.buffered, []
         for msg in pending:
             self.apply(msg)
@@ -309,11 +308,9 @@ class CaptureSource(FeedSource):
         self.sent = 0
         self.open_interest_played = 0
         self._open_interest: dict[str, str] = {}  # symbol (upper case) -> the last openInterest body played
-        self.total_lines = 0
         self.finished = False
         self.started = asyncio.Event()
         self._depth_subscribed: set[Market] = set()
-        self._paused_for = 0.0
         for market, files in self.files.items():
             if not files:
                 continue
@@ -364,7 +361,6 @@ class CaptureSource(FeedSource):
         t0_data: int | None = None
         t0_wall = loop.time()
         for n, (recv_ns, _, market, line) in enumerate(merged):
-            self.total_lines += 1
             if not self._resumed.is_set():
                 paused_at = loop.time()
                 await self._resumed.wait()

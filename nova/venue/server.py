@@ -33,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from nova.core.markets import Market
 from nova.venue import malformed as bad
+from nova.venue.faults import FAULTS, unknown_fault
 from nova.venue.instruments import exchange_info
 from nova.venue.source import FeedSource, NoData
 from nova.venue.streams import (
@@ -759,50 +760,13 @@ class Venue:
         return web.json_response(self.status(), dumps=_dumps)
 
     async def _ctl_fault(self, request: web.Request) -> web.Response:
-        kind = request.match_info["kind"]
-        q = request.query
+        """``POST /_venue/fault/{name}``: the fault of that name in ``nova.venue.faults.FAULTS`` (the registry the
+        command line's ``--fault`` reads too), with the request's parameters; 400 for one it refuses."""
+        fault = FAULTS.get(request.match_info["kind"])
+        if fault is None:
+            return web.json_response({"error": unknown_fault(request.match_info["kind"])}, status=404)
         try:
-            if kind == "drop":
-                market = self._market_arg(request, required=True)
-                assert market is not None
-                n = self.drop_next(market, q.get("symbol", "ETHUSDT"), q.get("stream", "depth"))
-                return web.json_response({"dropping": n})
-            if kind == "close":
-                n = await self.close_connections(self._market_arg(request, required=False),
-                                                 abort=q.get("abort", "0") in ("1", "true"))
-                return web.json_response({"closed": n})
-            if kind == "stall":
-                market = self._market_arg(request, required=True)
-                assert market is not None
-                self.stall(market, float(q.get("seconds", "5")))
-                return web.json_response({"stalled": market})
-            if kind == "snapshot":
-                market = self._market_arg(request, required=True)
-                assert market is not None
-                self.snapshot_fault(market, delay=float(q.get("delay", "0")), fail=int(q.get("fail", "0")),
-                                    status=int(q.get("status", "503")), count=int(q.get("count", "1")))
-                return web.json_response({"snapshot_fault": market})
-            if kind == "shutdown":
-                market = self._market_arg(request, required=False)
-                task = self._spawn(self.server_shutdown(market, float(q["grace"]) if "grace" in q else None))
-                del task
-                return web.json_response({"shutdown": market or "all"})
-            if kind == "malformed":
-                market = self._market_arg(request, required=True)
-                assert market is not None
-                what, stream = q.get("kind", ""), q.get("stream", "depth")
-                n = self.inject_malformed(market, q.get("symbol", "ETHUSDT"), what, stream,
-                                          count=int(q.get("count", "1")),
-                                          size=int(q.get("size", str(bad.OVERSIZED_BYTES))))
-                return web.json_response({"malformed": n, "kind": what, "stream": bad.stream_family(stream)})
-            if kind == "openinterest":
-                market = self._market_arg(request, required=True)
-                assert market is not None
-                self.open_interest_fault(market, delay=float(q.get("delay", "0")), fail=int(q.get("fail", "0")),
-                                         status=int(q.get("status", "503")), malformed=q.get("malformed") or None,
-                                         count=int(q.get("count", "1")))
-                return web.json_response({"openinterest_fault": market})
+            market = self._market_arg(request, required=fault.market_required)
+            return web.json_response(await fault.apply(self, market, fault.from_query(request.query)))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"error": f"unknown fault {kind!r}; use drop, close, stall, snapshot, "
-                                  "openinterest, shutdown or malformed"}, status=404)

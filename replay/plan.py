@@ -12,23 +12,18 @@ the row group covering the earliest of those snapshots, so the freshest bookTick
 the ledger's invalidations are all known when the range begins. What is processed before the start yields
 no reading and is not counted.
 
-All file access goes through a pyarrow filesystem, so a data root like ``s3://bucket/prefix`` works as is.
+All file access goes through the dataset (nova.core.dataset), which owns the layout and the I/O.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from nova.core.contract import EXCHANGE, is_hidden
-from nova.core.dataset import Dataset as CoreDataset
-from nova.core.dataset import run_sources
+from nova.core.dataset import Dataset, MissingColumns, RowGroup, run_sources
 from nova.core.errors import NovaError
 from nova.core.markets import MARKETS, Market, Symbol
 
@@ -38,13 +33,6 @@ DAY_NS = 86_400 * 10**9
 
 STREAM_TABLES: dict[str, tuple[Market, ...]] = {"book": MARKETS, "bbo": MARKETS, "funding": ("perp",),
                                                 "trades": MARKETS, "events": MARKETS}
-
-
-def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and the path inside it for a data root (a local path or a URI)."""
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), str(Path(root).resolve())
 
 
 def date_ns(date: str) -> int:
@@ -79,120 +67,52 @@ class StreamPlan:
         return sum(p.rows for p in self.parts)
 
 
-@dataclass(frozen=True)
-class RowGroupStats:
-    first_ts: int  # min / max receive time of the row group (raw ns)
-    last_ts: int
-    rows: int
-    has_snapshot: bool
-
-
-class Dataset:
-    """A nova data root, read side: what is recorded, and footers of the files that hold it."""
+class ReplaySource:
+    """What a replay reads of a data root: the core dataset (nova.core.dataset: listing, footers, reading) and the
+    files the replay had to skip (``bad``: path -> why, kept with ``--skip-bad``)."""
 
     def __init__(self, root: str) -> None:
-        self.root_text = root
-        self.fs, self.root = filesystem_for(root)
-        self.bad: dict[str, str] = {}  # path -> why it could not be read (only kept with skip_bad)
-
-    # ---- discovery -----------------------------------------------------------------------------------------
-    def _dirs(self, path: str, prefix: str) -> list[str]:
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        except (OSError, pa.ArrowException):
-            return []
-        return sorted(i.base_name[len(prefix):] for i in infos
-                      if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
-
-    def _market_dir(self, table: str, market: str, symbol: Symbol) -> str:
-        return f"{self.root}/{table}/exchange={EXCHANGE}/market={market}/symbol={symbol.dashed}"
+        self.data = Dataset(root)
+        self.root_text = self.data.text
+        self.bad: dict[str, str] = {}
 
     def symbols(self) -> list[str]:
-        """Every symbol with recorded data (ccxt spelling), over all tables and markets."""
-        found: set[str] = set()
-        for table, markets in STREAM_TABLES.items():
-            for market in markets:
-                base = f"{self.root}/{table}/exchange={EXCHANGE}/market={market}"
-                found.update(self._dirs(base, "symbol="))
-        return sorted(s.replace("-", "/") for s in found)
+        """Every symbol with recorded data (ccxt spelling), over the tables a replay reads."""
+        return [s.replace("-", "/") for s in self.data.symbols(STREAM_TABLES)]
 
     def dates(self, symbol: Symbol, tables: tuple[str, ...] = tuple(STREAM_TABLES),
               markets: tuple[Market, ...] = MARKETS) -> list[str]:
-        """Dates with at least one visible Parquet file of ``symbol`` in any of ``tables`` and ``markets``."""
-        found: set[str] = set()
-        for table in tables:
-            for market in STREAM_TABLES[table]:
-                if market not in markets:
-                    continue
-                base = self._market_dir(table, market, symbol)
-                for date in self._dirs(base, "date="):
-                    if date not in found and self.files_of(f"{base}/date={date}"):
-                        found.add(date)
-        return sorted(found)
-
-    def files_of(self, directory: str) -> list[str]:
-        """Visible Parquet files of a partition, in name order (names start with the file's start time)."""
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-        except (OSError, pa.ArrowException):
-            return []
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                      and not is_hidden(i.base_name))
+        """Dates with at least one visible file of ``symbol`` in any of ``tables`` and ``markets``."""
+        return sorted({d for t in tables for d in self.data.dates(symbol.dashed, (t,),
+                                                                  [m for m in STREAM_TABLES[t] if m in markets])})
 
     def stream_files(self, table: str, market: Market, symbol: Symbol, dates: list[str]) -> list[str]:
-        base = self._market_dir(table, market, symbol)
-        return [f for date in dates for f in self.files_of(f"{base}/date={date}")]
+        """The visible files of one stream on ``dates``, in stream (name) order."""
+        return [path for date in dates
+                for path, _ in self.data.files(self.data.partition(table, market, symbol, date))]
 
-    # ---- footers -------------------------------------------------------------------------------------------
-    def footer(self, path: str, columns: tuple[str, ...]) -> list[RowGroupStats] | None:
+    def footer(self, path: str, columns: tuple[str, ...]) -> list[RowGroup] | None:
         """Row-group statistics of a file, or None when it is unreadable or lacks ``columns`` (then ``bad``
-        says why). The file is closed again: a week of files must not hold a week of descriptors."""
+        says why)."""
         try:
-            with self.fs.open_input_file(path) as source:
-                handle = pq.ParquetFile(source)
-                missing = [c for c in columns if c not in handle.schema_arrow.names]
-                if missing:
-                    self.bad[path] = f"it has no column {', '.join(missing)}"
-                    return None
-                return self._row_group_stats(handle)
+            return self.data.row_groups(path, columns)
+        except MissingColumns as exc:
+            self.bad[path] = str(exc)
         except (OSError, pa.ArrowException) as exc:
             self.bad[path] = reason(exc)
-            return None
-
-    @staticmethod
-    def _row_group_stats(handle: pq.ParquetFile) -> list[RowGroupStats]:
-        meta = handle.metadata
-        names = handle.schema_arrow.names
-        ts_col = names.index("ts_recv")
-        snap_col = names.index("snapshot") if "snapshot" in names else -1
-        out = []
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            stats = group.column(ts_col).statistics
-            if stats is not None and stats.has_min_max:
-                first, last = int(stats.min_raw), int(stats.max_raw)
-            else:  # no statistics: never prune it
-                first, last = -(2**62), 2**62
-            has_snapshot = True
-            if snap_col >= 0:
-                snap = group.column(snap_col).statistics
-                has_snapshot = snap is None or not snap.has_min_max or bool(snap.max_raw)
-            out.append(RowGroupStats(first, last, group.num_rows, has_snapshot))
-        return out
+        return None
 
     def run_sources(self, symbol: Symbol, start_ns: int, end_ns: int) -> dict[str, list[str]]:
         """Per market, the sources (ledger provenance) of the recording runs that overlap [start_ns, end_ns)."""
-        core = CoreDataset(self.root_text)
-        out = {}
+        out: dict[str, list[str]] = {}
         for market in MARKETS:
-            found = run_sources(core.ledger(market, symbol.dashed), start_ns, end_ns)
+            found = run_sources(self.data.ledger(market, symbol.dashed), start_ns, end_ns)
             if found:
                 out[market] = found
         return out
 
     def read_row_group(self, path: str, group: int, columns: list[str]) -> pa.Table:
-        with self.fs.open_input_file(path) as source:
-            return pq.ParquetFile(source).read_row_group(group, columns=columns)
+        return self.data.read_row_group(path, group, columns)
 
 
 def unreadable(path: str, why: str) -> NovaError:
@@ -208,13 +128,13 @@ def reason(exc: BaseException) -> str:
 @dataclass
 class _Candidate:
     path: str
-    groups: list[RowGroupStats]
+    groups: list[RowGroup]
 
 
 class Planner:
     """Turns a symbol and a time range into the ``StreamPlan`` of every stream, warm-up included."""
 
-    def __init__(self, dataset: Dataset, symbol: Symbol, start_ns: int, end_ns: int, event_clock: bool,
+    def __init__(self, dataset: ReplaySource, symbol: Symbol, start_ns: int, end_ns: int, event_clock: bool,
                  columns: dict[str, tuple[str, ...]], skip_bad: bool) -> None:
         self.dataset = dataset
         self.symbol = symbol
@@ -235,11 +155,11 @@ class Planner:
                     raise unreadable(path, self.dataset.bad[path])
                 continue
             out.append(_Candidate(path, groups))
-            real = [g for g in groups if g.first_ts > -(2**62)]
+            real = [g for g in groups if g.first_ns > -(2**62)]
             if real:
                 lo, hi = self.recorded.get((table, market), (2**63 - 1, -(2**63)))
-                self.recorded[(table, market)] = (min(lo, min(g.first_ts for g in real)),
-                                                  max(hi, max(g.last_ts for g in real)))
+                self.recorded[(table, market)] = (min(lo, min(g.first_ns for g in real)),
+                                                  max(hi, max(g.last_ns for g in real)))
         return out
 
     def overlaps(self) -> bool:
@@ -287,7 +207,7 @@ class Planner:
             start_file, start_group = 0, 0
             for i, c in enumerate(candidates):  # the first row group that reaches the range
                 for g, stats in enumerate(c.groups):
-                    if stats.last_ts >= begin:
+                    if stats.last_ns >= begin:
                         start_file, start_group = i, g
                         break
                 else:
@@ -312,7 +232,7 @@ class Planner:
             c = candidates[i]
             for g in range(len(c.groups) - 1, -1, -1):
                 stats = c.groups[g]
-                if stats.first_ts > limit or not stats.has_snapshot:
+                if stats.first_ns > limit or not stats.has_snapshot:
                     continue
                 found = self._snapshot_start(c, g, limit)
                 if found is None:
@@ -345,7 +265,7 @@ class Planner:
         candidates = self._candidates(table, market, self._range_days(begin - DAY_NS))
         start_file, start_group = len(candidates), 0
         for i in range(len(candidates) - 1, -1, -1):  # the last row group that starts at or before ``begin``
-            groups = [g for g, s in enumerate(candidates[i].groups) if s.first_ts <= begin]
+            groups = [g for g, s in enumerate(candidates[i].groups) if s.first_ns <= begin]
             if groups:
                 start_file, start_group = i, groups[-1]
                 break
@@ -360,6 +280,6 @@ class Planner:
         for i in range(start_file, len(candidates)):
             c = candidates[i]
             first = start_group if i == start_file else 0
-            groups = tuple(g for g in range(first, len(c.groups)) if c.groups[g].first_ts < limit)
+            groups = tuple(g for g in range(first, len(c.groups)) if c.groups[g].first_ns < limit)
             if groups:
                 plan.parts.append(FilePart(c.path, groups, sum(c.groups[g].rows for g in groups)))
