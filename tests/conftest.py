@@ -5,7 +5,7 @@ Shared functions and constants are in tests/helpers.py."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from nova.core.markets import Market
 from nova.venue import FeedSource, SyntheticSource, Venue, VenueConfig
 from recorder.endpoints import ccxt_options, point_at_venue
 from tests.helpers import ETH
+from tests.s3server import S3Server, restore_env, set_env
 
 # The quick check (``pytest -m "not slow"``) leaves out these whole modules: each starts venues, recorders, kills
 # or notebooks for many seconds. CI runs everything. Single slow tests elsewhere carry @pytest.mark.slow.
@@ -85,3 +86,21 @@ def copy_of(tmp_path: Path) -> Callable[..., Path]:
         shutil.copytree(src, dst)
         return dst
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One real S3-compatible server (moto's server mode) on 127.0.0.1 for the whole run."""
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server: S3Server) -> Iterator[str]:
+    """A fresh bucket's root ``s3://BUCKET/data``, with this process's AWS variables pointing at the server
+    (child processes get them from ``s3_server.env``)."""
+    old = set_env(s3_server)
+    yield f"s3://{s3_server.new_bucket()}/data"
+    restore_env(old)

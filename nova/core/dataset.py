@@ -35,6 +35,7 @@ from nova.core.contract import EXCHANGE, SCHEMAS
 from nova.core.errors import NovaError
 from nova.core.lock import RootBusy, RootLock, held
 from nova.core.markets import Symbol
+from nova.core.stores import check_store, open_root
 from nova.core.validity import Span, book_spans
 
 PARTITION_LEVELS = ("exchange", "market", "symbol", "date")
@@ -98,10 +99,8 @@ def spread_file_name(lo_ns: int, hi_ns: int) -> str:
 
 
 def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and the path within it for a data root (a local path or a URI)."""
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), str(Path(root).resolve())
+    """The pyarrow filesystem and the path within it for a data root (a local path or ``s3://bucket/prefix``)."""
+    return open_root(root)
 
 
 # ---- what is there -------------------------------------------------------------------------------------------------
@@ -173,6 +172,10 @@ class Dataset:
         self.text = str(root)
         self.fs, self.root = filesystem_for(self.text)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def check_reachable(self) -> None:
+        """Raise NovaError (one sentence) when an object-store root's store cannot be used (nova.core.stores)."""
+        check_store(self.fs, self.root, self.text)
 
     def __repr__(self) -> str:
         return f"Dataset({self.text!r})"
