@@ -3,6 +3,7 @@ fault every minute in rotation, and account for every message.
 
     python bench/soak.py --minutes 30            # the report in RELIABILITY.md
     python bench/soak.py --minutes 2             # a quick look
+    python bench/soak.py --redundant --minutes 4 # two recorders killed in turn, then nova merge
 
 The venue runs in its own process (`nova venue --rate 10`); the recorder runs in a child process of this
 script, which samples its RSS and CPU from /proc. Faults rotate every minute through: sequence gap on both
@@ -13,6 +14,12 @@ recorder received, messages on disk, and the unaccounted ones (received but not 
 but not received are the frames in flight when a connection was dropped, each inside a ledgered
 disconnect). Also: RSS over time (first 10% vs last 10%, and the peak), reconnect and resync times
 p50/p99, CPU per symbol. The last line is one JSON object.
+
+``--redundant``: two recorders (`nova record --recorder-id a|b`) of the same venue into two roots, each
+killed (-9) and restarted in turn every --kill-every seconds (3 s away, then the restart), no venue faults;
+then `nova merge a b --into merged`. Reports, per market, what each recorder lacks of the merged recording
+within its own first..last ids (book diff messages, trades), and what the merged recording itself lacks
+(book chain breaks from `nova check`, holes in the trade ids), plus the book's watched seconds of each.
 """
 
 from __future__ import annotations
@@ -130,16 +137,124 @@ def on_disk(data: Path) -> dict[str, int]:
     return counts
 
 
+def missing_against(data: Path, union: Path) -> dict[str, dict[str, int]]:
+    """Per market: the book diff messages and trades the union holds within the window every source recorded
+    (from the latest first id to the earliest last id of the sources) that ``data`` lacks."""
+    import duckdb
+
+    con = duckdb.connect()
+    out: dict[str, dict[str, int]] = {}
+    for market in ("spot", "perp"):
+        counts = {}
+        for table, ids in (("book", "first_id, last_id"), ("trades", "trade_id")):
+            last = ids.split(", ")[-1]
+            mine, theirs = (f"read_parquet('{root}/{table}/exchange=binance/market={market}/**/*.parquet', "
+                            "hive_partitioning = true)" for root in (data, union))
+            flt = "WHERE NOT snapshot" if table == "book" else ""
+            counts[f"{table}_missing"] = con.execute(
+                f"WITH m AS (SELECT DISTINCT symbol, {ids} FROM {mine} {flt}), "
+                f"u AS (SELECT DISTINCT symbol, {ids} FROM {theirs} {flt}), "
+                f"w AS (SELECT symbol, min({last}) AS lo, max({last}) AS hi FROM m GROUP BY symbol) "
+                f"SELECT count(*) FROM u JOIN w USING (symbol) WHERE u.{last} BETWEEN w.lo AND w.hi "
+                f"AND (symbol, {ids}) NOT IN (SELECT (symbol, {ids}) FROM m)").fetchone()[0]
+        out[market] = counts
+    return out
+
+
+def merged_breaks(data: Path) -> dict[str, dict[str, int]]:
+    """Per market of a merged recording: book chain breaks (nova check) and gaps in the trade ids."""
+    import duckdb
+
+    from nova.analysis.check import check
+
+    reports = check(data)
+    con = duckdb.connect()
+    out = {}
+    for market in ("spot", "perp"):
+        trades = con.execute(f"SELECT coalesce(sum(n), 0) FROM (SELECT max(trade_id) - min(trade_id) + 1 - "
+                         f"count(DISTINCT trade_id) AS n FROM read_parquet('{data}/trades/exchange=binance/"
+                         f"market={market}/**/*.parquet', hive_partitioning = true) GROUP BY symbol)").fetchone()[0]
+        out[market] = {"book_chain_breaks": sum(r.breaks for r in reports if r.table == "book" and r.market == market),
+                       "trade_ids_missing": int(trades),
+                       "book_watched_s": round(sum(r.watched_s or 0 for r in reports
+                                                   if r.table == "book" and r.market == market), 1)}
+    return out
+
+
+def redundant(args: argparse.Namespace, nova: str) -> None:
+    """Two recorders of the same venue into two roots, each killed (-9) and restarted in turn every
+    --kill-every seconds, then ``nova merge``: what each lost, and what the merged recording lost."""
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
+        roots = {name: Path(tmp) / name for name in ("a", "b")}
+        venue = subprocess.Popen([nova, "venue", "--port", "0", "--symbols", ",".join(SYMBOLS), "--rate",
+                                  str(args.rate), "--seed", "11"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+        assert venue.stdout is not None
+        url = venue.stdout.readline().strip()
+
+        def start(name: str) -> subprocess.Popen:
+            return subprocess.Popen([nova, "record", *SYMBOLS, "--venue", url, "--data", str(roots[name]),
+                                     "--recorder-id", name, "-q"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        recs = {name: start(name) for name in roots}
+        kills: list[str] = []
+        started = time.monotonic()
+        next_kill = started + args.kill_every
+        try:
+            while time.monotonic() - started < args.minutes * 60:
+                time.sleep(1)
+                if time.monotonic() >= next_kill:
+                    name = "ab"[len(kills) % 2]
+                    recs[name].kill()
+                    recs[name].wait()
+                    time.sleep(3)  # away long enough to miss a few hundred messages
+                    recs[name] = start(name)
+                    kills.append(f"{time.monotonic() - started:.0f}s:{name}")
+                    print(f"{time.monotonic() - started:6.0f} s  kill -9 and restart of recorder {name}", flush=True)
+                    next_kill += args.kill_every
+            post(url + "/_venue/pause")
+            time.sleep(8)
+            for proc in recs.values():
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=120)
+        finally:
+            for proc in recs.values():
+                if proc.poll() is None:
+                    proc.kill()
+            venue.send_signal(signal.SIGINT)
+            venue.wait(timeout=30)
+        merged = Path(tmp) / "merged"
+        t0 = time.monotonic()
+        subprocess.run([nova, "merge", str(roots["a"]), str(roots["b"]), "--into", str(merged)], check=True,
+                       stderr=subprocess.DEVNULL)
+        merge_s = time.monotonic() - t0
+        report = {"mode": "redundant", "minutes": args.minutes, "rate": args.rate, "symbols": len(SYMBOLS),
+                  "kills": kills, "merge_s": round(merge_s, 1),
+                  "lost_by": {name: missing_against(root, merged) for name, root in roots.items()},
+                  "merged": merged_breaks(merged),
+                  "sources": {name: merged_breaks(root) for name, root in roots.items()}}
+    print(json.dumps(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--redundant", action="store_true",
+                        help="two recorders, each killed and restarted in turn, then nova merge (RELIABILITY.md)")
+    parser.add_argument("--kill-every", type=float, default=30.0, help="with --redundant: seconds between kills")
+    parser.add_argument("--keep", help="with --redundant: record into this folder and keep it")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         asyncio.run(child(*args.child))
         return
     nova = str(Path(sys.executable).parent / "nova")
+    if args.redundant:
+        redundant(args, nova)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data, result = Path(tmp) / "data", Path(tmp) / "summary.json"
         venue = subprocess.Popen([nova, "venue", "--port", "0", "--symbols", ",".join(SYMBOLS), "--rate",

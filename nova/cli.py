@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -99,6 +100,10 @@ app = typer.Typer(
 
 # ---- option types -------------------------------------------------------------------------------------------------
 
+DATA_HELP = ("A local folder, or an object store as s3://BUCKET/PREFIX (credentials, region and endpoint from "
+             "the AWS_* variables).")
+
+
 class Listed(tuple):
     """The items of a comma-separated option value (a tuple subclass: typer passes it as one value, where a
     ``tuple[...]`` annotation would make it expect several words)."""
@@ -162,7 +167,18 @@ def _fault(text: str) -> Any:
     return FaultSpec.parse(text)
 
 
+class Shard(tuple):
+    """``--shard I/N``: (I, N), a tuple subclass so that typer takes it as one value."""
+
+
+def _shard(text: str) -> Shard:
+    from recorder.fleet import parse_shard  # light: no ccxt until a worker starts
+
+    return Shard(parse_shard(text))
+
+
 DURATION = _parser(parse_duration)
+SHARD = _parser(_shard)
 POSITIVE_DURATION = _parser(_positive_duration)
 SPEED = _parser(lambda text: check_speed(parse_speed(text)))
 DEPTH_MS = _parser(_depth_ms)
@@ -207,7 +223,8 @@ class SqlFormat(StrEnum):
 RECORD_OPTIONS = {"symbols": "SYMBOL", "endpoint": "--venue", "markets": "--markets", "tables": "--tables",
                   "flush_s": "--flush", "rotate_s": "--rotate", "stall_s": "--stall",
                   "depth_ms['spot']": "--spot-depth", "depth_ms['perp']": "--perp-depth", "oi_every_s": "--oi-every",
-                  "recorder_id": "--recorder-id", "fee_spot_bps": "--fee-spot", "fee_perp_bps": "--fee-perp"}
+                  "recorder_id": "--recorder-id", "fee_spot_bps": "--fee-spot", "fee_perp_bps": "--fee-perp",
+                  "spool": "--spool", "upload_wait_s": "--upload-wait"}
 """RecorderConfig's (and its SpreadParams') fields, by the ``nova record`` option that fills them."""
 REPLAY_OPTIONS = {"clock": "--clock", "speed": "--speed", "size": "--size", "fee_spot": "--fee-spot",
                   "fee_perp": "--fee-perp", "threshold": "--threshold", "stale_ms": "--stale-ms"}
@@ -281,7 +298,7 @@ def _dashed(symbol: Symbol | None) -> str | None:
     return symbol.dashed if symbol is not None else None
 
 
-def _flat(groups: list[Listed] | None) -> list[Any]:
+def _flat(groups: Sequence[Listed] | None) -> list[Any]:
     """The items of a repeatable comma-separated option, in order."""
     return [item for group in groups or [] for item in group]
 
@@ -333,6 +350,15 @@ def venue(
     perp_pong_timeout: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
                                                      help="Close a USDT-M connection after this long without a "
                                                      "pong.")] = "10m",
+    spot_weight_limit: Annotated[int, typer.Option(min=0, help="REST request weight a client IP may use per "
+                                                   "--weight-window on spot before 429s (0: no limit).")] = 6000,
+    perp_weight_limit: Annotated[int, typer.Option(min=0, help="The same on USDT-M.")] = 2400,
+    weight_window: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                                 help="The window request weight is counted in.")] \
+    = "1m",  # type: ignore[assignment]
+    ban: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                       help="How long a client that keeps sending after a 429 is banned (418).")]
+    = "2m",  # type: ignore[assignment]
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connections and faults.")] = False,
 ) -> None:
     """Serve a simulated Binance (spot + USDT-M market data) on 127.0.0.1, for ccxt and `nova record`.
@@ -341,15 +367,20 @@ def venue(
     aggTrade, markPrice and forceOrder streams over WebSocket, with Binance's update-id rules, pings and error
     replies, and names what it serves in every response's Server header. Point a recorder at it with
     `nova record ETH/USDT --venue URL`. The control API under URL/_venue (book, status, pause, resume,
-    fault/drop|close|stall|snapshot|shutdown|malformed|openinterest) is documented in the README.
+    fault/drop|close|stall|snapshot|shutdown|malformed|openinterest, limits) is documented in the README.
+    REST requests cost Binance's weights against Binance's per-IP limits (429 with Retry-After, then 418).
     """
     from nova.venue import CaptureSource, SyntheticSource, Venue, VenueConfig
     from nova.venue.faults import run_schedule
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    from nova.venue.ratelimit import RateLimits
+
     config = VenueConfig(host=host, port=port, ping_interval_s={"spot": spot_ping, "perp": perp_ping},
-                         pong_timeout_s={"spot": spot_pong_timeout, "perp": perp_pong_timeout})
+                         pong_timeout_s={"spot": spot_pong_timeout, "perp": perp_pong_timeout},
+                         limits=RateLimits({"spot": spot_weight_limit, "perp": perp_weight_limit}, weight_window,
+                                           ban_s=ban))
     specs = list(fault or [])
     if rate <= 0:
         raise fail(f"--rate must be positive, not {rate}")
@@ -383,7 +414,7 @@ def venue(
     raise typer.Exit(run_async(main))
 
 
-def _record_config(symbols: list[Symbol], data: Path, venue: str | None, testnet: bool, **fields: Any) -> Any:
+def _record_config(symbols: list[Symbol], data: str | Path, venue: str | None, testnet: bool, **fields: Any) -> Any:
     """The RecorderConfig the options describe; what it refuses is one sentence naming the option."""
     if venue and testnet:
         raise fail("--venue and --testnet exclude each other; pick one endpoint")
@@ -426,6 +457,73 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
     return 0
 
 
+async def _record_many(config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool, every: bool,
+                       quote: str | None, shard: tuple[int, int] | None, workers: int) -> int:
+    """``--all``, ``--shard`` and ``--workers`` (recorder.fleet) around ``_record``."""
+    from recorder import fleet
+
+    if every:
+        config.symbols = await fleet.listed_symbols(config.endpoint, config.markets, quote)
+        if not config.symbols:
+            where = f" quoted in {quote.upper()}" if quote else ""
+            raise NovaError(f"no symbol{where} is listed and trading on every recorded market; check --quote "
+                            "and --markets")
+    if shard is not None:
+        listed = len(config.symbols)
+        config.symbols = fleet.shard(config.symbols, *shard)
+        if not config.symbols:
+            raise NovaError(f"shard {shard[0]}/{shard[1]} of the {listed} symbols is empty; use fewer shards")
+    if workers == 1:
+        return await _record(config, stop, duration_s, quiet)
+    parts = [p for p in fleet.split(config.symbols, workers, shard[1] if shard else 1) if p]
+    if len(parts) < workers:
+        err.print(f"{len(config.symbols)} symbols fill {len(parts)} of the {workers} workers; starting {len(parts)}")
+    return await _record_fleet(fleet.Fleet(config, parts), config.data, stop, duration_s, quiet)
+
+
+async def _record_fleet(workers: Any, data: str, stop: asyncio.Event, duration_s: float | None, quiet: bool) -> int:
+    from rich.live import Live
+
+    from recorder.status import FleetView
+
+    out = out_console()
+    workers.start()
+    try:
+        await workers.wait_started()
+        view = FleetView(workers, out, data)
+        shown_notices = 0
+
+        def tick() -> None:
+            nonlocal shown_notices
+            for notice in workers.notices[shown_notices:]:
+                err.print(f"[bold yellow]warning:[/] {notice}", soft_wrap=True)
+            shown_notices = len(workers.notices)
+            if not quiet and not out.is_terminal:
+                out.print(view.log_line(), soft_wrap=True, highlight=False)
+
+        if not quiet and out.is_terminal:
+            with Live(view.render(), console=out, refresh_per_second=2, transient=False) as live:
+
+                def redraw() -> None:
+                    tick()
+                    live.update(view.render())
+
+                await workers.run(stop, duration_s, redraw, 0.5)
+        else:
+            await workers.run(stop, duration_s, tick, 10.0)
+    finally:
+        await workers.stop()
+    for notice in workers.notices[shown_notices:]:
+        err.print(f"[bold yellow]warning:[/] {notice}", soft_wrap=True)
+    if not quiet:
+        _print_summary(out, data, workers.summary())
+    failed = workers.failed
+    if failed:
+        raise NovaError(f"{len(failed)} of {len(workers.workers)} workers did not finish cleanly (worker "
+                        f"{failed[0].index + 1}: {failed[0].failure}); what they recorded is on disk")
+    return 0
+
+
 def _print_summary(out: Any, data: str, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -440,11 +538,23 @@ def _print_summary(out: Any, data: str, summary: dict[str, Any]) -> None:
 
 @app.command()
 def record(
-    symbols: Annotated[list[Symbols], typer.Argument(parser=SYMBOLS, metavar="SYMBOL",
-                                                    help="Symbols to record, like ETH/USDT: its Binance spot "
-                                                    "market and its USDT-M perpetual (ETH/USDT:USDT).")],
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="Data root; recordings go under DATA/{table}/.")]
-    = Path("data"),
+    symbols: Annotated[list[Symbols] | None, typer.Argument(parser=SYMBOLS, metavar="SYMBOL",
+                                                           help="Symbols to record, like ETH/USDT: its Binance "
+                                                           "spot market and its USDT-M perpetual "
+                                                           "(ETH/USDT:USDT). Or --all.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Record every symbol listed and trading on every recorded "
+                                        "market (exchangeInfo): with both markets, each symbol that has a spot "
+                                        "market and a USDT-M perpetual.")] = False,
+    quote: Annotated[str | None, typer.Option(metavar="ASSET", help="With --all: only the symbols quoted in this "
+                                              "asset, like USDT.")] = None,
+    shard: Annotated[Shard | None, typer.Option(parser=SHARD, metavar="I/N",
+                                                          help="Record shard I of N (from 1) of the symbols: a "
+                                                          "stable split by a hash of each name, so N machines "
+                                                          "cover the list without talking.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Record in this many processes on this machine, each "
+                                         "a part of the symbols, under one status and one Ctrl-C.")] = 1,
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="Data root; recordings go under DATA/{table}/. " + DATA_HELP)] = "data",
     venue: Annotated[str | None, typer.Option(help="Record from a Binance-compatible server at this base URL "
                                               "(the URL `nova venue` prints) instead of Binance.")] = None,
     testnet: Annotated[bool, typer.Option(help="Record from Binance's testnet (ccxt's sandbox URLs).")] = False,
@@ -475,8 +585,17 @@ def record(
     fee_perp: Annotated[float, typer.Option(help="Perp taker fee in bps, for the live spread.")] = 5.0,
     oi_every: Annotated[float, typer.Option(parser=DURATION, metavar="DURATION",
                                             help="Poll the perpetual's open interest this often.")] = "10s",
-    recorder_id: Annotated[str | None, typer.Option(help="Name this recorder in the ledger's provenance "
-                                                    "(default: the host name).")] = None,
+    recorder_id: Annotated[str | None, typer.Option(help="Name this recorder in the ledger's provenance and in "
+                                                    "its file names (default: the host name).")] = None,
+    spool: Annotated[str | None, typer.Option(metavar="DIR",
+                                              help="With an s3:// --data: the local folder where open files are "
+                                              "journalled and finished files wait for their upload (a folder "
+                                              "BUCKET/PREFIX inside it). Default: ~/.cache/nova/spool "
+                                              "($XDG_CACHE_HOME/nova/spool), or ./nova-spool without a home.")]
+    = None,
+    upload_wait: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                               help="With an s3:// --data: how long a stop waits for the last "
+                                               "uploads before leaving them to the next start.")] = "60s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status and no summary.")] = False,
 ) -> None:
     """Record every order-book update of Binance spot and USDT-M perpetual markets to Parquet.
@@ -485,16 +604,33 @@ def record(
     (table book), bookTicker (bbo), trades and, for the perpetual, markPrice@1s (funding), liquidations
     (forceOrder) and open interest (polled), plus exchangeInfo (instruments), with a ledger of gaps, resyncs
     and reconnects (events) whose start rows say where the data came from. Files appear under DATA as they
-    are completed; Ctrl-C or SIGTERM flushes everything, removes the lock and exits 0.
+    are completed; Ctrl-C or SIGTERM flushes everything, gives back the recorder's claims and exits 0.
+
+    Into an object store (--data s3://BUCKET/PREFIX), files are journalled in a local spool (--spool) and
+    each finished file is uploaded under its final name, with retries; a store that is slow or down never
+    stops the recording (the status shows the backlog, the ledger when uploads fail and recover). A stop
+    uploads the rest, or, if the store is still down after --upload-wait, exits 1 leaving them in the spool
+    for the next start.
 
     Examples: `nova record ETH/USDT`, `nova record ETH/USDT BTC/USDT --duration 8h`,
-    `nova record ETH/USDT --venue http://127.0.0.1:8765 --duration 30s`.
+    `nova record ETH/USDT --venue http://127.0.0.1:8765 --duration 30s`,
+    `nova record ETH/USDT --data s3://my-bucket/nova --spool /var/spool/nova`,
+    `nova record --all --quote USDT --workers 4 --shard 1/3 --recorder-id box-1` (one of three machines).
     """
-    config = _record_config(_flat(symbols), data, venue, testnet, markets=markets.markets, tables=tables,
-                            flush_s=flush, rotate_s=rotate, stall_s=stall,
+    chosen = _flat(symbols)
+    if every and chosen:
+        raise fail("give symbols or --all, not both")
+    if not every and not chosen:
+        raise fail("give at least one symbol to record, like ETH/USDT, or --all for every listed symbol")
+    if quote is not None and not every:
+        raise fail("--quote filters the symbols of --all; add --all or drop --quote")
+    config = _record_config(chosen or [Symbol("BTC", "USDT")], data, venue, testnet, markets=markets.markets,
+                            tables=tables, flush_s=flush, rotate_s=rotate, stall_s=stall,
                             depth_ms={"spot": spot_depth, "perp": perp_depth}, oi_every_s=oi_every,
-                            recorder_id=recorder_id, fee_spot=fee_spot, fee_perp=fee_perp)
-    raise typer.Exit(run_async(lambda stop: _record(config, stop, duration, quiet)))
+                            recorder_id=recorder_id, fee_spot=fee_spot, fee_perp=fee_perp, spool=spool,
+                            upload_wait_s=upload_wait)
+    raise typer.Exit(run_async(lambda stop: _record_many(config, stop, duration, quiet, every, quote, shard,
+                                                         workers)))
 
 
 @app.command()
@@ -511,8 +647,8 @@ def replay(
                                               "ISO time.")] = None,
     end: Annotated[str | None, typer.Option(help="End of the window (exclusive): HH:MM[:SS] on the last date "
                                             "(UTC), or a full ISO time.")] = None,
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="Data root holding the recording.")]
-    = Path("data"),
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="Data root holding the recording. " + DATA_HELP)] = "data",
     clock: Annotated[Clock, typer.Option(case_sensitive=False,
                                          help="recv: order and pace by our receive time; event: by exchange "
                                          "time (receive time where a row has none).")] = Clock.recv,
@@ -527,8 +663,8 @@ def replay(
                                              "this (bps).")] = 0.0,
     stale_ms: Annotated[float, typer.Option(help="Flag a reading whose legs updated further apart than this "
                                             "(ms).")] = 1000.0,
-    out: Annotated[Path | None, typer.Option(help="Write the spread series to this one Parquet file instead of "
-                                             "the dataset's spread table.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the spread series to this one local Parquet file "
+                                             "instead of the dataset's spread table.")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Replay without files that cannot be read (the summary names "
                                            "them) instead of stopping.")] = False,
     replace: Annotated[bool, typer.Option(help="Let a window replay replace a stored series of the spread table "
@@ -545,6 +681,9 @@ def replay(
     Examples: `nova replay --date 2026-11-24`, `nova replay --date 2026-11-24 --start 14:00 --end 15:00
     --speed 1`, `nova replay --date 2026-11-23 --until 2026-11-24 --size 5 --out spread.parquet`.
     """
+    if out is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(out)):
+        raise fail(f"--out writes a local file, not an object-store URL ({out}); leave --out out to store the "
+                   "series in the dataset's spread table (on the store too)")
     if out is not None and (out.suffix != ".parquet" or not out.parent.is_dir()):
         raise fail(f"--out {out} must be a .parquet file in an existing directory")
     from replay import Replay
@@ -622,7 +761,8 @@ def sql(
     query: Annotated[str | None, typer.Argument(help="The SQL to run (read-only), e.g. \"SELECT count(*) FROM book\".")]
     = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the SQL from this file instead.")] = None,
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to query.")] = Path("data"),
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="The recording to query. " + DATA_HELP)] = "data",
     format: Annotated[SqlFormat | None, typer.Option(
         "--format", case_sensitive=False,
         help="table, csv, json (JSON lines) or parquet. Default: what the extension of --output says "
@@ -673,7 +813,8 @@ def sql(
 
 @app.command()
 def check(
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to check.")] = Path("data"),
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="The recording to check. " + DATA_HELP)] = "data",
     date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
                                              help="Only this day (YYYY-MM-DD).")] = None,
     symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
@@ -717,7 +858,8 @@ def check(
 
 @app.command()
 def compact(
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The recording to compact.")] = Path("data"),
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="The recording to compact. " + DATA_HELP)] = "data",
     date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
                                              help="Only this finished day (YYYY-MM-DD); default: all of them.")]
     = None,
@@ -782,7 +924,8 @@ def _size(n: int) -> str:
 
 @app.command(name="ls")
 def ls_command(
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The data root to list.")] = Path("data"),
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="The data root to list. " + DATA_HELP)] = "data",
     date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
                                              help="Only this day (YYYY-MM-DD).")] = None,
     symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
@@ -836,15 +979,15 @@ def ls_command(
 
 @app.command()
 def recover(
-    data: Annotated[Path, typer.Option(envvar="NOVA_DATA", help="The data root a recorder crashed on.")]
-    = Path("data"),
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="The data root a recorder crashed on. " + DATA_HELP)] = "data",
 ) -> None:
     """Finish what a killed recorder left, without starting a recorder.
 
     Turns its hidden journals into their Parquet files, deletes half-written temporaries, and ledgers the
     `stop` each killed run lacks (at its last recorded row), so the ledger says when the market stopped being
     watched. The next `nova record` on the directory does the same; this is for archives that will not be
-    recorded into again. Refuses while a recorder is writing there.
+    recorded into again. Streams a live recorder is recording are skipped (it recovers them itself).
 
     Example: `nova recover --data /srv/nova`.
     """
@@ -852,9 +995,49 @@ def recover(
 
     done = _guard(lambda: recover_root(str(data)))
     for line in done:
-        err.print(f"[green]recovered:[/] {line}", soft_wrap=True)
+        if line.startswith("skipped "):  # a stream a live recorder claims
+            err.print(f"[yellow]skipped:[/] {line.removeprefix('skipped ')}", soft_wrap=True)
+        else:
+            err.print(f"[green]recovered:[/] {line}", soft_wrap=True)
     if not done:
         err.print(f"nothing to recover in {data}: no journals, temporaries or unfinished runs")
+
+
+@app.command(name="merge")
+def merge_command(
+    sources: Annotated[list[str], typer.Argument(metavar="SRC...", help="The recordings to merge (data roots of "
+                                                 "recorders of the same venue and symbols). " + DATA_HELP)],
+    into: Annotated[str, typer.Option("--into", metavar="DST", help="Where the merged recording goes (a new "
+                                      "root, or one an earlier merge wrote). " + DATA_HELP)],
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD", help="Only write this day.")]
+    = None,
+    symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
+                                                  help="Only this symbol (ETH/USDT, ETHUSDT, ETH-USDT).")] = None,
+    prefer: Annotated[str | None, typer.Option(metavar="SRC", help="Where two sources hold the same message "
+                                               "with different content, this one wins (default: refuse).")]
+    = None,
+) -> None:
+    """Merge redundant recordings of the same streams into one, by exchange ids: a break remains only where
+    every source missed the same messages.
+
+    Books by U/u (stale recomputed on the merged chain, one snapshot per covered stretch), bbo by update id,
+    trades by trade id, funding, liquidations and open interest by event time; one ledger saying which source
+    covered which interval. Idempotent; the output is a plain recording (replay, sql, check work on it).
+
+    Examples: `nova merge /srv/a /srv/b --into /srv/merged`, `nova merge a b --into m --date 2026-11-24
+    --symbol ETHUSDT --prefer a`.
+    """
+    from nova.analysis.merge import merge
+
+    results = _guard(lambda: merge(sources, into, date, _dashed(symbol), prefer))
+    written = [r for r in results if r.written]
+    for r in results:
+        what = "written" if r.written else "unchanged"
+        brought = ", ".join(f"{n:,} from {src}" for src, n in r.rows_in.items())
+        err.print(f"{r.table} {r.market} {r.symbol} {r.date}: {r.rows:,} rows {what}"
+                  + (f" ({brought})" if brought else ""), soft_wrap=True, markup=False)
+    err.print(f"merged {len(sources)} recording(s) into {into}: {len(written)} partition(s) written, "
+              f"{len(results) - len(written)} unchanged", soft_wrap=True, markup=False)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from nova.core.errors import NovaError
+from nova.core.limits import STREAMS_PER_CONNECTION
 from nova.core.markets import Market
 
 Endpoint = Literal["binance", "testnet"] | str
@@ -24,14 +25,21 @@ def check_venue_url(url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
 
 
-def ccxt_options(market: Market, depth_rate_ms: int) -> dict[str, Any]:
-    """Options that make ``load_markets`` one request and pick the diff-depth stream speed."""
-    return {
-        "fetchMarkets": {"types": ["spot" if market == "spot" else "linear"]},
+def ccxt_options(market: Market, depth_rate_ms: int, connections: int | None = None) -> dict[str, Any]:
+    """Options that make ``load_markets`` one request, pick the diff-depth stream speed, and keep ccxt inside
+    Binance's connection limits (nova.core.limits): at most ``connections`` WebSocket connections (ccxt spreads
+    subscriptions over them round-robin; its default is 50) and Binance's streams per connection on each."""
+    kind = "spot" if market == "spot" else "linear"
+    options: dict[str, Any] = {
+        "fetchMarkets": {"types": [kind]},
         "fetchCurrencies": False,
         "fetchMargins": False,
         "watchOrderBookRate": str(depth_rate_ms),
+        "subscriptionLimitByStream": {kind: STREAMS_PER_CONNECTION[market]},
     }
+    if connections is not None:
+        options["streamLimits"] = {kind: connections}
+    return options
 
 
 def point_at_venue(exchange: Any, venue_url: str) -> None:

@@ -34,7 +34,9 @@ from typing import Any, Protocol
 
 import ccxt.pro as ccxtpro
 
+from nova.core.limits import depth_weight, weight_limits
 from nova.core.markets import Market
+from recorder.throttle import Throttled, WeightBudget, retry_after_s
 
 # Events the recorder subscribes to; ccxt routes them to the hooks below (spot's bookTicker has no "e").
 _ROUTED_EVENTS = frozenset({"depthUpdate", "bookTicker", "trade", "aggTrade", "markPriceUpdate", "forceOrder"})
@@ -63,6 +65,8 @@ class Sink(Protocol):
 
     def on_snapshot_failed(self, market: Market, symbol: str, error: BaseException) -> None: ...
 
+    def on_snapshot_throttled(self, market: Market, symbol: str, error: Throttled) -> None: ...
+
     def on_server_shutdown(self, market: Market, client: Any, ts: int) -> None: ...
 
     def on_unexpected(self, market: Market, client: Any, message: Any, ts: int, why: str,
@@ -77,6 +81,8 @@ class RecordingBinance(ccxtpro.binance):
         self.nova_market: Market = market
         self.nova_sink = sink
         self.nova_hook_calls: dict[str, int] = {}  # for the tests that pin the hooks to the ccxt version
+        # REST weight pacing (recorder.throttle): snapshots and open interest wait for room in the window
+        self.nova_budget = WeightBudget(market)
 
     def _count(self, hook: str) -> None:
         self.nova_hook_calls[hook] = self.nova_hook_calls.get(hook, 0) + 1
@@ -130,16 +136,47 @@ class RecordingBinance(ccxtpro.binance):
         return await self._depth_snapshot("perp", super().fapiPublicGetDepth, params or {})
 
     async def _depth_snapshot(self, market: Market, call: Any, params: dict) -> Any:
+        """Paced by the weight budget; a 429 or 418 is ledgered and the same request retried after its
+        Retry-After (the diffs that arrive meanwhile are held by the sequencer, so nothing is lost)."""
         self._count("publicGetDepth" if market == "spot" else "fapiPublicGetDepth")
         symbol = str(params.get("symbol", ""))
         self.nova_sink.on_snapshot_requested(market, symbol)
+        limit = params.get("limit")
+        weight = depth_weight(market, int(limit) if isinstance(limit, int | str) and str(limit).isdigit() else 1000)
+        while True:
+            await self.nova_budget.acquire(weight)
+            try:
+                response = await call(params)
+            except Throttled as exc:
+                self.nova_budget.hold(exc.retry_after_s)
+                self.nova_sink.on_snapshot_throttled(market, symbol, exc)
+                continue
+            except BaseException as exc:
+                self.nova_sink.on_snapshot_failed(market, symbol, exc)
+                raise
+            finally:
+                self.nova_budget.observe(self.last_response_headers)
+            self.nova_sink.on_snapshot(market, symbol, response, time.time_ns())
+            return response
+
+    async def fapiPublicGetOpenInterest(self, params: dict | None = None) -> Any:
+        # USDT-M only, camelCase as the recorder calls it: paced by the same budget as the snapshots
+        await self.nova_budget.acquire(1)
         try:
-            response = await call(params)
-        except BaseException as exc:
-            self.nova_sink.on_snapshot_failed(market, symbol, exc)
+            return await super().fapiPublicGetOpenInterest(params or {})
+        except Throttled as exc:
+            self.nova_budget.hold(exc.retry_after_s)
             raise
-        self.nova_sink.on_snapshot(market, symbol, response, time.time_ns())
-        return response
+        finally:
+            self.nova_budget.observe(self.last_response_headers)
+
+    def handle_errors(self, code: int, reason: str, url: str, method: str, headers: Any, body: str, response: Any,
+                      request_headers: Any, request_body: Any) -> Any:
+        """429 (over the weight limit) and 418 (banned) become Throttled, with the Retry-After the server sent."""
+        if code in (429, 418):
+            raise Throttled(code, retry_after_s(headers), f"{self.id} {method} {url} {code} {reason} {body[:200]}")
+        return super().handle_errors(code, reason, url, method, headers, body, response, request_headers,
+                                     request_body)
 
     # ---- exchangeInfo: the instruments, raw (ccxt's load_markets asks once per start) -----------------------
     async def publicGetExchangeInfo(self, params: dict | None = None) -> Any:
@@ -154,6 +191,8 @@ class RecordingBinance(ccxtpro.binance):
     async def _exchange_info(self, market: Market, call: Any, params: dict) -> Any:
         self._count("publicGetExchangeInfo" if market == "spot" else "fapiPublicGetExchangeInfo")
         response = await call(params)
+        if isinstance(response, dict):
+            self.nova_budget.configure(*weight_limits(response.get("rateLimits"), market))
         self.nova_sink.on_exchange_info(market, response, time.time_ns())
         return response
 

@@ -29,18 +29,21 @@ import ccxt
 import numpy as np
 
 from nova.core.book import usable
-from nova.core.dataset import Dataset, NotWritable
+from nova.core.dataset import BadRecorderId, Dataset, NotWritable, file_id
 from nova.core.errors import NovaError
-from nova.core.lock import RootBusy, RootLock
+from nova.core.lock import Claims, Holder, StreamBusy
 from nova.core.markets import MARKETS, Market, Symbol
+from nova.core.spool import Spool
 from nova.core.spread import SpreadLogic, SpreadParams
+from nova.core.stores import StoreUnavailable, is_object_store
 from nova.core.units import BadValue, check_at_least, check_count, check_positive, check_subset
 from recorder.endpoints import ccxt_options, check_venue_url, configure, describe_source, versions
 from recorder.exchange import RecordingBinance
 from recorder.recovery import CRASH_DETAIL, missing_stops
-from recorder.rows import Levels, book_batch, malformed_details, table_batch
+from recorder.rows import Levels, book_batch, event_row, malformed_details, table_batch
 from recorder.sequencer import SNAPSHOT, STALE
 from recorder.session import PERP_ONLY, POLLED, STREAM_MARKERS, STREAMS, MarketSession, SymbolState, Taken
+from recorder.upload import UPLOAD_STREAM, Backlog, Uploader
 from recorder.writer import DatasetWriter
 
 MARKET_NAME = {"spot": "spot", "perp": "USDT-M"}
@@ -67,6 +70,10 @@ class RecorderConfig:
     recorder_id: str | None = None  # who recorded, in the ledger's provenance; default: the host name
     oi_every_s: float = 10.0  # open interest is polled over REST this often
     instruments_every_s: float = 3600.0  # exchangeInfo is checked for changes this often
+    weight_share: float = 1.0  # of the IP's REST weight limit this recorder may use (1/N for N workers)
+    connections: int | None = None  # WebSocket connections per market at most (None: ccxt's default, 50)
+    spool: str | None = None  # an object-store root's local spool (nova.core.spool); None: the default place
+    upload_wait_s: float = 60.0  # how long a clean stop waits for the spool's uploads
 
     DEPTH_SPEEDS_MS: ClassVar[dict[str, tuple[int, ...]]] = {"spot": (100, 1000), "perp": (0, 100, 250, 500)}
     """Binance's diff-depth stream speeds per market (``@depth@100ms``; perp 0 is ``@depth@0ms``, every update)."""
@@ -76,13 +83,18 @@ class RecorderConfig:
         the same sentence (``BadValue``, naming the field as written here). Sequences become tuples and a
         venue URL its canonical spelling."""
         self._check_what()
-        for name in ("flush_s", "stall_s", "oi_every_s", "instruments_every_s", "backoff_base_s", "backoff_cap_s"):
+        for name in ("flush_s", "stall_s", "oi_every_s", "instruments_every_s", "backoff_base_s", "backoff_cap_s",
+                     "upload_wait_s"):
             check_positive(name, getattr(self, name), "seconds")
         check_at_least("rotate_s", self.rotate_s, 1, "seconds")
         if self.backoff_cap_s < self.backoff_base_s:
             raise BadValue("backoff_cap_s", f"must be at least backoff_base_s ({self.backoff_base_s})",
                            self.backoff_cap_s)
         check_count("connect_attempts", self.connect_attempts, 1, "attempts")
+        if not isinstance(self.weight_share, int | float) or not 0 < self.weight_share <= 1:
+            raise BadValue("weight_share", "must be a fraction above 0 and at most 1", self.weight_share)
+        if self.connections is not None:
+            check_count("connections", self.connections, 1, "connections")
         self._check_per_market()
         self._check_where()
 
@@ -122,8 +134,21 @@ class RecorderConfig:
                 raise BadValue("recorder_id", "must name this recorder in the ledger, or be None for the host "
                                "name", self.recorder_id)
             self.recorder_id = self.recorder_id.strip()
+            try:
+                file_id(self.recorder_id)
+            except BadRecorderId:
+                raise BadValue("recorder_id", "must have a letter or digit to name files with, like host-1",
+                               self.recorder_id) from None
         if not isinstance(self.spread, SpreadParams):
             raise BadValue("spread", "must be a nova.core.spread.SpreadParams", self.spread)
+        if self.spool is not None:
+            if not isinstance(self.spool, str) or not self.spool.strip():
+                raise BadValue("spool", "must be a local folder", self.spool)
+            if not is_object_store(self.data):
+                raise BadValue("spool", f"is only for object-store roots (s3://...); {self.data} is a local "
+                               "folder, recorded into directly", self.spool)
+            if is_object_store(self.spool) or "://" in self.spool:
+                raise BadValue("spool", "must be a local folder (journals need a local disk)", self.spool)
 
 
 @dataclass
@@ -159,7 +184,11 @@ class Recorder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nova-writer")
         self._tasks: set[asyncio.Task] = set()
         self._stream_started: dict[tuple[Market, str, str], int] = {}
-        self._lock: RootLock | None = None
+        self._claims: Claims | None = None
+        self.spool: Spool | None = None  # recording to an object store: the local spool, and its uploader
+        self.uploader: Uploader | None = None
+        self._store_up = True  # an object store answered at start
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._inflight: asyncio.Future | None = None
         self._sources: dict[Market, tuple[str, str]] = {}  # market -> (source identity, where), for the ledger
@@ -167,27 +196,30 @@ class Recorder:
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Check everything a user can get wrong, then start recording. Raises NovaError before writing."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.writer = await loop.run_in_executor(self._executor, self._prepare_data_dir)
         for market in self.config.markets:
             session = MarketSession(market, self.config.symbols, {}, self._request_resync, self._server_shutdown)
-            options = ccxt_options(market, self.config.depth_ms[market])
+            options = ccxt_options(market, self.config.depth_ms[market], self.config.connections)
             session.exchange = RecordingBinance({"options": options, "enableRateLimit": False}, market, session)
+            session.exchange.nova_budget.share = self.config.weight_share
             configure(session.exchange, self.config.endpoint)
             self.sessions[market] = session
         try:
             await asyncio.gather(*(self._load_markets(s) for s in self.sessions.values()))
             self._check_symbols()
-            self.recovered = await loop.run_in_executor(self._executor, self._recover_and_lock)
+            self.recovered += await loop.run_in_executor(self._executor, self._recover_and_lock)
         except BaseException:
             await self._close_exchanges()
             raise
         for market, session in self.sessions.items():
             for state in session.states.values():
-                state.seq.next_msg = self.writer.dataset.max_msg(market, state.symbol.dashed) + 1
+                state.seq.next_msg = self._history.max_msg(market, state.symbol.dashed) + 1
         await loop.run_in_executor(self._executor, self._close_crashed_runs)
+        if self.uploader is not None:  # after the spool's files were counted above: from here they may leave it
+            self.uploader.start()
         self.started_ns = time.time_ns()
-        recorder_id = self.config.recorder_id or socket.gethostname()
+        recorder_id = self.recorder_id
         software = versions()
         for market, session in self.sessions.items():
             source, where = self._sources[market]
@@ -227,6 +259,7 @@ class Recorder:
                 if any(state.events for session in self.sessions.values() for state in session.states.values()):
                     await self._flush(final=True)  # what the last flush ledgered (a malformed message found)
         finally:
+            await self._finish_uploads()
             await self._close_exchanges()
             self._executor.shutdown(wait=True)
             self._release_lock()
@@ -275,36 +308,124 @@ class Recorder:
     # ---- start-up checks ---------------------------------------------------------------------------------------------
     def _prepare_data_dir(self) -> DatasetWriter:
         dataset = Dataset(self.config.data)
+        if not dataset.local:
+            return self._prepare_spool(dataset)
         try:
             dataset.check_writable("record into")
         except NotWritable as exc:
             raise NovaError(f"cannot write to the data directory {self.config.data} ({exc.reason}); choose "
                             "a writable --data directory") from None
-        return DatasetWriter(dataset, self.config.rotate_s)
+        return DatasetWriter(dataset, self.config.rotate_s, file_id(self.recorder_id))
+
+    def _prepare_spool(self, store: Dataset) -> DatasetWriter:
+        """An object-store root: record into its local spool (nova.core.spool), uploaded by ``self.uploader``. A
+        store that cannot be reached is tolerated only when the spool knows where each stream ended (it has
+        uploaded into this root before); a missing bucket or refused credentials never are."""
+        spool = Spool(store, self.config.spool)
+        try:
+            spool.local.check_writable("spool into")
+        except NotWritable as exc:
+            raise NovaError(f"cannot write to the spool {spool.path} of {self.config.data} ({exc.reason}); choose "
+                            "a writable --spool folder") from None
+        try:
+            store.check_reachable()
+            store.check_writable("record into")
+        except StoreUnavailable as exc:
+            if "refused" in str(exc) or not spool.has_history():
+                raise NovaError(f"{exc}; nothing was recorded") from None
+            self._store_up, spool.offline = False, True
+            self.recovered.append(f"{exc}: recording into the spool {spool.path} meanwhile; its files are uploaded "
+                                  "when the store answers")
+        except NotWritable as exc:
+            raise NovaError(f"cannot write to {self.config.data} ({exc.reason}); check the bucket's permissions "
+                            "or choose another --data root") from None
+        self.spool = spool
+        self.uploader = Uploader(spool, self.config.backoff_base_s, self.config.backoff_cap_s,
+                                 streams=set(self._claimed_streams()))
+        return DatasetWriter(spool.local, self.config.rotate_s, file_id(self.recorder_id),
+                             on_finished=self.uploader.add)
+
+    @property
+    def _history(self) -> Dataset | Spool:
+        """Where the root's streams ended (msg numbers, last events and rows): the spool also counts the files
+        still waiting in it, and what it uploaded, so a restart while the store is down continues correctly."""
+        assert self.writer is not None
+        return self.spool if self.spool is not None else self.writer.dataset
+
+    async def _finish_uploads(self) -> None:
+        """A clean stop: upload what the spool holds, waiting at most ``upload_wait_s``; what is left (the store
+        is down) stays for the next start, and the stop says so (a non-zero exit)."""
+        if self.uploader is None or self.spool is None:
+            return
+        left = await asyncio.get_running_loop().run_in_executor(None, self.uploader.finish,
+                                                                self.config.upload_wait_s)
+        if left.files and self.fatal is None:
+            self.fatal = (f"the object store did not take every file within {self.config.upload_wait_s:g} s "
+                          f"({left.failing or 'still uploading'}): {left.files} files ({left.bytes / 1e6:,.1f} MB) "
+                          f"stay in the spool {self.spool.path} and the next nova record into {self.config.data} "
+                          "uploads them")
+
+    def backlog(self) -> Backlog | None:
+        """What waits in the spool for the store (None: a local root, no spool)."""
+        return self.uploader.backlog() if self.uploader is not None else None
+
+    @property
+    def recorder_id(self) -> str:
+        """Who records: in the ledger's provenance, in every file name (nova.core.dataset.file_id) and claim."""
+        return self.config.recorder_id or file_id(socket.gethostname())
+
+    def _claimed_streams(self) -> list[tuple[str, str]]:
+        return [(market, symbol.dashed) for market in self.config.markets for symbol in self.config.symbols]
 
     def _recover_and_lock(self) -> list[str]:
+        """Claim every stream we record (nova.core.lock: another recorder of one of them is refused; other
+        streams of the root stay free for other recorders), then finish what a crash left of those streams
+        only: another live recorder's open journals in the same root are not leftovers."""
         assert self.writer is not None
         dataset = self.writer.dataset
-        if dataset.local:
-            try:
-                self._lock = dataset.lock()
-            except RootBusy:
-                raise NovaError(f"another nova record (or nova recover) is already writing to {self.config.data}; "
-                                "stop it or record into another --data directory") from None
-        return dataset.recover()
+        streams = self._claimed_streams()
+        loop = self._loop
+        assert loop is not None
+        try:
+            self._claims = self._claim_root.claim(
+                streams, file_id(self.recorder_id),
+                on_lost=lambda m, s, h: loop.call_soon_threadsafe(self._claim_lost, m, s, h))
+        except StreamBusy as exc:
+            who = f" by recorder {exc.holder.recorder_id} (pid {exc.holder.pid} on {exc.holder.host})" \
+                if exc.holder else ""
+            raise NovaError(f"{exc.market} {exc.symbol} is already being recorded into {self.config.data}{who}; "
+                            "stop that recorder, leave the symbol out, or record into another --data "
+                            "directory") from None
+        except NotWritable as exc:
+            raise NovaError(f"cannot claim streams in {self.config.data} ({exc.reason}); choose a writable --data "
+                            "directory") from None
+        return dataset.recover(streams)  # the spool's, when recording to an object store
+
+    @property
+    def _claim_root(self) -> Dataset:
+        """Where our streams are claimed: the root, or the spool while an object store cannot be reached."""
+        assert self.writer is not None
+        return self.spool.store if self.spool is not None and self._store_up else self.writer.dataset
+
+    def _claim_lost(self, market: str, symbol: str, holder: Holder | None) -> None:
+        """Another recorder took over a claim of ours (an object store's race, nova.core.lock): stop."""
+        who = f"recorder {holder.recorder_id} on {holder.host}" if holder else "another recorder"
+        self.fatal = (f"recording stopped: {who} took over {market} {symbol} in {self.config.data} (our claim "
+                      "went stale); run one recorder per stream")
+        self._fatal_event.set()
 
     def _release_lock(self) -> None:
-        """A clean stop leaves no lock file behind."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        """A clean stop leaves no claim behind."""
+        if self._claims is not None:
+            self._claims.release()
+            self._claims = None
 
     def _close_crashed_runs(self) -> None:
         """Ledger the ``stop`` a killed run could not, for each stream we record (recorder.recovery)."""
         assert self.writer is not None
         for market, session in self.sessions.items():
             for state in session.states.values():
-                for ts, stream in missing_stops(self.writer.dataset, market, state.symbol, self._streams(market)):
+                for ts, stream in missing_stops(self._history, market, state.symbol, self._streams(market)):
                     session.ledger(state, stream, ts, "stop", None, None, CRASH_DETAIL)
 
     async def _load_markets(self, session: MarketSession) -> None:
@@ -514,6 +635,7 @@ class Recorder:
         if self._inflight is not None:  # a flush cancelled by stop() is still writing: account for it first
             inflight, self._inflight = self._inflight, None
             await self._settle(inflight)
+        self._ledger_uploads()
         taken = [t for session in self.sessions.values() for t in session.take()]
         loop = asyncio.get_running_loop()
         self._inflight = loop.run_in_executor(self._executor, self._write, taken, time.time_ns(), final)
@@ -525,6 +647,15 @@ class Recorder:
         if self._inflight is inflight:
             self._inflight = None
             await self._settle(inflight)
+
+    def _ledger_uploads(self) -> None:
+        """The uploader's changes (uploads failing, the backlog drained) go into every recorded market's ledger."""
+        if self.uploader is None:
+            return
+        for ts, kind, detail in self.uploader.take_notices():
+            for session in self.sessions.values():
+                for state in session.states.values():
+                    state.events.append(event_row(ts_recv=ts, stream=UPLOAD_STREAM, kind=kind, detail=detail))
 
     async def _settle(self, inflight: asyncio.Future) -> None:
         try:
@@ -546,7 +677,8 @@ class Recorder:
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            self.fatal = (f"the disk holding {self.config.data} is full: recording stopped; every file already "
+            where = f"the spool {self.spool.path}" if self.spool is not None else self.config.data
+            self.fatal = (f"the disk holding {where} is full: recording stopped; every file already "
                           "written is readable, and the last journals are finished on the next start; free "
                           "some space and run the same command again")
         else:

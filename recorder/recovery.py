@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from typing import cast
 
-from nova.core.dataset import Dataset, NotWritable
+import pyarrow as pa
+
+from nova.core.contract import SCHEMAS
+from nova.core.dataset import Dataset, NotWritable, reason_of
 from nova.core.errors import NovaError
-from nova.core.lock import RootBusy
 from nova.core.markets import Market, Symbol
+from nova.core.spool import Spool
 from recorder.rows import event_row, table_batch
+from recorder.upload import UPLOAD_STREAM
 from recorder.writer import DatasetWriter
 
 CRASH_DETAIL = ("the previous run ended without a clean stop (killed or crashed); nothing was watched after its "
                 "last recorded row")
 
 
-def missing_stops(data: Dataset, market: Market, symbol: Symbol, streams: list[str]) -> list[tuple[int, str]]:
+def missing_stops(data: Dataset | Spool, market: Market, symbol: Symbol, streams: list[str]) -> list[tuple[int, str]]:
     """(ts, stream) of the ``stop`` each stream's ledger lacks: at its last recorded row (or last event)."""
     out = []
     for stream in streams:
@@ -34,37 +38,46 @@ def missing_stops(data: Dataset, market: Market, symbol: Symbol, streams: list[s
 
 
 def recover_root(root: str) -> list[str]:
-    """What ``nova recover`` does: under the root's lock, finish journals, delete temporaries and ledger the
-    missing stops of every stream. Returns one line per thing done (empty: nothing to do)."""
+    """What ``nova recover`` does: stream by stream (market and symbol), claim it, finish its journals, delete
+    its temporaries and ledger its missing stops, then give it back. A stream a live recorder claims is skipped
+    (its open journals are not leftovers; that recorder recovers what it needs by itself). Returns one line per
+    thing done or skipped (empty: nothing to do)."""
     dataset = Dataset(root)
+    dataset.check_reachable()
     if not dataset.exists():
         raise NovaError(f"the data directory {root} does not exist; point --data at a recording")
+    done: list[str] = []
+    streams = sorted({(p.market, p.symbol) for table in SCHEMAS if table != "spread"
+                      for p in dataset.partitions(table) if p.market in ("spot", "perp")})
     try:
-        lock = dataset.lock()
-    except RootBusy:
-        raise NovaError(f"a nova record is writing to {root}; it recovers what it needs by itself, so there is "
-                        "nothing to do while it runs") from None
-    except NotWritable as exc:
-        raise NovaError(f"cannot recover {root}: it is not writable ({exc.reason}); recover a writable copy "
-                        "(the recording itself reads fine as it is)") from None
+        claims = dataset.claim([], "nova-recover")
+    except NotWritable as exc:  # pragma: no cover - claiming nothing touches nothing
+        raise NovaError(f"cannot recover {root}: {exc.reason}") from None
+    writer = DatasetWriter(dataset)
     try:
-        done = dataset.recover()
-        writer = DatasetWriter(dataset)
-        seen: set[tuple[str, str]] = set()
-        for partition in dataset.partitions("events"):
-            key = (partition.market, partition.symbol)
-            if key in seen or partition.market not in ("spot", "perp"):
-                continue
-            seen.add(key)
-            market, symbol = cast(Market, partition.market), Symbol.parse(partition.symbol)  # a recorded market
-            streams = sorted({r["stream"] for r in dataset.ledger(market, partition.symbol)})
-            stops = missing_stops(dataset, market, symbol, streams)
-            if stops:
-                rows = [event_row(ts_recv=ts, stream=stream, kind="stop", detail=CRASH_DETAIL)
-                        for ts, stream in sorted(stops)]
-                writer.write("events", market, symbol, table_batch("events", rows))
-                done.extend(f"ledgered the missing stop of {market} {partition.symbol} {stream}" for _, stream in stops)
-        writer.close()
+        for market_name, dashed in streams:
+            try:
+                if not claims.try_acquire(market_name, dashed):
+                    done.append(f"skipped {market_name} {dashed}: a nova record is recording it (it recovers "
+                                "what it needs by itself)")
+                    continue
+            except (OSError, pa.ArrowException) as exc:
+                raise NovaError(f"cannot recover {root}: it is not writable ({reason_of(exc)}); recover a "
+                                "writable copy (the recording itself reads fine as it is)") from None
+            try:
+                done.extend(dataset.recover([(market_name, dashed)]))
+                market, symbol = cast(Market, market_name), Symbol.parse(dashed)  # a recorded market
+                ledgered = sorted({r["stream"] for r in dataset.ledger(market, dashed)} - {UPLOAD_STREAM})
+                stops = missing_stops(dataset, market, symbol, ledgered)
+                if stops:
+                    rows = [event_row(ts_recv=ts, stream=stream, kind="stop", detail=CRASH_DETAIL)
+                            for ts, stream in sorted(stops)]
+                    writer.write("events", market, symbol, table_batch("events", rows))
+                    writer.close()
+                    done.extend(f"ledgered the missing stop of {market} {dashed} {stream}" for _, stream in stops)
+            finally:
+                claims.release([(market_name, dashed)])
         return done
     finally:
-        lock.release()
+        writer.close()
+        claims.release()

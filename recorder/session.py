@@ -373,6 +373,15 @@ class MarketSession:
             self.ledger(state, "book", time.time_ns(), "error", None, None,
                         f"snapshot request failed: {type(error).__name__}: {str(error)[:200]}")
 
+    def on_snapshot_throttled(self, market: Market, symbol: str, error: Any) -> None:
+        """A 429/418 for a snapshot: ledgered; the hook retries after the server's Retry-After."""
+        state = self.states.get(symbol)
+        if state is not None:
+            what = "banned (418)" if error.banned else "throttled (429)"
+            self.ledger(state, "book", time.time_ns(), "error", None, None,
+                        f"snapshot request {what} by the exchange's request-weight limit; retrying after "
+                        f"{error.retry_after_s:g} s")
+
     def on_server_shutdown(self, market: Market, client: Any, ts: int) -> None:
         if self.server_shutdown is not None:
             self.server_shutdown(market, client, ts)

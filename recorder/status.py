@@ -86,6 +86,9 @@ class StatusView:
             spread.add_row(str(symbol), f"{_f(r.spot_bid)} / {_f(r.spot_ask)}", f"{_f(r.perp_bid)} / {_f(r.perp_ask)}",
                            f"{_f(r.basis_bps, 2)} bps", f"{_f(r.open_bps, 2)} / {_f(r.close_bps, 2)}",
                            f"{_f(r.net_open_bps, 2)}", f"{_f(r.skew_ms, 0)} ms", funding, flag)
+        backlog = self.recorder.backlog()
+        if backlog is not None:  # an object-store root: what waits in the spool for the store
+            streams.caption = f"upload backlog: {backlog.text()}"
         return Group(streams, spread)
 
     def log_line(self) -> str:
@@ -98,6 +101,9 @@ class StatusView:
         for symbol, r in take_readings(self.recorder, now).items():
             parts.append(f"{symbol} basis={_f(r.basis_bps, 2)}bps open={_f(r.open_bps, 2)}bps "
                          f"close={_f(r.close_bps, 2)}bps valid={r.valid}")
+        backlog = self.recorder.backlog()
+        if backlog is not None:
+            parts.append(f"upload backlog: {backlog.text()}")
         return "nova record: " + "; ".join(parts)
 
     async def run(self) -> None:
@@ -118,3 +124,46 @@ def _f(value: float, digits: int | None = None) -> str:
     if digits is None:
         return f"{value:,.8g}"
     return f"{value:,.{digits}f}"
+
+
+class FleetView:
+    """One status for N worker processes (recorder.fleet): per worker and in total, messages per second, rows,
+    gaps, reconnects and errors, from the counters the workers report."""
+
+    def __init__(self, fleet: Any, console: Console, data: str) -> None:
+        self.fleet, self.console, self.data = fleet, console, data
+        self._started = time.monotonic()
+        self._last: dict[int, tuple[float, int]] = {}
+
+    def rows(self) -> list[tuple[str, int, float, int, int, int, int, int, str]]:
+        now = time.monotonic()
+        out = []
+        for w in self.fleet.workers:
+            counts = w.summary.values()
+            messages = sum(c["messages"] for c in counts)
+            then, before = self._last.get(w.index, (self._started, 0))
+            rate = (messages - before) / (now - then) if now > then else 0.0
+            self._last[w.index] = (now, messages)
+            state = "failed" if w.failure else "stopped" if w.done else "recording" if w.started else "starting"
+            out.append((f"worker {w.index + 1}", len(w.symbols), rate, messages, sum(c["rows"] for c in counts),
+                        sum(c["gaps"] for c in counts), sum(c["reconnects"] for c in counts),
+                        sum(c["errors"] for c in counts), state))
+        return out
+
+    def render(self) -> Table:
+        rows = self.rows()
+        table = Table(title=f"nova record --workers {len(rows)} -> {self.data}   "
+                            f"({time.monotonic() - self._started:,.0f} s)", expand=False)
+        for col in ("worker", "symbols", "msg/s", "messages", "rows", "gaps", "reconn", "errors", "state"):
+            table.add_column(col, justify="left" if col in ("worker", "state") else "right", no_wrap=True)
+        for name, symbols, rate, *counts, state in rows:
+            table.add_row(name, str(symbols), f"{rate:,.1f}", *(f"{c:,}" for c in counts), state)
+        totals: list[float] = [sum(float(r[i]) for r in rows) for i in range(1, 8)]
+        table.add_row("all", f"{totals[0]:.0f}", f"{totals[1]:,.1f}", *(f"{c:,.0f}" for c in totals[2:]), "")
+        return table
+
+    def log_line(self) -> str:
+        rows = self.rows()
+        parts = [f"{name} {rate:.1f}/s rows={rows_} gaps={gaps} reconnects={rec} {state}"
+                 for name, _, rate, _, rows_, gaps, rec, _, state in rows]
+        return "nova record: " + "; ".join(parts)

@@ -11,6 +11,7 @@ they become visible is the dataset's (nova.core.dataset); this module only decid
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +42,11 @@ class OpenFile:
 class DatasetWriter:
     """Writes every table of the dataset; not thread-safe: drive it from one thread (the recorder's worker)."""
 
-    def __init__(self, root: str | Dataset, rotate_s: float = 900.0) -> None:
+    def __init__(self, root: str | Dataset, rotate_s: float = 900.0, recorder_id: str | None = None,
+                 on_finished: Callable[[str], None] | None = None) -> None:
         self.dataset = root if isinstance(root, Dataset) else Dataset(root)
+        self.on_finished = on_finished  # told the path of each file it finishes (a spool's uploader)
+        self.recorder_id = recorder_id  # in every file name, so many recorders write one root (new_file_name)
         self.rotate_ns = max(int(rotate_s * 1e9), 10**9)
         self.files: dict[tuple[str, Market, Symbol], OpenFile] = {}
         self.last_key: dict[tuple[str, Market, Symbol], tuple[int, int]] = {}
@@ -85,7 +89,7 @@ class DatasetWriter:
     def _open(self, stream: tuple[str, Market, Symbol], day: int, window: int, first_ts: int) -> OpenFile:
         table, market, symbol = stream
         partition = self.dataset.partition(table, market, symbol, date_of(day * DAY_NS))
-        name = new_file_name(first_ts)
+        name = new_file_name(first_ts, self.recorder_id)
         sink = self.dataset.open_journal(partition, name)
         opened = OpenFile(partition, name, window, day, sink, journal.writer(sink, table))
         self.files[stream] = opened
@@ -108,4 +112,6 @@ class DatasetWriter:
         opened = self.files.pop(stream)
         opened.writer.close()
         opened.stream.close()
-        self.dataset.finish_journal(opened.partition.path, journal_name(opened.final_name), stream[0])
+        rows = self.dataset.finish_journal(opened.partition.path, journal_name(opened.final_name), stream[0])
+        if rows and self.on_finished is not None:
+            self.on_finished(f"{opened.partition.path}/{opened.final_name}")

@@ -73,6 +73,7 @@ class ReplaySource:
 
     def __init__(self, root: str) -> None:
         self.data = Dataset(root)
+        self.data.check_reachable()  # an object store that is not there: one sentence, not "no data"
         self.root_text = self.data.text
         self.bad: dict[str, str] = {}
 

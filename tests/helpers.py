@@ -79,7 +79,7 @@ _ENTRY = Path(sys.executable).with_name("nova")
 NOVA = [str(_ENTRY)] if _ENTRY.exists() else [sys.executable, "-m", "nova.cli"]
 ENV = {k: v for k, v in os.environ.items() if k != "NOVA_DATA"}
 FLUSH_S = 0.2
-LOCK = ".nova-recorder.lock"  # the recorder's lock: a clean stop removes it, a kill leaves it (unlocked)
+LOCK = ".nova-claims"  # the recorders' stream claims: a clean stop removes them, a kill leaves them (unlocked)
 
 
 def spawn(args: list[str]) -> subprocess.Popen:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
-import fcntl
 import json
 import random
 import re
@@ -41,12 +40,11 @@ from nova.analysis.check import check
 from nova.analysis.compact import compact
 from nova.analysis.sql import connect, run
 from nova.core.contract import RECORDED_TABLES
-from nova.core.dataset import STAGING
+from nova.core.dataset import STAGING, Dataset
 from nova.venue import SyntheticSource, Venue, VenueConfig
 from recorder.recorder import Recorder, RecorderConfig
 from tests.helpers import (
     ETH,
-    LOCK,
     MARKETS,
     REPO,
     file_states,
@@ -342,6 +340,7 @@ def test_basis_is_the_perp_over_spot_mid_from_those_tops(recordings: dict[str, P
     assert checked > 100
 
 
+@pytest.mark.slow  # hundreds of instants (~7 s)
 def test_book_at_equals_the_rebuilt_book(recordings: dict[str, Path]) -> None:
     """Right after snapshots, at the gap, at stale messages, at the resyncs, at random and at the end: the top
     n levels (and the whole book) equal tests/oracle.py's rebuild from the rows with ts_recv <= t."""
@@ -494,11 +493,13 @@ def test_check_does_not_flag_journals_while_a_recorder_holds_the_lock(recordings
     root = copy_of(recordings["clean"])
     folder = root / next(k for k in partitions(root) if str(k).startswith("trades/"))
     (folder / ".open.arrows").write_bytes(b"")
-    with open(root / LOCK, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    claims = Dataset(root).claim([("spot", "ETH-USDT"), ("perp", "ETH-USDT")], "test")  # as a live recorder does
+    try:
         assert all(r.ok for r in check(root)), "a live recorder's journal is not a leftover"
         (folder / ".z.parquet.tmp").write_bytes(b"")
         assert [r.leftovers for r in check(root) if r.leftovers] == [[str(folder / ".z.parquet.tmp")]]
+    finally:
+        claims.release()
     assert {x for r in check(root) for x in r.leftovers} == {str(folder / ".open.arrows"),
                                                               str(folder / ".z.parquet.tmp")}
 

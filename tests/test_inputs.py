@@ -227,7 +227,7 @@ def test_typed_options_refuse_in_one_line(tmp_path: Path) -> None:
         ("record", "ETH/USDT", "--flush", "soon"): "error: --flush: 'soon' is not a duration",
         ("record", "ETH/USDT", "--spot-depth", "0.5ms"): "error: --spot-depth: '0.5ms' is not a whole number of milli",
         ("record", "ETH/USDT", "--fee-spot", "cheap"): "error: --fee-spot: 'cheap' is not a number",
-        ("record",): "error: Missing argument 'SYMBOL'",
+        ("record",): "error: give at least one symbol to record",
         ("record", "ETH/USDT", "--bogus"): "error: No such option: --bogus",
         ("replay", "--clock", "exchange"): "error: --clock: 'exchange' is not one of 'recv', 'event'.",
         ("replay", "--speed", "fast"): "error: --speed: 'fast' is not a speed",
@@ -303,6 +303,7 @@ def test_the_cli_choices_are_the_librarys() -> None:
     assert {p for _, p, args in RECORD_CASES + SPREAD_CASES + REPLAY_CASES if args} <= set(options)
 
 
+@pytest.mark.slow  # a nova subprocess per spelling (~5 s)
 def test_typed_options_accept_documented_spellings(tmp_path: Path) -> None:
     """Each run gets past every option (case-insensitive choices included) and stops only where it must."""
     empty = tmp_path / "empty"

@@ -207,3 +207,21 @@ def test_notebook_draws_funding_liquidations_and_open_interest(tmp_path: Path,
     assert findings["open interest"].endswith(" ETH"), findings["open interest"]
     assert "Replay.run()" in findings["spread readings"], "no nova replay output: the notebook replays itself"
     assert "synthetic market" in findings["sources"]
+
+
+def test_notebook_on_an_object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_root: str) -> None:
+    """NOVA_DATA=s3://BUCKET/PREFIX: the same notebook, reading the store (views, macros, the spread table)."""
+    import pyarrow.fs as pafs
+
+    from nova.core.dataset import Dataset
+    from replay import Replay
+
+    local, figures = tmp_path / "data", tmp_path / "figures"
+    asyncio.run(record_synthetic(local))
+    day = main_date(local)
+    store = Dataset(s3_root)
+    pafs.copy_files(str(local), store.root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store.fs)
+    Replay(s3_root, "ETH/USDT", day).run(write=True)  # what `nova replay --data s3://...` stores
+    findings = execute_notebook(tmp_path, s3_root, day, figures, monkeypatch)  # type: ignore[arg-type]
+    assert "dataset's spread table" in findings["spread readings"], findings["spread readings"]
+    assert findings["funding"].startswith("mean ") and findings["open interest"].endswith(" ETH")

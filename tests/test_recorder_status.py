@@ -26,6 +26,9 @@ class CountingRecorder:
         return {"perp/ETH-USDT/book": {"messages": self.messages, "rows": 10 * self.messages, "gaps": 0,
                                        "reconnects": 0, "errors": 0}}
 
+    def backlog(self) -> None:
+        return None  # a local root: no spool, no uploads
+
 
 def rate_in(line: str) -> float:
     found = re.search(r"perp/ETH-USDT/book ([\d.]+)/s", line)

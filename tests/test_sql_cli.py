@@ -370,6 +370,7 @@ def unwritable_folder(tmp_path: Path) -> Path:
     return Path("/proc")
 
 
+@pytest.mark.slow  # a nova subprocess per option (~4 s)
 def test_bad_options_are_one_sentence_and_write_nothing(dataset: Path, tmp_path: Path) -> None:
     data = str(dataset)
     (tmp_path / "folder.csv").mkdir()

@@ -25,6 +25,7 @@ def perp_files() -> list[Path]:
     return [realdata_file("usdm_ethusdt_20240808.gz")]
 
 
+@pytest.mark.slow  # the real captures through the venue (~5 s)
 async def test_playback_of_real_captures_equals_the_oracle(make_venue: Any, make_client: Any) -> None:
     spot_paths, perp_paths = spot_files(), perp_files()
     source = CaptureSource(spot_paths, perp_paths, speed=None)

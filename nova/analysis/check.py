@@ -169,9 +169,10 @@ def _read(data: Dataset, path: str, report: DayReport) -> pa.Table | None:
 def check(root: Path | str, date: str | None = None, symbol: str | None = None) -> list[DayReport]:
     """Reports for every table, market, symbol and day (optionally one date and/or one symbol, dashed)."""
     data = Dataset(root)
+    data.check_reachable()
     if not data.exists():
         raise NovaError(f"the data directory {root} does not exist; point --data at a recording")
-    running = data.locked()
+    running: dict[tuple[str, str], bool] = {}  # (market, symbol) -> a live recorder claims it
     reports: list[DayReport] = []
     ledgers: dict[tuple[str, str], list[dict]] = {}  # a break can be explained by the previous day's ledger
     spans: dict[tuple[str, str], list[Span]] = {}
@@ -197,7 +198,9 @@ def check(root: Path | str, date: str | None = None, symbol: str | None = None) 
                                        "in its own data directory")
             if data.partitions("book", market, sym, day):
                 report.watched_s = covered_ns(spans[(market, sym)], lo, lo + DAY_NS) / 1e9
-            for path in data.crash_leftovers(partition, writing=running):
+            if (market, sym) not in running:
+                running[(market, sym)] = data.claimed(market, sym) is not None
+            for path in data.crash_leftovers(partition, writing=running[(market, sym)]):
                 report.leftovers.append(path)
                 report.problems.append(f"{path} was left by a crash (nova recover finishes it; so does the "
                                        "next nova record on this directory)")

@@ -80,6 +80,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def compact(root: Path | str, date: str | None, today: str, zstd_level: int | None = None) -> list[PartitionResult]:
     """Compact every closed partition (before ``today``), or only ``date``'s; an empty list: nothing to do."""
     data = Dataset(root)
+    data.check_reachable()
     if not data.exists():
         raise NovaError(f"the data directory {root} does not exist; point --data at a recording")
     if date is not None and date >= today:

@@ -85,6 +85,7 @@ class DayListing:
 
 def listing(data: Dataset, date: str | None = None, symbol: str | None = None) -> list[DayListing]:
     """Every (exchange, market, symbol, date) of the root, optionally one date and/or one symbol (dashed)."""
+    data.check_reachable()
     if not data.exists():
         raise NovaError(f"the data directory {data.text} does not exist; point --data at a recording")
     days: dict[tuple[str, str, str, str], DayListing] = {}

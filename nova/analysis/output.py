@@ -69,8 +69,13 @@ def choose_format(given: str | None, output: Path | None) -> str:
     return implied
 
 
-def check_output(output: Path, data: Path) -> None:
-    """Refuse, before anything runs, an --output that cannot be written or would land in the dataset."""
+def check_output(output: Path, data: Path | str) -> None:
+    """Refuse, before anything runs, an --output that cannot be written or would land in the dataset. Results
+    are written to a local file: an object store's URL is refused (the path would otherwise be read as a local
+    folder named ``s3:``)."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(output)):
+        raise NovaError(f"--output writes a local file, not an object-store URL ({output}); write it locally and "
+                        "upload it with your store's tools")
     if output.is_dir():
         raise NovaError(f"--output {output} is a directory; give a file name, such as {output / 'result.csv'}")
     folder = output.parent
@@ -81,7 +86,7 @@ def check_output(output: Path, data: Path) -> None:
         raise NovaError(f"the folder {folder} of --output {output} does not exist; create it first or choose "
                         "another path")
     with contextlib.suppress(ValueError, OSError):
-        inside = output.resolve().relative_to(data.resolve()).parts
+        inside = output.resolve().relative_to(Path(data).resolve()).parts
         if len(inside) > 1 and inside[0] in VIEWS:
             raise NovaError(f"--output {output} is inside the {inside[0]} table of the dataset, where the result "
                             "would be read as part of the table; write it elsewhere")
@@ -179,7 +184,7 @@ def write_table(result: Result, output: Path | None, limit: int, console: Consol
         Console(file=file, width=FILE_WIDTH, no_color=True, highlight=False).print(view)
 
 
-def export(data: Path, sql: str, fmt: str, output: Path | None, limit: int, console: Console) -> bool:
+def export(data: Path | str, sql: str, fmt: str, output: Path | None, limit: int, console: Console) -> bool:
     """Run read-only ``sql`` over the dataset and write the last statement's result once, in ``fmt``. False
     when that statement returns nothing (a SET)."""
     check_read_only(sql)  # before the dataset's footers are read: a refused statement costs nothing

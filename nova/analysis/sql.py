@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from nova.analysis.macros import RAW
 from nova.analysis.macros import install as install_macros
+from nova.analysis.stores import register as register_store
 from nova.core.contract import PARTITION_KEYS, PROVENANCE_COLUMNS, RECORDED_TABLES, SCHEMAS
 from nova.core.dataset import Dataset
 from nova.core.errors import NovaError
@@ -322,8 +323,10 @@ class Session:
 
 
 def open_session(root: Path | str) -> Session:
-    """An in-memory DuckDB session with a view per table present under ``root`` and the macros."""
+    """An in-memory DuckDB session with a view per table present under ``root`` and the macros. On an
+    object-store root the views read ``s3://`` paths through the dataset's own filesystem (nova.analysis.stores)."""
     data = Dataset(root)
+    data.check_reachable()
     if not data.exists():
         raise NovaError(f"the data directory {root} does not exist; record something first (nova record or "
                         "nova demo) or point --data at a recording")
@@ -331,14 +334,16 @@ def open_session(root: Path | str) -> Session:
     if not listed:
         raise NovaError(f"{root} holds no recording (no {', '.join(VIEWS)} Parquet files); record something "
                         "first or point --data at a recording")
-    footers = iter(read_footers(data, [f for files in listed.values() for f in files]))
+    footers = iter(Footer(data.uri(f.path), f.schema, f.problem)
+                   for f in read_footers(data, [f for files in listed.values() for f in files]))
     con = duckdb.connect()
     try:
-        problems = _build(con, root, {t: [p for p, _ in files] for t, files in listed.items()}, footers)
+        register_store(con, data, [f for files in listed.values() for f in files])
+        problems = _build(con, root, {t: [data.uri(p) for p, _ in files] for t, files in listed.items()}, footers)
     except BaseException:
         con.close()
         raise
-    return Session(con, problems, frozenset(p for files in listed.values() for p, _ in files))
+    return Session(con, problems, frozenset(data.uri(p) for files in listed.values() for p, _ in files))
 
 
 def _build(con: duckdb.DuckDBPyConnection, data: Path | str, listed: dict[str, list[str]],
@@ -372,7 +377,7 @@ def _build(con: duckdb.DuckDBPyConnection, data: Path | str, listed: dict[str, l
     return problems
 
 
-def connect(data: Path) -> duckdb.DuckDBPyConnection:
+def connect(data: Path | str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table present under ``data`` and the macros (for Python
     users and the notebook; the connection is not locked)."""
     return open_session(data).con

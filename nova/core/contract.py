@@ -95,7 +95,8 @@ INSTRUMENTS = pa.schema([  # what exchangeInfo said about the market, at every s
     pa.field("filters", pa.string()),  # the raw filters array, JSON text
 ])
 
-EVENT_KINDS = ("start", "subscribed", "snapshot", "gap", "resync", "disconnect", "reconnect", "error", "stop")
+EVENT_KINDS = ("start", "subscribed", "snapshot", "gap", "resync", "disconnect", "reconnect", "error", "stop",
+               "covered")  # covered: nova merge, which source watched a stream over which interval
 
 EVENTS = pa.schema([
     pa.field("ts_recv", TS, nullable=False),

@@ -12,14 +12,17 @@ What it does: names (``partition``, ``spread_partition``, ``new_file_name``, hid
 (``tables``, ``partitions``, ``files``, ``leftovers``, ``symbols``, ``dates``); reading (``stats``,
 ``row_groups``, ``read_table``, ``batches``, ``ledger``, ``book_spans``, ``last_row_ns``, ``last_event``,
 ``max_msg``); writing (``open_journal``, ``atomic``, ``finish_journal``, ``recover``, ``replace_files``,
-``remove``); the lock (``lock``, ``locked``); and ``check_writable`` for commands that must write.
+``remove``); the claims (``claim``, ``claimed``, ``locked``: nova.core.lock); and ``check_writable`` for
+commands that must write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 from nova.core import journal
 from nova.core.contract import EXCHANGE, SCHEMAS
 from nova.core.errors import NovaError
-from nova.core.lock import RootBusy, RootLock, held
+from nova.core.lock import Claims, Holder, StreamBusy, claimed_streams, holder
 from nova.core.markets import Symbol
 from nova.core.stores import check_store, open_root
 from nova.core.validity import Span, book_spans
@@ -43,18 +46,38 @@ SPREAD_TABLE = "spread"
 SPREAD_MARKET = "spot-perp"  # the replay output's market partition value: a reading joins both markets
 SPREAD_METADATA_KEY = b"nova.replay"  # in a spread file's schema: what the replay covered, with which parameters
 STAGING = ".nova-compact"  # where nova compact builds a partition's merged file before swapping it in
+COMPACT_MANIFEST = ".nova-compact.json"  # on an object store: which files a partition's merged file replaces
 _PROBE = ".nova-write-probe"
 _RANK = {"start": 0, "stop": 2}  # the order of ledger events of one instant: a start first, a stop last
 
 
 # ---- names ---------------------------------------------------------------------------------------------------------
 
-def new_file_name(start_ns: int) -> str:
+def new_file_name(start_ns: int, recorder_id: str | None = None) -> str:
     """A file name that sorts by start time (to the millisecond, so a quick restart still sorts after the run it
-    follows) and never collides with another run's (random suffix)."""
+    follows) and never collides with another run's (random suffix): ``{start}-{recorder_id}-{random}.parquet``,
+    so that recorders on many machines write one root without coordination. Names without a recorder id (older
+    recordings, compacted files) read the same: every tool orders files by name, and the start comes first."""
     moment = dt.datetime.fromtimestamp(start_ns // 10**9, dt.UTC)
     millis = (start_ns // 10**6) % 1000
-    return f"{moment:%Y%m%dT%H%M%S}.{millis:03d}Z-{secrets.token_hex(4)}.parquet"
+    who = f"-{file_id(recorder_id)}" if recorder_id else ""
+    return f"{moment:%Y%m%dT%H%M%S}.{millis:03d}Z{who}-{secrets.token_hex(4)}.parquet"
+
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+MAX_ID_LENGTH = 64
+
+
+def file_id(recorder_id: str) -> str:
+    """A recorder id as it may appear in a file name and a claim: letters, digits, dots and dashes, each other
+    character (space, slash, underscore ...) becoming a dash, at most 64 characters, starting with a letter or
+    digit. Raises BadRecorderId for an id that has no letter or digit to keep."""
+    text = "".join(c if c in _ID_CHARS else "-" for c in str(recorder_id).strip())
+    text = text.lstrip(".-")[:MAX_ID_LENGTH].rstrip(".-")
+    if not text:
+        raise BadRecorderId(f"the recorder id {str(recorder_id)[:40]!r} has no letter or digit to name files "
+                            "with; give --recorder-id a name like host-1")
+    return text
 
 
 def journal_name(final_name: str) -> str:
@@ -140,21 +163,57 @@ class RowGroup:
 
 
 class AtomicFile:
-    """A file written under a hidden name and moved into place by ``commit`` (``abort`` drops it): a reader
-    never sees it half written."""
+    """A file that appears under its final name only when complete (``commit``; ``abort`` drops it): a reader
+    never sees it half written.
+
+    On a local root it is written under a hidden name in its folder and renamed into place. An object store has
+    no rename (pyarrow's ``move`` is a server-side copy and a delete) but an object appears only when its upload
+    completes (DESIGN §6), and closing an upload stream completes it even after a failed write (pyarrow exposes
+    no abort): so the file is written to a local temporary file, and ``commit`` uploads that complete file under
+    its final name in one stream and checks the object's size (a short object is deleted and the commit fails).
+    An aborted or killed write leaves nothing in the store, and a commit costs one upload instead of an upload
+    under a hidden name, a copy and a delete.
+    """
 
     def __init__(self, fs: pafs.FileSystem, final: str) -> None:
         self.fs = fs
         self.final = final
         directory, name = final.rsplit("/", 1)
-        self.temp = f"{directory}/{temp_name(name)}"
-        fs.create_dir(directory, recursive=True)
-        self.stream = fs.open_output_stream(self.temp)
+        self.staged: str | None = None  # the local temporary file of an object-store write
+        if isinstance(fs, pafs.LocalFileSystem):
+            self.temp = f"{directory}/{temp_name(name)}"
+            fs.create_dir(directory, recursive=True)
+            self.stream = fs.open_output_stream(self.temp)
+        else:
+            handle, self.staged = tempfile.mkstemp(prefix=".nova-upload-", suffix=".tmp")
+            os.close(handle)
+            self.temp = self.staged
+            self.stream = pa.OSFile(self.staged, "wb")
 
     def commit(self) -> str:
         if not self.stream.closed:
             self.stream.close()
-        self.fs.move(self.temp, self.final)
+        if self.staged is None:
+            self.fs.move(self.temp, self.final)
+            return self.final
+        try:
+            size = os.path.getsize(self.staged)
+            failure: BaseException | None = None
+            try:
+                with pa.OSFile(self.staged, "rb") as source, self.fs.open_output_stream(self.final) as upload:
+                    upload.upload(source)
+            except (OSError, pa.ArrowException) as exc:
+                failure = exc
+            with contextlib.suppress(OSError, pa.ArrowException):
+                stored = self.fs.get_file_info(self.final)
+                if stored.type == pafs.FileType.File and stored.size != size:
+                    self.fs.delete_file(self.final)  # a short object: the upload failed half-way
+                    failure = failure or OSError(f"the upload of {self.final} stored {stored.size} of {size} bytes")
+            if failure is not None:
+                raise failure
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.staged)
         return self.final
 
     def abort(self) -> None:
@@ -162,7 +221,10 @@ class AtomicFile:
             if not self.stream.closed:
                 self.stream.close()
         with contextlib.suppress(OSError, pa.ArrowException):
-            self.fs.delete_file(self.temp)
+            if self.staged is not None:
+                os.unlink(self.staged)
+            else:
+                self.fs.delete_file(self.temp)
 
 
 class Dataset:
@@ -172,6 +234,11 @@ class Dataset:
         self.text = str(root)
         self.fs, self.root = filesystem_for(self.text)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def uri(self, path: str) -> str:
+        """A path of this root as other engines (DuckDB, Spark, polars) name it: ``s3://bucket/...`` on an object
+        store (pyarrow's paths there have no scheme), the path itself on a local root."""
+        return path if self.local else f"s3://{path}"
 
     def check_reachable(self) -> None:
         """Raise NovaError (one sentence) when an object-store root's store cannot be used (nova.core.stores)."""
@@ -225,10 +292,18 @@ class Dataset:
         return sorted(Partition(table, v["exchange"], v["market"], v["symbol"], v["date"], p) for p, v in level)
 
     def files(self, partition: Partition) -> list[tuple[str, int]]:
-        """(path, size) of the partition's visible Parquet files, in name (= start time) order."""
-        return sorted((i.path, i.size) for i in self._children(partition.path)
-                      if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                      and not is_hidden(i.base_name))
+        """(path, size) of the partition's visible Parquet files, in name (= start time) order. On an object
+        store, a compaction's manifest is honoured (nova.core.object_swap): the files a merged file replaces are
+        left out as soon as the merged file exists."""
+        def listed(infos: list[pafs.FileInfo]) -> list[tuple[str, int]]:
+            return sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File
+                          and i.base_name.endswith(".parquet") and not is_hidden(i.base_name))
+
+        if self.local:
+            return listed(self._children(partition.path))
+        from nova.core import object_swap
+
+        return listed(object_swap.visible(self, partition))
 
     def table_files(self, table: str) -> list[tuple[str, int]]:
         """Every visible file of a table, partition by partition."""
@@ -241,7 +316,8 @@ class Dataset:
 
     def crash_leftovers(self, partition: Partition, writing: bool) -> list[str]:
         """What a crash left in the partition and recovery would finish: half-written temporaries always, and
-        journals unless a recorder is writing them now (``writing``: the root is locked)."""
+        journals unless a recorder is writing them now (``writing``: a live recorder claims the partition's
+        market and symbol, ``claimed``)."""
         return [p for p in self.leftovers(partition)
                 if is_temporary(p.rsplit("/", 1)[-1]) or (is_journal(p.rsplit("/", 1)[-1]) and not writing)]
 
@@ -485,15 +561,21 @@ class Dataset:
         self.fs.delete_file(journal_path)
         return rows
 
-    def recover(self) -> list[str]:
-        """Finish the journals a crashed run left and delete its half-written temporary files."""
+    def recover(self, streams: Iterable[tuple[str, str]] | None = None) -> list[str]:
+        """Finish the journals a crashed run left and delete its half-written temporary files: of the whole root,
+        or only of ``streams`` ((market, symbol dashed) pairs: the ones the caller has claimed, so that another
+        live recorder's open journals in the same root are never taken for leftovers)."""
         done = []
+        only = None if streams is None else {(f"market={m}", f"symbol={s}") for m, s in streams}
         selector = pafs.FileSelector(self.root, allow_not_found=True, recursive=True)
         for info in self.fs.get_file_info(selector):
             if info.type != pafs.FileType.File:
                 continue
             directory, name = info.path.rsplit("/", 1)
-            table = info.path[len(self.root):].strip("/").split("/", 1)[0]
+            parts = info.path[len(self.root):].strip("/").split("/")
+            table = parts[0]
+            if only is not None and (len(parts) < 6 or (parts[2], parts[3]) not in only):
+                continue
             if is_temporary(name) and name != _PROBE:
                 self.fs.delete_file(info.path)
                 done.append(f"deleted the unfinished file {info.path}")
@@ -511,35 +593,51 @@ class Dataset:
         new file (its name in the partition is the path's last part) and returns its rows. Returns them, or
         None (nothing changed) when the partition no longer holds exactly ``old`` once the file is written (a
         recorder finished a file there meanwhile)."""
-        if not self.local:  # object stores: issue 12 designs the equivalent (no rename there)
-            raise NovaError(f"compacting {self.text} is only possible on a local data directory for now")
+        if not self.local:  # no rename on an object store: a manifest readers honour (nova.core.object_swap)
+            from nova.core import object_swap
+
+            return object_swap.replace_files(self, partition, old, write_new)
         from nova.core import local_swap
 
         return local_swap.replace_files(self, partition, old, write_new)
 
     def clear_staging(self) -> None:
-        """Remove what an interrupted ``replace_files`` left behind."""
+        """Remove (or, on an object store, finish) what an interrupted ``replace_files`` left behind."""
         if self.local:
             from nova.core import local_swap
 
             local_swap.clear_staging(self)
+        else:
+            from nova.core import object_swap
+
+            object_swap.settle_all(self)
 
     # ---- the lock ------------------------------------------------------------------------------------------
-    def lock(self) -> RootLock:
-        """Take the root's writer lock (RootBusy when another writer holds it; NotWritable when the root cannot
-        hold a lock file). Release it with ``.release()``."""
-        lock = RootLock(self.root)
+    def claim(self, streams: Iterable[tuple[str, str]], recorder_id: str, **options: Any) -> Claims:
+        """Claim (market, symbol dashed) streams for one writer, all or none (nova.core.lock): StreamBusy when a
+        live recorder holds one of them, NotWritable when the root cannot hold claims. ``options`` go to
+        ``Claims`` (``on_lost``, heartbeat and staleness on an object store). Give them back with
+        ``.release()``."""
+        claims = Claims(self.fs, self.root, recorder_id, **options)
         try:
-            lock.acquire()
-        except RootBusy:
+            claims.acquire(streams)
+        except StreamBusy:
             raise
-        except OSError as exc:
-            raise NotWritable(self.text, "lock", reason_of(exc)) from None
-        return lock
+        except (OSError, pa.ArrowException) as exc:
+            raise NotWritable(self.text, "claim streams of", reason_of(exc)) from None
+        return claims
+
+    def claimed(self, market: str, symbol: str) -> Holder | None:
+        """The live recorder that claims a market and symbol (dashed), or None; works on a read-only root."""
+        return holder(self.fs, self.root, market, symbol)
 
     def locked(self) -> bool:
-        """Whether a writer (a recorder, nova recover) holds the root's lock; works on a read-only root."""
-        return self.local and held(self.root)
+        """Whether any live recorder (or nova recover) claims a stream of the root; works on a read-only root."""
+        return bool(claimed_streams(self.fs, self.root))
+
+
+class BadRecorderId(NovaError, ValueError):
+    """A recorder id that cannot name files (nothing of it survives ``file_id``)."""
 
 
 class MissingColumns(Exception):

@@ -88,8 +88,8 @@ class StoreUnavailable(NovaError):
         text = str(exc)
         where = endpoint() or "AWS S3"
         low = text.lower()
-        if any(w in low for w in ("access denied", "accessdenied", "forbidden", "signature", "invalidaccesskey",
-                                  "credentials", "403")):
+        if any(w in low for w in ("access denied", "accessdenied", "access_denied", "forbidden", "signature",
+                                  "invalidaccesskey", "credentials", "403")):
             sentence = (f"the object store at {where} refused access to {root}: check AWS_ACCESS_KEY_ID, "
                         f"AWS_SECRET_ACCESS_KEY and the bucket's permissions")
         else:

@@ -31,10 +31,12 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from nova.core.limits import BANNED, STREAMS_PER_CONNECTION, USED_WEIGHT_HEADER, request_weight
 from nova.core.markets import Market
 from nova.venue import malformed as bad
 from nova.venue.faults import FAULTS, unknown_fault
 from nova.venue.instruments import exchange_info
+from nova.venue.ratelimit import RateLimits, WeightCounter
 from nova.venue.source import FeedSource, NoData
 from nova.venue.streams import (
     DEPTH_SPEEDS_MS,
@@ -49,7 +51,6 @@ log = logging.getLogger("nova.venue")
 
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _WELL_FORMED_STREAM = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@_!-")
-MAX_STREAMS_PER_CONNECTION = 1024
 
 
 @dataclass
@@ -65,6 +66,7 @@ class VenueConfig:
     # Binance answers /depth from a book that keeps moving while the request is in flight, so its
     # lastUpdateId usually lands inside the next diff's [U, u]; the venue reproduces that latency.
     snapshot_latency_s: float = 0.03
+    limits: RateLimits = field(default_factory=RateLimits)  # REST weight per IP, 429 and 418 (nova.venue.ratelimit)
 
 
 def _dumps(obj: Any) -> str:
@@ -85,8 +87,6 @@ def server_header(description: str) -> str:
     return f"nova-venue/{nova_version()} ({safe})"
 
 
-# Binance's bodies for a throttled or failing REST request (the weight limit is per market).
-_WEIGHT_LIMIT = {"spot": 6000, "perp": 2400}
 
 
 _WRITE_HIGH_WATER = 4 << 20
@@ -227,6 +227,7 @@ class Venue:
         self._oi_delay: list[float] = []  # open interest is USDT-M only: one queue of each
         self._oi_fail: list[int] = []
         self._oi_malformed: list[str] = []
+        self.weights = WeightCounter(self.config.limits)
         self.description = source.description
         self.server_header = server_header(self.description)
         self._runner: web.AppRunner | None = None
@@ -237,7 +238,7 @@ class Venue:
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> str:
-        app = web.Application()
+        app = web.Application(middlewares=[self._weigh])
         app.on_response_prepare.append(self._stamp)
         r = app.router
         for prefix, market in (("/api/v3", "spot"), ("/fapi/v1", "perp")):
@@ -256,6 +257,8 @@ class Venue:
             r.add_get(f"/fstream{cat}/stream", self._ws("perp", combined=True))
         r.add_get("/_venue/book", self._ctl_book)
         r.add_get("/_venue/status", self._ctl_status)
+        r.add_get("/_venue/limits", self._ctl_limits)
+        r.add_post("/_venue/limits", self._ctl_limits)
         r.add_post("/_venue/pause", self._ctl_pause)
         r.add_post("/_venue/resume", self._ctl_resume)
         r.add_post("/_venue/start", self._ctl_start)
@@ -393,6 +396,7 @@ class Venue:
     def _exchange_info(self, market: Market):
         async def handler(request: web.Request) -> web.Response:
             body = exchange_info(self.source.instruments, market, int(time.time() * 1000))
+            body["rateLimits"] = self.config.limits.rate_limits(market, body["rateLimits"])
             wanted = request.query.get("symbol")
             if wanted is not None and market == "spot":
                 body["symbols"] = [s for s in body["symbols"] if s["symbol"] == wanted]
@@ -448,13 +452,45 @@ class Venue:
             return web.json_response(body, dumps=_dumps)
         return handler
 
-    def _injected_error(self, market: Market, status: int) -> web.Response:
-        """The body Binance sends with an error status: -1003 when throttled (429), -1001 otherwise."""
-        if status == 429:
-            return self._rest_error(429, -1003, f"Too much request weight used; current limit is "
-                                    f"{_WEIGHT_LIMIT[market]} request weight per 1 MINUTE. Please use WebSocket "
-                                    "Streams for live updates to avoid polling the API.")
+    def _injected_error(self, market: Market, status: int, retry_after_s: int = 0, until_ms: int = 0) -> web.Response:
+        """The body Binance sends with an error status: -1003 when throttled (429) or banned (418), -1001
+        otherwise; a throttled or banned answer says when to come back in ``Retry-After``."""
+        if status in (429, BANNED):
+            limit = self.config.limits.weight.get(market, 0)
+            if status == 429:
+                text = (f"Too much request weight used; current limit is {limit} request weight per "
+                        f"{self._window_text()}. Please use WebSocket Streams for live updates to avoid polling "
+                        "the API.")
+            else:
+                until_ms = until_ms or int(time.time() * 1000) + retry_after_s * 1000
+                text = (f"Way too much request weight used; IP banned until {until_ms}. Please use WebSocket "
+                        "Streams for live updates to avoid bans.")
+            response = self._rest_error(status, -1003, text)
+            response.headers["Retry-After"] = str(retry_after_s or 1)
+            return response
         return self._rest_error(status, -1001, "Internal error; unable to process your request. Please try again.")
+
+    def _window_text(self) -> str:
+        window = self.config.limits.window_s
+        return f"{int(window // 60)} MINUTE" if window % 60 == 0 else f"{window:g} SECOND"
+
+    @web.middleware
+    async def _weigh(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count a REST request's weight against its IP (nova.venue.ratelimit); refuse it over the limit."""
+        path = request.path
+        market: Market | None = "spot" if path.startswith("/api/v3/") else "perp" if path.startswith("/fapi/v1/") \
+            else None
+        if market is None:
+            return await handler(request)
+        weight = request_weight(market, path, dict(request.query))
+        verdict = self.weights.admit(market, request.remote or "?", weight)
+        if verdict.status is not None:
+            response: web.StreamResponse = self._injected_error(market, verdict.status, verdict.retry_after_s,
+                                                                verdict.until_ms)
+        else:
+            response = await handler(request)
+        response.headers[USED_WEIGHT_HEADER] = str(verdict.used)
+        return response
 
     async def _open_interest(self, request: web.Request) -> web.Response:
         """``GET /fapi/v1/openInterest?symbol=``: the perp's open interest, with any injected fault applied."""
@@ -570,7 +606,7 @@ class Venue:
             if not all(isinstance(p, str) and p and set(p) <= _WELL_FORMED_STREAM and "@" in p for p in params):
                 return _ws_error(2, "Invalid request: invalid stream", req_id)
             if method == "SUBSCRIBE":
-                if len(set(conn.streams) | set(params)) > MAX_STREAMS_PER_CONNECTION:
+                if len(set(conn.streams) | set(params)) > STREAMS_PER_CONNECTION[conn.market]:
                     return _ws_error(4, "Too many subscriptions", req_id)
                 for name in params:
                     self._subscribe(conn, name)
@@ -623,6 +659,10 @@ class Venue:
                 "open_interest_malformed": s.open_interest_malformed,
                 "open_interest_missing": s.open_interest_missing,
                 "stalled": self._stalled_until[market] > time.monotonic(),
+                "weight_limit": self.config.limits.weight.get(market, 0),
+                "weight_used": self.weights.used(market),
+                "throttled": self.weights.throttled[market],
+                "banned": self.weights.banned[market],
             }
         return out
 
@@ -744,6 +784,26 @@ class Venue:
 
     async def _ctl_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status(), dumps=_dumps)
+
+    async def _ctl_limits(self, request: web.Request) -> web.Response:
+        """``GET|POST /_venue/limits``: the REST weight limits; a POST sets any of ``spot``, ``perp`` (weight per
+        window, 0 for none), ``window``, ``ban`` (seconds) and ``ban_after`` (requests), and forgets every count."""
+        limits = self.config.limits
+        if request.method == "POST":
+            q = request.query
+            try:
+                new = RateLimits(
+                    weight={"spot": int(q.get("spot", limits.weight.get("spot", 0))),
+                            "perp": int(q.get("perp", limits.weight.get("perp", 0)))},
+                    window_s=float(q.get("window", limits.window_s)),
+                    ban_after=int(q.get("ban_after", limits.ban_after)), ban_s=float(q.get("ban", limits.ban_s)))
+                new.check()
+            except ValueError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            self.config.limits = self.weights.limits = limits = new
+            self.weights.clear()
+        return web.json_response({"weight": limits.weight, "window_s": limits.window_s, "ban_after": limits.ban_after,
+                                  "ban_s": limits.ban_s})
 
     async def _ctl_pause(self, request: web.Request) -> web.Response:
         self.pause(self._market_arg(request, required=False))
