@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +110,23 @@ def venue_process(*args: str) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str = "3m") -> Iterator[Path]:
+    """A folder on a tmpfs of ``size``, to fill a disk for real (skips where mounting is not possible)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk needs a small tmpfs, and mounting one needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def record_args(url: str, data: Path, *extra: str, symbol: str = "ETH/USDT") -> list[str]:

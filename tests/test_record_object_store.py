@@ -53,6 +53,7 @@ from tests.helpers import (
     rebuilt_equals_truth,
     record_args,
     record_until,
+    small_disk,
     stop,
     venue_process,
     wait_until,
@@ -426,16 +427,7 @@ def test_kill_9_during_an_upload_loses_nothing_and_uploads_nothing_twice(s3_serv
 
 @pytest.mark.slow
 def test_a_full_spool_disk_stops_with_one_sentence(s3_server: S3Server, s3_root: str, tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a full disk needs a small tmpfs, and mounting one needs root")
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 3 MB tmpfs here: {mounted.stderr.strip()}")
-    proxy = Proxy(s3_server.port)
-    try:
+    with small_disk(tmp_path) as small, contextlib.closing(Proxy(s3_server.port)) as proxy:
         with venue_process("--rate", "20") as url:
             proc = subprocess.Popen(record_args(url, s3_root, "--spool", str(small), "--rotate", "1s",  # type: ignore[arg-type]
                                                 "--upload-wait", "1s"),
@@ -451,9 +443,6 @@ def test_a_full_spool_disk_stops_with_one_sentence(s3_server: S3Server, s3_root:
         assert proc.returncode != 0, err
         line = assert_one_sentence(err)
         assert "full" in line and "spool" in line, line
-    finally:
-        proxy.close()
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 @pytest.mark.slow

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from tests.helpers import (
     journals,
     messages_on_disk,
     record_args,
+    small_disk,
     spawn,
     stop,
     venue_process,
@@ -229,20 +229,10 @@ def test_signal_stops_cleanly_with_every_message_on_disk(venue_url: str, tmp_pat
 
 
 def test_full_disk_stops_recording_with_one_sentence(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a full disk needs a small tmpfs, and mounting one needs root")
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 3 MB tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_disk(tmp_path) as small:
         with venue_process("--rate", "20") as url:
             done = subprocess.run(record_args(url, small, "--rotate", "2s"), capture_output=True, text=True,
                                   env=ENV, timeout=120)
         assert done.returncode != 0, done.stderr
         assert "full" in assert_one_sentence(done.stderr), done.stderr
         assert assert_every_file_reads(small), "files finished before the disk filled are on it"
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
