@@ -146,7 +146,12 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -
 
 
 def journals(root: Path, since_ns: int = 0) -> list[Path]:
-    return [p for p in root.rglob(".*.arrows") if p.stat().st_mtime_ns >= since_ns]
+    found = []
+    for p in root.rglob(".*.arrows"):
+        with contextlib.suppress(FileNotFoundError):  # finished by the recorder since the listing
+            if p.stat().st_mtime_ns >= since_ns:
+                found.append(p)
+    return found
 
 
 def wait_recording(proc: subprocess.Popen, root: Path, since_ns: int) -> None:
