@@ -30,13 +30,18 @@ _EXPORTS = {
     "RecorderConfig": "recorder.recorder",
     "Replay": "replay.api",
     "ReplaySummary": "replay.summary",
+    "Piece": "replay.pieces",
+    "PieceOptions": "replay.pieces",
+    "run_pieces": "replay.pieces",
+    "scan": "replay.scan",
     "Venue": "nova.venue.server",
     "VenueConfig": "nova.venue.server",
     "SyntheticSource": "nova.venue.synthetic",
     "CaptureSource": "nova.venue.capture",
 }
-__all__ = ["CaptureSource", "Dataset", "L2Book", "NovaError", "Reading", "Recorder", "RecorderConfig", "Replay",
-           "ReplaySummary", "SpreadParams", "Symbol", "SyntheticSource", "Venue", "VenueConfig"]
+__all__ = ["CaptureSource", "Dataset", "L2Book", "NovaError", "Piece", "PieceOptions", "Reading", "Recorder",
+           "RecorderConfig", "Replay", "ReplaySummary", "SpreadParams", "Symbol", "SyntheticSource", "Venue",
+           "VenueConfig", "run_pieces", "scan"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from nova.core.book import L2Book
@@ -49,6 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from nova.venue.synthetic import SyntheticSource
     from recorder.recorder import Recorder, RecorderConfig
     from replay.api import Replay
+    from replay.pieces import Piece, PieceOptions, run_pieces
+    from replay.scan import scan
     from replay.summary import ReplaySummary
 
 

@@ -638,11 +638,22 @@ def replay(
     date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
                                              help="UTC date to replay, YYYY-MM-DD; default: the last recorded "
                                              "date of the symbol.")] = None,
-    symbol: Annotated[Symbol, typer.Option(parser=SYMBOL, metavar="SYMBOL",
-                                           help="Symbol recorded on both markets, like ETH/USDT.")] = "ETH/USDT",
+    symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
+                                                  help="Symbol recorded on both markets, like ETH/USDT (the "
+                                                  "default).")] = None,
     until: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
                                               help="Last date (inclusive) of a range of dates starting at "
                                               "--date.")] = None,
+    symbols: Annotated[str | None, typer.Option(metavar="SYMBOLS|all",
+                                                help="Replay many symbols: comma-separated (ETH/USDT,BTC/USDT) or "
+                                                "all; every (symbol, date) is a piece of its own, run in parallel "
+                                                "with --workers.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Pieces replayed at once, each in its own process (or Dask "
+                                         "workers for --scheduler local).")] = 1,
+    scheduler: Annotated[str | None, typer.Option(metavar="ADDRESS",
+                                                  help="Run the pieces on the Dask cluster at ADDRESS (tcp://HOST:"
+                                                  "8786), or 'local' for a local Dask cluster of --workers "
+                                                  "processes; needs nova-recorder[dask].")] = None,
     start: Annotated[str | None, typer.Option(help="Start of a window: HH:MM[:SS] on --date (UTC), or a full "
                                               "ISO time.")] = None,
     end: Annotated[str | None, typer.Option(help="End of the window (exclusive): HH:MM[:SS] on the last date "
@@ -678,9 +689,27 @@ def replay(
     changes. The series goes to the dataset as table spread (DATA/spread/.../market=spot-perp/symbol=.../
     date=.../replay.parquet, replacing an earlier replay of that date) or to --out; a summary follows.
 
+    With --symbols (or --workers/--scheduler) every (symbol, date) of the range is replayed as a piece of its
+    own, in parallel, each exactly as replaying it alone (books carry across midnight); one progress bar over the
+    pieces and one table with a row per symbol and date follow.
+
     Examples: `nova replay --date 2026-11-24`, `nova replay --date 2026-11-24 --start 14:00 --end 15:00
-    --speed 1`, `nova replay --date 2026-11-23 --until 2026-11-24 --size 5 --out spread.parquet`.
+    --speed 1`, `nova replay --date 2026-11-23 --until 2026-11-24 --size 5 --out spread.parquet`,
+    `nova replay --symbols all --date 2026-11-01 --until 2026-11-30 --workers 2`,
+    `nova replay --symbols ETH/USDT,BTC/USDT --date 2026-11-24 --scheduler tcp://10.0.0.5:8786`.
     """
+    if symbols is not None or workers > 1 or scheduler is not None:
+        batch = {"--symbol": symbol is not None, "--start": start is not None, "--end": end is not None,
+                 "--out": out is not None, "--speed": speed is not None}
+        refused = [name for name, given in batch.items() if given]
+        if refused:
+            raise fail(f"{refused[0]} applies to one symbol's range, not to a batch of pieces (--symbols, "
+                       "--workers, --scheduler); replay that range on its own, or leave it out")
+        raise typer.Exit(_replay_pieces(data, symbols or (symbol.unified if symbol else "ETH/USDT"), date, until,
+                                        workers, scheduler, quiet, size=size, fee_spot=fee_spot,
+                                        fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms,
+                                        clock=clock.value, skip_bad=skip_bad, replace=replace))
+    symbol = symbol or Symbol.parse("ETH/USDT")
     if out is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(out)):
         raise fail(f"--out writes a local file, not an object-store URL ({out}); leave --out out to store the "
                    "series in the dataset's spread table (on the store too)")
@@ -708,6 +737,124 @@ def replay(
                                               progress=bar.update, stop=stop.is_set)
         if not quiet:
             out_console().print(summary_table(summary))
+        return 0
+
+    raise typer.Exit(run_async(main))
+
+
+def _replay_pieces(data: str, symbols: str, date: str | None, until: str | None, workers: int,
+                   scheduler: str | None, quiet: bool, **options: Any) -> int:
+    """``nova replay --symbols``: plan the pieces (bad input fails before any work), run them with a progress
+    bar, print the table; exit 1 when a piece failed (each failure's sentence on stderr)."""
+    from replay.console import PiecesBar, pieces_table
+    from replay.kernel import kernels_cached
+    from replay.pieces import PieceOptions, check_workers, plan, run_pieces
+
+    _library(REPLAY_OPTIONS | {"workers": "--workers"}, lambda: check_workers(workers))
+    opts = _library(REPLAY_OPTIONS, lambda: PieceOptions(**options))  # checks the knobs as Replay does
+    batch = _library({}, lambda: plan(data, symbols, date, until))
+    for note in batch.notes:
+        err.print(f"[bold yellow]note:[/] {note}", soft_wrap=True)
+    if not kernels_cached():
+        err.print("Compiling the replay loop for this machine (first run only: about 10 to 40 s; it is cached "
+                  "for the next runs) ...", soft_wrap=True)
+
+    async def main(stop: asyncio.Event) -> int:
+        where = f"on {scheduler}" if scheduler else f"with {workers} worker{'s' * (workers != 1)}"
+        title = f"replay {len(batch.pieces)} pieces ({len(batch.symbols)} symbols) {where}"
+        with PiecesBar(err, title, len(batch.pieces), enabled=not quiet and err.is_terminal) as bar:
+            results = await asyncio.to_thread(lambda: run_pieces(
+                data, batch.pieces, opts, workers=workers, scheduler=scheduler, on_done=bar.update,
+                stop=stop.is_set))
+        if not quiet:
+            out_console().print(pieces_table(results, f"nova replay: {len(results)} pieces"))
+        failed = [r for r in results if not r.ok]
+        for r in failed:
+            err.print(f"[bold red]error:[/] {r.symbol} {r.date}: {escape(r.error or '')}", soft_wrap=True)
+        return 1 if failed else 0
+
+    return run_async(main)
+
+
+class ScanBy(StrEnum):
+    """``nova scan --by``: replay.scan's groupings."""
+
+    day = "day"
+    symbol = "symbol"
+
+
+class ScanSort(StrEnum):
+    """``nova scan --sort``: replay.scan.SORT_KEYS."""
+
+    minutes_above = "minutes_above"
+    best_net_open_bps = "best_net_open_bps"
+    basis_mean_bps = "basis_mean_bps"
+    funding_bps = "funding_bps"
+    valid_minutes = "valid_minutes"
+
+
+@app.command()
+def scan(
+    symbols: Annotated[str, typer.Option(metavar="SYMBOLS|all", help="Comma-separated symbols (ETH/USDT,BTC/USDT) "
+                                         "or all.")] = "all",
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                             help="First date; default: each symbol's last recorded date.")] = None,
+    until: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                              help="Last date (inclusive); default: --date.")] = None,
+    threshold: Annotated[float, typer.Option(help="Count the time net open_bps is above this (bps).")] = 0.0,
+    fee_spot: Annotated[float, typer.Option(help="Spot taker fee in bps.")] = 10.0,
+    fee_perp: Annotated[float, typer.Option(help="Perp taker fee in bps.")] = 5.0,
+    stale_ms: Annotated[float, typer.Option(help="Readings whose legs updated further apart than this (ms) never "
+                                            "count as an entry.")] = 1000.0,
+    by: Annotated[ScanBy, typer.Option(case_sensitive=False, help="day: a row per symbol and date; symbol: a row "
+                                       "per symbol over the range.")] = ScanBy.day,
+    sort: Annotated[ScanSort, typer.Option(case_sensitive=False, help="The column to rank by, best "
+                                           "first.")] = ScanSort.minutes_above,
+    format: Annotated[SqlFormat | None, typer.Option("--format", case_sensitive=False,
+                                                     help="table, csv, json (JSON lines) or parquet; default: "
+                                                     "what --output's extension says, else table.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the ranking to this file instead of stdout.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown by the table format.")] = 50,
+    refresh: Annotated[bool, typer.Option(help="Replay every piece again, even those with a stored series.")]
+    = False,
+    workers: Annotated[int, typer.Option(min=1, help="Pieces replayed at once (those without a stored "
+                                         "series).")] = 1,
+    scheduler: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Replay missing pieces on this Dask "
+                                                  "cluster (tcp://HOST:8786, or local).")] = None,
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="Data root holding the recording. " + DATA_HELP)] = "data",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no notes.")] = False,
+) -> None:
+    """Rank symbols and days by what a basis trade would have earned: minutes with net open_bps above
+    --threshold, the best net entry, mean and p5/p95 basis over valid time, funding collected, valid time.
+
+    Reads the spread tables; pieces without a stored full-day series are replayed first (in parallel with
+    --workers or --scheduler). Only watched time counts: invalid books and unrecorded hours never do.
+
+    Examples: `nova scan --date 2026-11-01 --until 2026-11-30 --threshold 5`,
+    `nova scan --symbols ETH/USDT,BTC/USDT --by symbol --format csv --output ranking.csv`,
+    `nova scan --fee-spot 7.5 --fee-perp 4.5 --sort best_net_open_bps`.
+    """
+    from nova.analysis.output import check_output, choose_format, export_arrow
+    from replay.console import PiecesBar
+    from replay.scan import scan as run_scan
+
+    if output is not None:
+        _guard(lambda: check_output(output, data))
+    fmt = _guard(lambda: choose_format(format.value if format is not None else None, output))
+    if fmt == "parquet" and output is None:
+        raise fail("--format parquet needs --output FILE.parquet")
+
+    async def main(stop: asyncio.Event) -> int:
+        with PiecesBar(err, "replaying pieces without a stored series", 0,
+                       enabled=not quiet and err.is_terminal) as bar:
+            result = await asyncio.to_thread(lambda: run_scan(
+                data, symbols, date, until, fee_spot=fee_spot, fee_perp=fee_perp, threshold=threshold,
+                stale_ms=stale_ms, by=by.value, sort=sort.value, refresh=refresh, workers=workers,
+                scheduler=scheduler, on_done=bar.update, stop=stop.is_set))
+        for note in result.notes if not quiet else ():
+            err.print(f"[bold yellow]note:[/] {escape(note)}", soft_wrap=True)
+        export_arrow(result.table, fmt, output, limit, out_console())
         return 0
 
     raise typer.Exit(run_async(main))
@@ -1038,6 +1185,95 @@ def merge_command(
                   + (f" ({brought})" if brought else ""), soft_wrap=True, markup=False)
     err.print(f"merged {len(sources)} recording(s) into {into}: {len(written)} partition(s) written, "
               f"{len(results) - len(written)} unchanged", soft_wrap=True, markup=False)
+
+
+# ---- nova export: derived tables for models ---------------------------------------------------------------------
+
+export_app = typer.Typer(name="export", cls=OneLineErrors, no_args_is_help=True,
+                         context_settings={"help_option_names": ["-h", "--help"]},
+                         help="Derive tables for models from a recording (written into the dataset).")
+app.add_typer(export_app)
+EXPORT_OPTIONS = {"levels": "--levels", "every": "--every", "markets": "--market"}
+"""replay.snapshots' parameters, by the ``nova export snapshots`` option that fills them."""
+
+
+def _every(text: str) -> str:
+    """A grid interval as typed: checked to be a positive duration here, resolved by replay.snapshots (which
+    also holds it to whole milliseconds that divide a day, and names it as typed)."""
+    _positive_duration(text)
+    return text
+
+
+EVERY = _parser(_every)
+
+
+@export_app.command(name="snapshots")
+def export_snapshots_command(
+    symbol: Annotated[Symbol | None, typer.Option(parser=SYMBOL, metavar="SYMBOL",
+                                                  help="Recorded symbol, like ETH/USDT (the default).")] = None,
+    date: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                             help="UTC date to export; default: the last recorded date of the "
+                                             "symbol.")] = None,
+    until: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                              help="Last date (inclusive) of a range of dates starting at "
+                                              "--date.")] = None,
+    levels: Annotated[int, typer.Option(min=1, max=1000, help="Levels a side in each snapshot.")] = 25,
+    every: Annotated[str, typer.Option(parser=EVERY, metavar="DURATION",
+                                       help="The grid's interval from midnight UTC: 100ms, 250ms, 1s, 1m (whole "
+                                       "milliseconds that divide a day).")] = "100ms",
+    market: Annotated[MarketChoice, typer.Option(case_sensitive=False,
+                                                 help="Which market's book; both: each its own partition.")]
+    = MarketChoice.both,
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="Data root holding the recording, where the snapshots go too. "
+                                      + DATA_HELP)] = "data",
+    skip_bad: Annotated[bool, typer.Option(help="Export without files that cannot be read (the summary names "
+                                           "them) instead of stopping.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+) -> None:
+    """Write the top --levels of each book every --every as the dataset's table snapshots.
+
+    One row per instant of the grid (aligned to midnight UTC): ts, the receive time (ts_recv) and last_id of the
+    last book message in effect, valid and reason (the validity rule: not valid before the first snapshot, or
+    after a gap, disconnect or the end of a run until the next snapshot), shape, then bid0_price, bid0_amount,
+    ask0_price, ask0_amount, ... (null beyond the book's depth and where not valid). An instant sees every
+    message received by then, as book_at in nova sql. Each market and date is its own partition
+    (DATA/snapshots/exchange=binance/market=.../symbol=.../date=.../snapshot_25_100ms.parquet); exporting the
+    same shape again replaces it, other shapes stay.
+
+    Examples: `nova export snapshots --symbol ETH/USDT --date 2026-11-24`, `nova export snapshots --date
+    2026-11-24 --until 2026-11-30 --levels 5 --every 1s --market perp`.
+    """
+    from replay.console import ProgressBar
+    from replay.kernel import kernels_cached
+    from replay.snapshots import SnapshotExport
+
+    markets = None if market is MarketChoice.both else market.value
+    name = symbol.unified if symbol is not None else "ETH/USDT"
+    job = _library(EXPORT_OPTIONS, lambda: SnapshotExport(str(data), name, date, until, levels=levels,
+                                                          every=every, markets=markets, skip_bad=skip_bad))
+    for note in job.notes:
+        err.print(f"[bold yellow]note:[/] {note}", soft_wrap=True)
+    if not kernels_cached():
+        err.print("Compiling the replay loop for this machine (first run only: about 10 to 40 s; it is cached "
+                  "for the next runs) ...", soft_wrap=True)
+
+    async def main(stop: asyncio.Event) -> int:
+        with ProgressBar(err, f"export {job.symbol} {job.shape}", enabled=not quiet and err.is_terminal) as bar:
+            summary = await asyncio.to_thread(job.run, bar.update, stop.is_set)
+        if not quiet:
+            out = out_console(highlight=False)
+            out.print(f"{summary.symbol} {summary.shape}: {summary.rows:,} rows ({summary.valid_rows:,} valid) in "
+                      f"{len(summary.files)} files, {summary.book_rows:,} book rows replayed in "
+                      f"{summary.wall_s:.1f} s", soft_wrap=True, markup=False)
+            for f in summary.files:
+                out.print(f"  {f.market} {f.date}: {f.rows:,} rows, {f.valid_rows:,} valid  {f.path}",
+                          soft_wrap=True, markup=False)
+            for note in summary.notes[len(job.notes):]:
+                err.print(f"[bold yellow]note:[/] {note}", soft_wrap=True)
+        return 0
+
+    raise typer.Exit(run_async(main))
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ _SPREAD_NAMES = {"fee_spot": "fee_spot_bps", "fee_perp": "fee_perp_bps", "size":
 """Replay's spread knobs and the ``SpreadParams`` fields they fill."""
 
 
-def _spread_params(**knobs: float) -> SpreadParams:
+def spread_params(**knobs: float) -> SpreadParams:
     """``SpreadParams`` from Replay's knobs; a bad one is named as the Replay caller wrote it (``fee_spot``)."""
     try:
         return SpreadParams(**{_SPREAD_NAMES[name]: value for name, value in knobs.items()})
@@ -102,7 +102,7 @@ class Replay:
                  until: str | None = None, start: str | None = None, end: str | None = None, *,
                  clock: str = "recv", size: float = 0.0, fee_spot: float = 10.0, fee_perp: float = 5.0,
                  threshold: float = 0.0, stale_ms: float = 1000.0, skip_bad: bool = False) -> None:
-        self.params = _spread_params(fee_spot=fee_spot, fee_perp=fee_perp, size=size, threshold=threshold,
+        self.params = spread_params(fee_spot=fee_spot, fee_perp=fee_perp, size=size, threshold=threshold,
                                      stale_ms=stale_ms)  # the knobs first: a typo needs no look at the data
         check_clock(clock)
         self.dataset = ReplaySource(str(data))
@@ -204,7 +204,8 @@ class Replay:
                     if progress is not None:
                         progress(p.progress())
                 if output is not None:
-                    p.output = output.commit()
+                    last = int(p.engine.state.counters[K_LAST_KEY])
+                    p.output = output.commit(None if last == NO_KEY else last)
                     p.notes.extend(notes)
                     output = None
         finally:

@@ -6,12 +6,12 @@ statistics sit on top of the chunks, so the readings are the same at every speed
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from nova.core.markets import Market, Symbol
+from nova.core.markets import MARKETS, Market, Symbol
 from nova.core.spread import SpreadParams
 from replay.kernel import (
     BOOK_FULL,
@@ -19,10 +19,13 @@ from replay.kernel import (
     K_LAST_KEY,
     OUT_FULL,
     PAST_END,
+    SAMPLES_FULL,
     SEGMENTS,
     OutputBuffer,
     ReplayState,
+    SampleBuffer,
     run_window,
+    sample_until,
 )
 from replay.merge import Prefetch, Window, windows
 from replay.plan import Planner, ReplaySource, StreamPlan
@@ -67,12 +70,22 @@ class Chunk:
         return int(self.ts.shape[0])
 
 
+SampleSink = Callable[[SampleBuffer], None]
+"""Takes the rows of a full (or, at the end, the last) sample buffer; the engine clears it afterwards."""
+
+
 class Engine:
     """One pass over a range. Build it (the plan is made and every file's footer checked right away, so bad
-    input fails before anything runs), then iterate ``chunks()`` once."""
+    input fails before anything runs), then iterate ``chunks()`` once.
+
+    With ``samples`` (and ``on_samples``, which takes each full buffer), the same pass samples the books on the
+    buffer's grid (replay.snapshots); ``markets`` leaves the other market's streams unread.
+    """
 
     def __init__(self, dataset: ReplaySource, span: ReplayRange, params: SpreadParams, skip_bad: bool = False,
-                 raw: bool = False, prefetch: bool = True, output_rows: int = OUTPUT_ROWS) -> None:
+                 raw: bool = False, prefetch: bool = True, output_rows: int = OUTPUT_ROWS,
+                 samples: SampleBuffer | None = None, on_samples: SampleSink | None = None,
+                 markets: tuple[Market, ...] = MARKETS) -> None:
         self.dataset = dataset
         self.span = span
         self.params = params
@@ -82,10 +95,15 @@ class Engine:
         columns = {t: needed_columns(t, span.event_clock) for t in COLUMNS}
         planner = Planner(dataset, span.symbol, span.start_ns, span.end_ns, span.event_clock, columns, skip_bad)
         self.plans: dict[tuple[str, Market], StreamPlan] = planner.plan()
+        for (_, market), plan in self.plans.items():
+            if market not in markets:
+                plan.parts.clear()
         self.planner = planner
         self.warmup_ns = planner.warmup_ns
         self.state = ReplayState(params)
         self._out = OutputBuffer(output_rows)
+        self.samples = samples if samples is not None else SampleBuffer.off()
+        self._on_samples = on_samples
 
     def _streams(self) -> list[StreamReader]:
         out = []
@@ -102,7 +120,8 @@ class Engine:
             for window in reader if reader is not None else source:
                 finished = yield from self._run(window)
                 if finished:
-                    return
+                    break
+            self._sample_rest()
         finally:
             if reader is not None:
                 reader.close()
@@ -116,17 +135,23 @@ class Engine:
         out.count = 0
         first = 0
         spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices, perp_amounts = w.rows
+        sb = self.samples
         while True:
             status, position, count = run_window(
                 st.px, st.qty, st.n, st.quotes, st.stamps, st.funding, st.scratch, st.vector, st.counters, st.heads,
                 st.head_keys, w.keys, w.bounds, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
                 perp_amounts, w.msg_lo, w.msg_hi, w.msg_last_id, w.msg_snapshot,
-                w.msg_applied, w.bbo_id, w.bbo_quote, w.funding_rate, w.actions, self.span.start_ns,
-                self.span.end_ns, position, out.ts, out.values, out.entry, out.count)
+                w.msg_applied, w.bbo_id, w.bbo_quote, w.funding_rate, w.actions, st.book_keys, sb.grid, sb.ts,
+                sb.info, sb.levels, self.span.start_ns, self.span.end_ns, position, out.ts, out.values, out.entry,
+                out.count)
             out.count = count
             if status == BOOK_FULL:
                 st.grow()
                 continue
+            if status == SAMPLES_FULL:
+                self._drain_samples()
+                if not count:
+                    continue
             if status == OUT_FULL or count:
                 yield Chunk(out.ts[:count], out.values[:count], out.entry[:count], w, (first, position),
                             int(st.counters[K_LAST_KEY]))
@@ -139,3 +164,19 @@ class Engine:
                 return False
             if status == PAST_END:
                 return True
+
+    def _drain_samples(self) -> None:
+        if self._on_samples is not None and self.samples.count:
+            self._on_samples(self.samples)
+        self.samples.clear()
+
+    def _sample_rest(self) -> None:
+        """The grid's instants after the last entry read (the data ended before the range did), then the last
+        buffered samples."""
+        st, sb = self.state, self.samples
+        if sb.count == 0 and not sb.due:
+            return
+        while not sample_until(st.px, st.qty, st.n, st.stamps, st.book_keys, sb.grid, sb.ts, sb.info, sb.levels,
+                               self.span.end_ns):
+            self._drain_samples()
+        self._drain_samples()

@@ -15,6 +15,14 @@ k-way merge of sorted runs and needs no sort.
 
 Everything the loop keeps between windows lives in ``ReplayState`` arrays, so a window can stop anywhere (the
 output buffer is full, a book needs more room) and resume exactly there.
+
+Sampling (``nova export snapshots``, replay.snapshots): the same loop can also copy the top levels of both books
+at every instant of a time grid into a ``SampleBuffer``. Before it processes an entry whose key passes the next
+grid instant t, the books hold exactly the entries with key <= t: the messages received by t, as the SQL macro
+``book_at`` counts them (keys are running maxima of receive times, so a message received by t but after one
+received later is not in effect at t in either). Validity comes from the state the loop keeps for the spread
+kernel. A replay passes a grid that never comes (one comparison per entry, its only cost), and an export
+switches the readings off, so both run the one loop.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from nova.core.book import apply_message, grow_books, kernel, new_books
+from nova.core.book import ASK, BID, apply_message, book_levels, grow_books, kernel, new_books
 from nova.core.spread import (
     C_OPEN_SIZE,
     C_PERP_ASK_VWAP,
@@ -73,8 +81,10 @@ K_LAST_KEY = 11
 K_SYNCED_SPOT = 12  # a snapshot of that market has been applied (rows before the first one are skipped)
 K_SYNCED_PERP = 13
 K_ROWS_SEEN = 14  # book rows of every processed message, warm-up included: the work done
-N_COUNTERS = 15
+K_NEXT_DATE = 15  # the next UTC midnight (time key) whose first entry yields a reading whatever it changed
+N_COUNTERS = 16
 NO_KEY = -(2**63)
+DAY_NS = 86_400 * 10**9
 EXHAUSTED = 2**63 - 1  # the head key of a segment with nothing left in the window
 
 # what a window run stopped at
@@ -82,6 +92,27 @@ DONE = 0  # every entry of the window (below ``end``) is processed
 OUT_FULL = 1  # the output buffer is full: drain it and call again
 BOOK_FULL = 2  # a book side needs more capacity: grow and call again
 PAST_END = 3  # reached an entry at or after ``end``: the replay is over
+SAMPLES_FULL = 4  # the sample buffer is full: drain it and call again
+
+# the sampling grid (SampleBuffer.grid)
+G_NEXT = 0  # the next instant to sample (EXHAUSTED: none, as in a replay)
+G_STEP = 1
+G_END = 2  # the grid's end (exclusive)
+G_COUNT = 3  # rows in the sample buffer
+G_MARKETS = 4  # bit m set: copy the levels of market m
+G_READINGS = 5  # 1: compute spread readings (a replay); 0: only sample (an export)
+N_GRID = 6
+
+# what a sample row holds of each market besides its levels (SampleBuffer.info[row, m])
+I_VALID = 0  # the book is valid at the instant (nova.core.validity, as the loop keeps it)
+I_KEY = 1  # time key of the last applied book message (NO_KEY: none yet)
+I_LAST_ID = 2  # its last update id (nova.core.spread.NO_ID: none yet)
+I_SNAPSHOT_KEY = 3  # time key of the last applied snapshot message (NO_KEY: none yet)
+N_INFO = 4
+
+# ReplayState.book_keys[m]: time keys of market m's book the spread state does not keep
+B_APPLIED = 0  # the last applied message
+B_SNAPSHOT = 1  # the last applied snapshot message
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -105,9 +136,11 @@ class ReplayState:
         self.scratch = np.full((2, N_VALUES), np.nan)
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
         self.counters[K_FIRST_KEY] = NO_KEY
+        self.counters[K_NEXT_DATE] = NO_KEY
         self.counters[K_LAST_KEY] = NO_KEY
         self.heads = np.zeros(N_SEGMENTS, dtype=np.int64)  # next entry of each segment in the current window
         self.head_keys = np.zeros(N_SEGMENTS, dtype=np.int64)  # and its key (the loop keeps them current)
+        self.book_keys = np.full((2, 2), NO_KEY, dtype=np.int64)
 
     def grow(self) -> None:
         """Double the book capacity (called when the loop stops with BOOK_FULL)."""
@@ -130,6 +163,86 @@ class OutputBuffer:
     @property
     def capacity(self) -> int:
         return int(self.ts.shape[0])
+
+
+class SampleBuffer:
+    """Book snapshots on a time grid as the loop writes them: ``ts[i]`` is an instant, ``info[i, m]`` what it knew
+    of market m's book then (I_* columns), ``levels[i, m]`` its top levels (bid prices, bid amounts, ask
+    prices, ask amounts; NaN beyond the book's depth, and everywhere while it is not valid).
+
+    Row-major, like OutputBuffer, so that each sample is one contiguous run for the loop to write.
+    """
+
+    def __init__(self, start_ns: int, step_ns: int, end_ns: int, levels: int, capacity: int,
+                 markets: tuple[int, ...] = (SPOT, PERP)) -> None:
+        self.grid = np.zeros(N_GRID, dtype=np.int64)
+        self.grid[G_NEXT], self.grid[G_STEP], self.grid[G_END] = start_ns, step_ns, end_ns
+        self.grid[G_MARKETS] = sum(1 << m for m in markets)
+        self.ts = np.empty(capacity, dtype=np.int64)
+        self.info = np.empty((capacity, 2, N_INFO), dtype=np.int64)
+        self.levels = np.empty((capacity, 2, 4, levels))
+
+    @classmethod
+    def off(cls) -> SampleBuffer:
+        """No grid: what a replay passes (its readings on, no instant ever due)."""
+        buffer = cls(EXHAUSTED, 1, EXHAUSTED, 1, 0, ())
+        buffer.grid[G_READINGS] = 1
+        return buffer
+
+    @property
+    def count(self) -> int:
+        return int(self.grid[G_COUNT])
+
+    @property
+    def due(self) -> bool:
+        """Whether grid instants remain to be sampled."""
+        return bool(self.grid[G_NEXT] < self.grid[G_END])
+
+    def clear(self) -> None:
+        """Drop the buffered rows (after the caller has taken them)."""
+        self.grid[G_COUNT] = 0
+
+
+@kernel(inline=True)
+def _sample_until(px: FloatArray, qty: FloatArray, n: IntArray, stamps: IntArray, book_keys: IntArray,
+                  grid: IntArray, samp_ts: IntArray, samp_info: IntArray, samp_levels: FloatArray, limit: int) -> bool:
+    """Sample both books at every grid instant below ``limit`` (and the grid's end); False when the buffer
+    filled first (``grid`` then says where to resume)."""
+    t = grid[G_NEXT]
+    stop = min(limit, grid[G_END])
+    count = grid[G_COUNT]
+    cap = samp_ts.shape[0]
+    depth = samp_levels.shape[3]
+    markets = grid[G_MARKETS]
+    while t < stop and count < cap:
+        samp_ts[count] = t
+        for m in range(2):
+            if not (markets >> m) & 1:
+                continue
+            valid = stamps[m, S_VALID] != 0
+            samp_info[count, m, I_VALID] = 1 if valid else 0
+            samp_info[count, m, I_KEY] = book_keys[m, B_APPLIED]
+            samp_info[count, m, I_LAST_ID] = stamps[m, S_DEPTH_ID]
+            samp_info[count, m, I_SNAPSHOT_KEY] = book_keys[m, B_SNAPSHOT]
+            for side in (BID, ASK):
+                out_px = samp_levels[count, m, 2 * side]
+                out_qty = samp_levels[count, m, 2 * side + 1]
+                written = book_levels(px, qty, n, m, side, out_px, out_qty) if valid else 0
+                for i in range(written, depth):
+                    out_px[i] = np.nan
+                    out_qty[i] = np.nan
+        count += 1
+        t += grid[G_STEP]
+    grid[G_NEXT] = t
+    grid[G_COUNT] = count
+    return t >= stop
+
+
+@kernel()
+def sample_until(px: FloatArray, qty: FloatArray, n: IntArray, stamps: IntArray, book_keys: IntArray,
+                 grid: IntArray, samp_ts: IntArray, samp_info: IntArray, samp_levels: FloatArray, limit: int) -> bool:
+    """``_sample_until`` for Python: the instants after the last entry (the data ended before the grid did)."""
+    return _sample_until(px, qty, n, stamps, book_keys, grid, samp_ts, samp_info, samp_levels, limit)
 
 
 @kernel(inline=True)
@@ -167,6 +280,7 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
                msg_lo: IntArray, msg_hi: IntArray, msg_last_id: IntArray, msg_snapshot: npt.NDArray[np.bool_],
                msg_applied: npt.NDArray[np.bool_],
                bbo_id: IntArray, bbo_quote: FloatArray, funding_rate: FloatArray, actions: npt.NDArray[np.int8],
+               book_keys: IntArray, grid: IntArray, samp_ts: IntArray, samp_info: IntArray, samp_levels: FloatArray,
                start: int, end: int, position: int,
                out_ts: IntArray, out_values: FloatArray, out_entry: IntArray, out_count: int) -> tuple[int, int, int]:
     """Process the window's entries from ``heads`` on; returns (status, merged position, readings in ``out``).
@@ -177,10 +291,12 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
     negative side) from ``bounds[SEG_BOOK_SPOT]``, bookTickers from ``bounds[SEG_BBO_SPOT]``, funding from
     ``bounds[SEG_FUNDING]``, ledger actions from ``bounds[SEG_EVENTS_SPOT]``. ``position`` counts merged
     entries of the window (it is what ``out_entry`` records, so a caller can interleave readings with the raw
-    entries).
+    entries). ``grid`` and ``samp_*`` are a ``SampleBuffer``'s (``SampleBuffer.off()`` for a replay).
     """
     size = params[P_SIZE]
     cap = out_ts.shape[0]
+    readings = grid[G_READINGS] != 0
+    next_sample = grid[G_NEXT]
     for t in range(N_SEGMENTS):
         head_keys[t] = _head_key(keys, bounds, heads, t)
     while True:
@@ -193,6 +309,14 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
             _park_last(out_values, out_count, scratch)
             return DONE, position, out_count
         g = bounds[s] + heads[s]
+        if key > next_sample:  # the books are as at the grid's instants below key: sample them first
+            done = _sample_until(px, qty, n, stamps, book_keys, grid, samp_ts, samp_info, samp_levels, key)
+            next_sample = grid[G_NEXT]
+            if not done:
+                _park_last(out_values, out_count, scratch)
+                return SAMPLES_FULL, position, out_count
+            if next_sample >= grid[G_END]:
+                next_sample = EXHAUSTED
         if key >= end:
             _park_last(out_values, out_count, scratch)
             return PAST_END, position, out_count
@@ -215,10 +339,12 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
                 if snapshot:
                     counters[K_SYNCED_SPOT + m] = 1
                     stamps[m, S_VALID] = 1
+                    book_keys[m, B_SNAPSHOT] = key
                 moved = True
             if moved:
                 stamps[m, S_DEPTH_ID] = msg_last_id[j]
                 stamps[m, S_LAST_NS] = key
+                book_keys[m, B_APPLIED] = key
             counters[K_ROWS_SEEN] += hi - lo
             if in_window:
                 counters[K_BOOK_MESSAGES] += 1
@@ -268,9 +394,13 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
         counters[K_ENTRIES] += 1
         if counters[K_FIRST_KEY] == NO_KEY:
             counters[K_FIRST_KEY] = key
-            moved = True  # the first entry of the window always yields a reading: the state it starts from
+        # the first entry of the window, and of each UTC date in it, always yields a reading: the state the
+        # series (and each date's partition of it) starts from, so a date reads the same alone or in a range
+        force = key >= counters[K_NEXT_DATE]
+        if force:
+            counters[K_NEXT_DATE] = (key // DAY_NS + 1) * DAY_NS
         counters[K_LAST_KEY] = key
-        if not moved:
+        if not (moved or force) or not readings:
             continue
         # the candidate goes straight into the next output row, compared with the row before it; only the
         # first row of a buffer is computed in scratch, against the last kept reading parked in scratch[1]
@@ -278,11 +408,11 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
         if out_count > 0:
             compute_reading(px, qty, n, SPOT, px, qty, n, PERP, quotes, stamps, funding[0], params, out_values,
                             out_count)
-            if not _kept_differs(out_values, out_count, out_count - 1, size):
+            if not force and not _kept_differs(out_values, out_count, out_count - 1, size):
                 continue
         else:
             compute_reading(px, qty, n, SPOT, px, qty, n, PERP, quotes, stamps, funding[0], params, scratch, 0)
-            if kept and not _kept_differs(scratch, 0, 1, size):
+            if kept and not force and not _kept_differs(scratch, 0, 1, size):
                 continue
             for c in range(N_VALUES):
                 out_values[0, c] = scratch[0, c]

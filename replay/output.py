@@ -43,6 +43,7 @@ from nova.core.spread import READING_SCHEMA, SIZE_COLUMNS, readings_table
 from replay.plan import DAY_NS, date_ns
 
 ROW_GROUP_READINGS = 1 << 18
+UNTIL_KEY = b"nova.replay.until"  # in a series file's footer: the time its last reading lasts until (ns)
 OUTPUT_ZSTD_LEVEL = 1  # the contract's level 3 costs ~25% more time per reading for ~7% smaller files
 
 
@@ -59,6 +60,7 @@ class _Target:
 
     final: str
     partition: Partition | None = None  # of the dataset's spread table (None: a single --out file)
+    end_ns: int | None = None  # where the part of the day it covers ends (None: a single --out file)
     file: AtomicFile | None = None
     writer: pq.ParquetWriter | None = None
     pending: list[pa.Table] = field(default_factory=list)
@@ -162,15 +164,15 @@ class SpreadOutput:
             hi = int(np.searchsorted(ts, (day + 1) * DAY_NS, side="left"))
             if hi > lo:
                 partition, path = self.file_path(day)
-                self._append(self._target(path, partition), table.slice(lo, hi - lo))
+                self._append(self._target(path, partition, self._covered(day)[1]), table.slice(lo, hi - lo))
                 date = date_of(day * DAY_NS)
                 if date not in self.dates:
                     self.dates.append(date)
 
-    def _target(self, final: str, partition: Partition | None = None) -> _Target:
+    def _target(self, final: str, partition: Partition | None = None, end_ns: int | None = None) -> _Target:
         target = self.targets.get(final)
         if target is None:
-            target = _Target(final, partition)
+            target = _Target(final, partition, end_ns)
             self.targets[final] = target
         return target
 
@@ -190,18 +192,23 @@ class SpreadOutput:
         target.writer.write_table(pa.concat_tables(target.pending), row_group_size=ROW_GROUP_READINGS)
         target.pending, target.pending_rows = [], 0
 
-    def _finish_files(self) -> None:
+    def _finish_files(self, until_ns: int | None = None) -> None:
         for target in self.targets.values():
             self._flush(target)
             if target.writer is not None:
+                if until_ns is not None:  # the last reading lasts to the replay's last entry, or to the end of
+                    # its day when the replay went on into the next
+                    until = until_ns if target.end_ns is None else min(until_ns, target.end_ns)
+                    target.writer.add_key_value_metadata({UNTIL_KEY: str(until).encode()})
                 target.writer.close()
 
-    def commit(self) -> str:
-        """Wait for the writes, then move every file into place (replacing an earlier replay's)."""
+    def commit(self, until_ns: int | None = None) -> str:
+        """Wait for the writes, then move every file into place (replacing an earlier replay's). ``until_ns``
+        (the last entry the replay processed) goes into each file's footer (``UNTIL_KEY``)."""
         for future in self._pending:
             future.result()
         self._pending = []
-        self._pool.submit(self._finish_files).result()
+        self._pool.submit(self._finish_files, until_ns).result()
         self._pool.shutdown()
         if self.single and not self.targets:  # no readings at all: still an (empty) file, as asked
             target = self._target(self.root)

@@ -487,9 +487,9 @@ MIDNIGHT = 1_795_564_800 * 10**9  # 2026-11-25 00:00:00 UTC
 BEFORE, AFTER = "2026-11-24", "2026-11-25"
 
 
-def _book_messages(market: str, seq: BookSequencer, t0: int, n: int, first_id: int) -> None:
+def _book_messages(market: str, seq: BookSequencer, t0: int, n: int, first_id: int, premium: float = 1.5) -> None:
     """A snapshot, then ``n`` diffs 100 ms apart that walk the top of book; a gap (and resync) in the middle."""
-    mid = 3000.0 if market == "spot" else 3001.5
+    mid = 3000.0 if market == "spot" else 3000.0 + premium
     levels = {"b": [[f"{mid - 0.01 * i:.2f}", "1.0"] for i in range(1, 6)],
               "a": [[f"{mid + 0.01 * i:.2f}", "1.0"] for i in range(1, 6)]}
     def text(value: dict) -> str:  # compact, as Binance sends it (the recorder's level scanner expects that)
@@ -511,28 +511,33 @@ def _book_messages(market: str, seq: BookSequencer, t0: int, n: int, first_id: i
             seq.on_snapshot(ts + 50_000_000, ts // 10**6 + 40, NULL, last + 2, text(levels), 10)
 
 
-def write_midnight_dataset(root: Path) -> None:
+def write_midnight_dataset(root: Path, symbol: Symbol = ETH, days: int = 0, premium: float = 1.5,
+                           settle_at_midnight: bool = False) -> None:
+    """40 s of both markets of ``symbol`` around the midnight ``days`` after MIDNIGHT, the perp ``premium``
+    above spot; with ``settle_at_midnight`` a funding settlement falls at that midnight (else 8 h later)."""
     writer = DatasetWriter(str(root), rotate_s=900)
-    t0 = MIDNIGHT - 20 * 10**9
+    midnight = MIDNIGHT + days * 86_400 * 10**9
+    t0 = midnight - 20 * 10**9
     for market, first_id in (("spot", 1000), ("perp", 50_000)):
         ledger: list[tuple] = [(t0 - 10**6, "book", "start", None, None, "crafted")]
         seq = BookSequencer(market, 1, ledger=lambda ts, kind, exp, rec, detail, out=ledger: out.append(
             (ts, "book", kind, exp, rec, detail)), request_resync=lambda: None)
-        _book_messages(market, seq, t0, 400, first_id)  # 40 s: 20 before midnight, 20 after
+        _book_messages(market, seq, t0, 400, first_id, premium)  # 40 s: 20 before midnight, 20 after
 
         batch, _, _ = book_batch(seq.take())
-        writer.write("book", market, ETH, batch)
+        writer.write("book", market, symbol, batch)
         bbo = [BboRow(ts_recv=t0 + k * 70_000_000 + (5_000_000 if market == "perp" else 0),
                       ts_event=None if market == "spot" else t0 + k * 70_000_000 - 2_000_000,
                       update_id=first_id + (k * 7) // 5 + k % 3 - 1, bid_price=2999.9 + 0.01 * (k % 7), bid_amount=1.0,
                       ask_price=3000.1 + 0.01 * (k % 5), ask_amount=2.0) for k in range(500)]
-        writer.write("bbo", market, ETH, table_batch("bbo", bbo))
+        writer.write("bbo", market, symbol, table_batch("bbo", bbo))
         if market == "perp":
             funding = [FundingRow(ts_recv=t0 + k * 10**9, ts_event=t0 + k * 10**9, mark_price=3001.0,
                                   index_price=3000.0, funding_rate=0.0001 * (1 + k % 3),
-                                  next_funding_time=MIDNIGHT + 8 * 3600 * 10**9) for k in range(40)]
-            writer.write("funding", market, ETH, table_batch("funding", funding))
+                                  next_funding_time=midnight + (0 if settle_at_midnight and k < 20 else 8 * 3600)
+                                  * 10**9) for k in range(40)]
+            writer.write("funding", market, symbol, table_batch("funding", funding))
         rows = [event_row(ts_recv=ts, stream=stream, kind=kind, expected_id=expected, received_id=received,
                           detail=detail) for ts, stream, kind, expected, received, detail in sorted(ledger)]
-        writer.write("events", market, ETH, table_batch("events", rows))
+        writer.write("events", market, symbol, table_batch("events", rows))
     writer.close()

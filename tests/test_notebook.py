@@ -187,6 +187,12 @@ def test_notebook_on_a_day_with_a_hole_agrees_with_replay(tmp_path: Path, monkey
     assert bps_of(findings["basis mean, valid readings"]) == pytest.approx(summary.basis_mean_bps, abs=1e-4)
     assert bps_of(findings["basis mean over valid time"]) == pytest.approx(summary.basis_time_mean_bps, abs=1e-3)
     assert re.match(r"mean -?\d+\.\d\d bps, p5 ", findings["basis (time-sampled)"]), findings
+    # the cross-symbol section ranks the same replay: its row of this day says what the summary says
+    ranking = pd.read_csv(figures / "scan.csv")
+    row = ranking[(ranking.symbol == "ETH/USDT") & (ranking.date == day)].iloc[0]
+    assert row.valid_minutes * 60 == pytest.approx(summary.valid_s, abs=0.06)
+    assert row.basis_mean_bps == pytest.approx(summary.basis_time_mean_bps, abs=1e-3)
+    assert not row.replayed and (figures / "scan.png").exists()
     assert "ETH" in findings["perp depth at the instant"] and "ETH" in findings["spot depth at the instant"]
     # the plotted basis has a hole where nobody watched, and no value in it
     buckets = pd.read_csv(figures / "basis_buckets.csv", index_col=0, parse_dates=True)

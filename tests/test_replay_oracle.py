@@ -179,6 +179,7 @@ def oracle(root: Path, params: SpreadParams, start: int, end: int, clock: str = 
     funding = math.nan
     readings: list[dict[str, Any]] = []
     last: dict[str, Any] | None = None
+    next_date = -(2**63)  # the first entry of the range and of each UTC date always yields a reading
     for key, _, _, table, market, item in merged_entries(root, clock):
         if key >= end:
             break
@@ -213,10 +214,13 @@ def oracle(root: Path, params: SpreadParams, start: int, end: int, clock: str = 
                 funding = math.nan
         if key < start:
             continue
-        if last is not None and not changed:
+        first_of_date = key >= next_date
+        if first_of_date:
+            next_date = (key // 86_400_000_000_000 + 1) * 86_400_000_000_000
+        if last is not None and not changed and not first_of_date:
             continue
         r = oracle_reading(key, legs["spot"], legs["perp"], funding, params)
-        if last is not None and same(r, last, TOPS) and r["valid"] == last["valid"] and (
+        if last is not None and not first_of_date and same(r, last, TOPS) and r["valid"] == last["valid"] and (
                 params.size == 0 or same(r, last, ("spot_ask_vwap", "perp_bid_vwap", "spot_bid_vwap",
                                                    "perp_ask_vwap", "open_bps_size"))):
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from nova.core.contract import RECORDED_TABLES
 from nova.core.dataset import Dataset, FileStats, run_recorders, run_sources
 from nova.core.errors import NovaError
 from nova.core.validity import covered_ns
@@ -54,9 +55,15 @@ class DayListing:
     sources: list[str] = field(default_factory=list)
     recorders: list[str] = field(default_factory=list)
 
+    def _counted(self) -> list[TableFacts]:
+        """The recorded tables, which a day's rows and span describe; derived ones (nova export's snapshots)
+        only where nothing was recorded (replay's spread partitions)."""
+        recorded = [t for name, t in self.tables.items() if name in RECORDED_TABLES]
+        return recorded or list(self.tables.values())
+
     @property
     def rows(self) -> int:
-        return sum(t.rows for t in self.tables.values())
+        return sum(t.rows for t in self._counted())
 
     @property
     def bytes(self) -> int:
@@ -64,12 +71,12 @@ class DayListing:
 
     @property
     def first_ns(self) -> int | None:
-        firsts = [t.first_ns for t in self.tables.values() if t.first_ns is not None]
+        firsts = [t.first_ns for t in self._counted() if t.first_ns is not None]
         return min(firsts) if firsts else None
 
     @property
     def last_ns(self) -> int | None:
-        lasts = [t.last_ns for t in self.tables.values() if t.last_ns is not None]
+        lasts = [t.last_ns for t in self._counted() if t.last_ns is not None]
         return max(lasts) if lasts else None
 
     @property

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nova.analysis.sql import VIEWS, Result, check_read_only, ident, open_session, prepare
+from nova.analysis.sql import VIEWS, Result, Session, check_read_only, ident, open_session, prepare
 from nova.core.errors import NovaError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -200,3 +200,22 @@ def export(data: Path | str, sql: str, fmt: str, output: Path | None, limit: int
         return True
     finally:
         session.close()
+
+
+def export_arrow(table: pa.Table, fmt: str, output: Path | None, limit: int, console: Console) -> None:
+    """Write an Arrow table a command computed (``nova scan``'s ranking) exactly as ``nova sql`` writes a
+    result: the same formats, the same table look, the same atomic file."""
+    import duckdb
+
+    session = Session(duckdb.connect(), {}, frozenset())
+    try:
+        session.register("nova_result", table)
+        result = prepare(session, "SELECT * FROM nova_result")
+        assert result is not None
+        if fmt == "table":
+            write_table(result, output, limit, console)
+        else:
+            copy_to(result, fmt, output)
+    finally:
+        session.close()
+

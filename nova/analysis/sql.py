@@ -41,13 +41,13 @@ import pyarrow as pa
 from nova.analysis.macros import RAW
 from nova.analysis.macros import install as install_macros
 from nova.analysis.stores import register as register_store
-from nova.core.contract import PARTITION_KEYS, PROVENANCE_COLUMNS, RECORDED_TABLES, SCHEMAS
-from nova.core.dataset import Dataset
+from nova.core.contract import PARTITION_KEYS, PROVENANCE_COLUMNS, RECORDED_TABLES, SCHEMAS, SNAPSHOTS
+from nova.core.dataset import SNAPSHOTS_TABLE, Dataset
 from nova.core.errors import NovaError
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
            duckdb.StatementType.SET}
-VIEWS = (*RECORDED_TABLES, "spread")
+VIEWS = (*RECORDED_TABLES, "spread", SNAPSHOTS_TABLE)
 PARTITION_TYPES = {"date": "DATE"}  # how DuckDB types the partition values; the others are VARCHAR
 REMEDY = "move it away or run nova check"
 RESULT_VIEW = "nova_result"  # the registered rows of a statement that cannot be a subquery (PRAGMA, EXPLAIN)
@@ -74,6 +74,8 @@ def contract_of(table: str) -> Contract:
     """The table's contract: nova.core.contract's schema (whose provenance columns files written before they were
     added lack), or for ``spread`` what replay writes (nova.core.spread's READING_SCHEMA, whose size-aware
     columns are there only when the replay had a ``--size``)."""
+    if table == SNAPSHOTS_TABLE:  # the fixed columns; the level columns depend on the shape (union by name)
+        return Contract(table, SNAPSHOTS)
     if table != "spread":
         later = set(PROVENANCE_COLUMNS)
         schema = SCHEMAS[table]

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 EXCHANGE = "binance"
 Table = Literal["book", "bbo", "trades", "funding", "liquidations", "open_interest", "instruments", "events",
-                "spread"]
+                "spread", "snapshots"]
 RECORDED_TABLES: tuple[Table, ...] = ("book", "bbo", "trades", "funding", "liquidations", "open_interest",
                                       "instruments", "events")
 PARTITION_KEYS = ("exchange", "market", "symbol", "date")
@@ -118,6 +118,32 @@ SCHEMAS: dict[str, pa.Schema] = {"book": BOOK, "bbo": BBO, "trades": TRADES, "fu
                                  "liquidations": LIQUIDATIONS, "open_interest": OPEN_INTEREST,
                                  "instruments": INSTRUMENTS, "events": EVENTS}
 
+SNAPSHOTS = pa.schema([  # derived (nova export snapshots): the depth book every fixed interval, for models
+    pa.field("ts", TS, nullable=False),  # the grid instant: the book after every message received by then
+    pa.field("ts_recv", TS),  # when the last book message in effect took effect; null before any
+    pa.field("last_id", pa.int64()),  # that message's last update id (u)
+    pa.field("valid", pa.bool_(), nullable=False),  # nova.core.validity's rule, as book_at applies it
+    pa.field("reason", pa.string()),  # why not valid (nova.core.validity.REASONS); null when valid
+    # the file's shape (its name without .parquet, nova.core.dataset.snapshot_file_name): several shapes share a
+    # partition, and a reader of the whole table (nova sql, Spark) picks one with WHERE shape = '...'
+    pa.field("shape", LABEL, nullable=False),
+])
+"""The fixed columns of a book-snapshot file; ``snapshot_schema`` adds the levels (wide, as tardis's
+``book_snapshot_25_100ms``: one row per instant, so a model reads a fixed-width vector without a pivot)."""
+
+
+def snapshot_level_names(level: int) -> tuple[str, str, str, str]:
+    """The columns of level ``level`` (0 = best): bid price, bid amount, ask price, ask amount."""
+    return f"bid{level}_price", f"bid{level}_amount", f"ask{level}_price", f"ask{level}_amount"
+
+
+def snapshot_schema(levels: int) -> pa.Schema:
+    """A snapshot file of ``levels`` levels a side: SNAPSHOTS, then each level's four columns (null beyond the
+    book's depth and at instants whose book is not valid)."""
+    return pa.schema([*SNAPSHOTS, *(pa.field(name, pa.float64()) for i in range(levels)
+                                    for name in snapshot_level_names(i))])
+
+
 def date_of(ts_ns: int) -> str:
     """The partition date (UTC) of a receive time in ns since the epoch."""
     return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
@@ -142,7 +168,8 @@ def parquet_options(table: str, archival: bool = False) -> dict:
              "open_interest": ["ts_recv", "ts_event"],
              "instruments": ["ts_recv"],
              "events": ["ts_recv"],
-             "spread": ["ts"]}.get(table, [])
+             "spread": ["ts"],
+             "snapshots": ["ts", "ts_recv", "last_id"]}.get(table, [])
     schema = SCHEMAS.get(table)
     names = [f.name for f in schema] if schema is not None else []
     return {

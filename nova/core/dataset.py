@@ -8,7 +8,8 @@ output, ``nova check``, ``nova compact``, ``nova ls``, ``nova sql``'s views and 
 and everything here goes through a pyarrow filesystem (a local path today; ``s3://`` roots plug in behind the
 same object).
 
-What it does: names (``partition``, ``spread_partition``, ``new_file_name``, hidden names); listing
+What it does: names (``partition``, ``spread_partition``, ``new_file_name``, ``snapshot_file_name``, hidden
+names); listing
 (``tables``, ``partitions``, ``files``, ``leftovers``, ``symbols``, ``dates``); reading (``stats``,
 ``row_groups``, ``read_table``, ``batches``, ``ledger``, ``book_spans``, ``last_row_ns``, ``last_event``,
 ``max_msg``); writing (``open_journal``, ``atomic``, ``finish_journal``, ``recover``, ``replace_files``,
@@ -44,6 +45,7 @@ from nova.core.validity import Span, book_spans
 PARTITION_LEVELS = ("exchange", "market", "symbol", "date")
 SPREAD_TABLE = "spread"
 SPREAD_MARKET = "spot-perp"  # the replay output's market partition value: a reading joins both markets
+SNAPSHOTS_TABLE = "snapshots"  # nova export snapshots: top-N books on a time grid, one partition per market
 SPREAD_METADATA_KEY = b"nova.replay"  # in a spread file's schema: what the replay covered, with which parameters
 STAGING = ".nova-compact"  # where nova compact builds a partition's merged file before swapping it in
 COMPACT_MANIFEST = ".nova-compact.json"  # on an object store: which files a partition's merged file replaces
@@ -119,6 +121,26 @@ def spread_file_name(lo_ns: int, hi_ns: int) -> str:
     if (lo_ns, hi_ns) == (0, 86_400 * 10**9):
         return "replay.parquet"
     return f"replay_{clock_text(lo_ns)}-{clock_text(hi_ns)}.parquet"
+
+
+def interval_text(every_ns: int) -> str:
+    """An interval in its shortest whole unit: ``100ms``, ``1s``, ``250ms``, ``1m``, ``1h``."""
+    for unit, ns in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if every_ns % ns == 0:
+            return f"{every_ns // ns}{unit}"
+    return f"{every_ns}ns"
+
+
+def snapshot_shape(levels: int, every_ns: int) -> str:
+    """The name of a snapshot shape, ``snapshot_25_100ms`` (tardis's ``book_snapshot_25_100ms``): the file name
+    without ``.parquet``, and the ``shape`` column of its rows."""
+    return f"snapshot_{levels}_{interval_text(every_ns)}"
+
+
+def snapshot_file_name(levels: int, every_ns: int) -> str:
+    """A snapshot file's name in its partition: one file per shape, so shapes coexist and an export of the
+    same shape again replaces it."""
+    return f"{snapshot_shape(levels, every_ns)}.parquet"
 
 
 def filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
@@ -507,7 +529,7 @@ class Dataset:
     def check_writable(self, why: str) -> None:
         """Raise NovaError (one sentence, before any work) when the root cannot be written; ``why`` says what
         the command was about to do ("record into", "compact")."""
-        probe = f"{self.root}/{_PROBE}"
+        probe = f"{self.root}/{_PROBE}-{os.getpid()}-{secrets.token_hex(4)}"  # own name: processes probe at once
         try:
             self.fs.create_dir(self.root, recursive=True)
             with self.fs.open_output_stream(probe) as out:
@@ -576,7 +598,7 @@ class Dataset:
             table = parts[0]
             if only is not None and (len(parts) < 6 or (parts[2], parts[3]) not in only):
                 continue
-            if is_temporary(name) and name != _PROBE:
+            if is_temporary(name) and not name.startswith(_PROBE):
                 self.fs.delete_file(info.path)
                 done.append(f"deleted the unfinished file {info.path}")
             elif is_journal(name) and table in SCHEMAS:
