@@ -359,13 +359,17 @@ def venue(
     ban: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
                                        help="How long a client that keeps sending after a 429 is banned (418).")]
     = "2m",  # type: ignore[assignment]
+    tls: Annotated[bool, typer.Option(help="Serve https:// and wss:// with a self-signed certificate; its path is "
+                                      "printed so a client can trust it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connections and faults.")] = False,
 ) -> None:
     """Serve a simulated Binance (spot + USDT-M market data) on 127.0.0.1, for ccxt and `nova record`.
 
-    It answers exchangeInfo, depth snapshots and openInterest over REST and diff-depth, bookTicker, trade,
-    aggTrade, markPrice and forceOrder streams over WebSocket, with Binance's update-id rules, pings and error
-    replies, and names what it serves in every response's Server header. Point a recorder at it with
+    It answers exchangeInfo, depth snapshots, openInterest, tickers, klines, trades, avgPrice and premiumIndex
+    over REST and diff and partial depth, bookTicker, trade, aggTrade, ticker, miniTicker, kline, markPrice and
+    forceOrder streams over WebSocket (also on Binance's root paths /ws and /stream), with Binance's update-id
+    rules, pings, limits and error replies (a stream it cannot produce is refused), and names what it serves in
+    every response's Server header. Point a recorder at it with
     `nova record ETH/USDT --venue URL`. The control API under URL/_venue (book, status, pause, resume,
     fault/drop|close|stall|snapshot|shutdown|malformed|openinterest, limits) is documented in the README.
     REST requests cost Binance's weights against Binance's per-IP limits (429 with Retry-After, then 418).
@@ -380,7 +384,7 @@ def venue(
     config = VenueConfig(host=host, port=port, ping_interval_s={"spot": spot_ping, "perp": perp_ping},
                          pong_timeout_s={"spot": spot_pong_timeout, "perp": perp_pong_timeout},
                          limits=RateLimits({"spot": spot_weight_limit, "perp": perp_weight_limit}, weight_window,
-                                           ban_s=ban))
+                                           ban_s=ban), tls=tls)
     specs = list(fault or [])
     if rate <= 0:
         raise fail(f"--rate must be positive, not {rate}")
@@ -402,12 +406,85 @@ def venue(
         print(url, flush=True)
         listed = ", ".join(f"{i.market} {i.symbol.ccxt_symbol(i.market)}" for i in source.instruments)
         err.print(f"Simulated Binance venue at [bold]{url}[/] ({what}): {listed}.")
+        if server.cert_path is not None:
+            print(f"certificate {server.cert_path}", flush=True)
+            err.print(f"Its self-signed TLS certificate is {server.cert_path}: trust it in the client "
+                      f"(e.g. SSL_CERT_FILE={server.cert_path}).")
         err.print(f"Record from it with: nova record {source.instruments[0].symbol.unified} --venue {url}")
+        if server.control_token:  # bound beyond 127.0.0.1: the control API (/_venue/*) is not open to all
+            err.print(f"Control API token: {server.control_token} (header 'Authorization: Bearer TOKEN').")
         err.print("Ctrl-C stops it.")
         faults = asyncio.get_running_loop().create_task(run_schedule(server, specs)) if specs else None
         await stop.wait()
         if faults:
             faults.cancel()
+        await server.stop()
+        return 0
+
+    raise typer.Exit(run_async(main))
+
+
+@app.command()
+def serve(
+    date: Annotated[str, typer.Option(parser=DATE, metavar="YYYY-MM-DD", help="The (first) UTC date to play.")],
+    data: Annotated[str, typer.Option(envvar="NOVA_DATA", metavar="DATA",
+                                      help="Data root holding the recording. " + DATA_HELP)] = "data",
+    until: Annotated[str | None, typer.Option(parser=DATE, metavar="YYYY-MM-DD",
+                                              help="Last date to play (inclusive).")] = None,
+    start: Annotated[str | None, typer.Option(help="Start at HH:MM[:SS] on --date (UTC), a full ISO time or ns; the "
+                                              "books are rebuilt from the last snapshot before it.")] = None,
+    end: Annotated[str | None, typer.Option(help="Stop at HH:MM[:SS] on the last date (UTC), a full ISO time or "
+                                            "ns.")] = None,
+    symbols: Annotated[Symbols, typer.Option(parser=SYMBOLS, metavar="SYMBOL",
+                                             help="The symbol to play (needed when the date holds several).")]
+    = "",  # type: ignore[assignment]
+    speed: Annotated[float | None, typer.Option(parser=SPEED, metavar="SPEED",
+                                                help="1 = the recorded pace, 10 = ten times faster, max = as fast "
+                                                "as clients read.")] = "1",  # type: ignore[assignment]
+    port: Annotated[int, typer.Option(min=0, max=65535,
+                                      help="TCP port; 0 picks a free one. The URL is the first line printed.")]
+    = 8765,
+    host: Annotated[str, typer.Option(help="Interface to bind. Beyond 127.0.0.1 the control API (/_venue/*) needs "
+                                      "a token.")] = "127.0.0.1",
+    autostart: Annotated[bool, typer.Option(help="Start playing at once instead of waiting for a depth subscriber "
+                                            "on both markets.")] = False,
+    control_token: Annotated[str | None, typer.Option(help="The control API's token (default: generated and "
+                                                      "printed when --host is not 127.0.0.1).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connections.")] = False,
+) -> None:
+    """Play a recorded dataset through Binance's protocol, so any Binance client (ccxt, your bot) runs on history.
+
+    REST exchangeInfo and depth (the book at the playhead; after a recorded break the recorded resync snapshot),
+    WebSocket diff-depth re-made from the book rows with their recorded ids, bookTicker, trade, markPrice and
+    forceOrder from their tables, paced by receive time. Control: GET URL/_venue/status (the playhead), POST
+    URL/_venue/seek?t=ISO, URL/_venue/pause, URL/_venue/resume.
+    """
+    from nova.venue import Venue, VenueConfig
+    from nova.venue.recorded import DatasetSource
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+
+    async def main(stop: asyncio.Event) -> int:
+        source = DatasetSource(data, date, until=until, start=start, end=end, symbols=list(symbols) or None,
+                               speed=speed, autostart=autostart)
+        server = Venue(source, VenueConfig(host=host, port=port), control_token=control_token)
+        try:
+            url = await server.start()
+        except OSError as exc:
+            raise NovaError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port "
+                            "(0 picks a free one)") from None
+        print(url, flush=True)
+        pace = "max speed" if speed is None else f"{shown(speed)}x"
+        err.print(f"Serving {source.description} at [bold]{url}[/] ({pace}; "
+                  f"{'playing now' if autostart else 'starts when a client subscribes to depth on both markets'}).")
+        derived = source.derived_instruments
+        err.print("exchangeInfo: " + (f"derived from the recorded prices for {', '.join(derived)} (no instruments "
+                                      "table)" if derived else "the recorded instruments") + ".")
+        if server.control_token:
+            err.print(f"Control API token: {server.control_token} (header 'Authorization: Bearer TOKEN').")
+        err.print("Ctrl-C stops it.")
+        await stop.wait()
         await server.stop()
         return 0
 

@@ -31,6 +31,7 @@ SLOW_MODULES = {
     "test_recorder_realdata",  # the real captures through venue and recorder (~10 s)
     "test_venue_ccxt",  # bare ccxt.pro against the venue (~25 s)
     "test_spark",  # a local Spark session against DuckDB (~55 s)
+    "test_serve",  # record, serve and record again, real captures too (~45 s)
 }
 
 

@@ -138,14 +138,15 @@ async def test_force_order_at_most_one_per_symbol_per_second(make_venue, session
 
 @pytest.mark.slow  # waits for liquidations
 async def test_force_order_is_perp_only(make_venue, session, fast_liquidations) -> None:
-    """Spot has no liquidation stream: it ACKs the name and never sends anything, as it does for markPrice."""
+    """Spot has no liquidation stream: the venue refuses the name (issue 14), as it does for markPrice."""
     assert parse_stream("ethusdt@forceOrder", "spot") is None
     assert parse_stream("ethusdt@forceOrder", "perp") is not None
     venue = await make_venue()
     ws = await ws_connect(session, venue, "/stream/ws/0")
-    names = ["ethusdt@forceOrder", "ethusdt@markPrice@1s"]
-    await subscribe(ws, *names)
-    assert await request(ws, "LIST_SUBSCRIPTIONS", req_id=2) == {"result": names, "id": 2}
+    for req_id, name in enumerate(["ethusdt@forceOrder", "ethusdt@markPrice@1s"], start=1):
+        refused = await request(ws, "SUBSCRIBE", [name], req_id=req_id)
+        assert refused["error"]["code"] == 2 and "USDT-M" in refused["error"]["msg"]
+    assert await request(ws, "LIST_SUBSCRIPTIONS", req_id=3) == {"result": [], "id": 3}
     pushed = venue.status()["liquidations"]["ETHUSDT"]["pushed"]
     assert await collect(ws, 2.5) == []
     assert venue.status()["liquidations"]["ETHUSDT"]["pushed"] > pushed, "perp pushed liquidations meanwhile"

@@ -46,6 +46,7 @@ REST = {"spot": "/api/v3", "perp": "/fapi/v1"}
 SPOT_DEPTH_KEYS = {"e", "E", "s", "U", "u", "b", "a"}
 PERP_DEPTH_KEYS = {"e", "E", "T", "s", "U", "u", "pu", "b", "a"}
 MARK_PRICE_KEYS = {"e", "E", "s", "p", "i", "P", "r", "T"}
+UNLIMITED_INCOMING = {"spot": 0, "perp": 0}  # lifts Binance's 5 (spot) incoming messages/s for request tests
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
@@ -208,10 +209,11 @@ async def test_rest_misc_endpoints(make_venue, session) -> None:
         status, body = await get_json(session, venue.url + prefix + "/time")
         assert status == 200 and set(body) == {"serverTime"}
         assert abs(body["serverTime"] - time.time() * 1000) < 5000
-        async with session.get(venue.url + prefix + "/nope") as resp:
-            assert resp.status == 404
-    async with session.get(venue.url + "/definitely/not/here") as resp:
-        assert resp.status == 404
+        # an unknown path is Binance's JSON error, never an empty body a client library would garble
+        status, body = await get_json(session, venue.url + prefix + "/nope")
+        assert status == 404 and body["code"] < 0 and "/nope" in body["msg"]
+    status, body = await get_json(session, venue.url + "/definitely/not/here")
+    assert status == 404 and set(body) == {"code", "msg"}
 
 
 # ---- 2. WebSocket requests ------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ async def test_subscribe_list_unsubscribe(make_venue, session, path: str, stream
 
 @pytest.mark.parametrize(("path", "stream", "event"), WS_CASES)
 async def test_combined_property(make_venue, session, path: str, stream: str, event: str) -> None:
-    venue = await make_venue()
+    venue = await make_venue(incoming_per_s=UNLIMITED_INCOMING)  # a burst of requests
     ws = await ws_connect(session, venue, path)
     assert await request(ws, "GET_PROPERTY", ["combined"], req_id=1) == {"result": False, "id": 1}
     assert await request(ws, "SET_PROPERTY", ["combined", True], req_id=2) == {"result": None, "id": 2}
@@ -279,7 +281,7 @@ async def test_combined_stream_url(make_venue, session, path: str, stream: str) 
 
 
 async def send_bad_requests(ws: Any) -> None:
-    """Requests Binance refuses with code 2, and well-formed names it ACKs but never serves."""
+    """Requests Binance refuses with code 2, and well-formed names the venue cannot serve."""
     unknown = await request(ws, "FLY", [], req_id=11)
     assert unknown["id"] == 11 and unknown["error"]["code"] == 2
     assert "unknown variant" in unknown["error"]["msg"] and "SUBSCRIBE" in unknown["error"]["msg"]
@@ -291,10 +293,12 @@ async def send_bad_requests(ws: Any) -> None:
     invalid = await request(ws, "SUBSCRIBE", ["@@@x###"], req_id=13)
     assert invalid == {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 13}
 
-    ghosts = ["ethusdt@nosuchstream", "foousdt@depth", "ETHUSDT@bookTicker"]
-    assert await request(ws, "SUBSCRIBE", ghosts, req_id=14) == {"result": None, "id": 14}
-    assert await request(ws, "LIST_SUBSCRIPTIONS", req_id=15) == {"result": ghosts, "id": 15}
-    await assert_silent(ws, 1.2)  # foousdt@depth would be a 1000 ms stream: wait past one period
+    # Names Binance would ACK and never serve are refused (nova's choice: a bot must not wait forever).
+    for i, ghost in enumerate(["ethusdt@nosuchstream", "foousdt@depth", "ETHUSDT@bookTicker"]):
+        refused = await request(ws, "SUBSCRIBE", [ghost, "ethusdt@trade"], req_id=14 + i)
+        assert refused["id"] == 14 + i and refused["error"]["code"] == 2 and ghost in refused["error"]["msg"]
+    assert await request(ws, "LIST_SUBSCRIPTIONS", req_id=17) == {"result": [], "id": 17}
+    await assert_silent(ws, 1.2)  # nothing was subscribed, not even the valid half of a refused request
 
 
 async def assert_other_client_served(session: aiohttp.ClientSession, venue: Any, path: str) -> None:
@@ -305,7 +309,7 @@ async def assert_other_client_served(session: aiohttp.ClientSession, venue: Any,
 
 
 async def test_bad_requests_spot(make_venue, session) -> None:
-    venue = await make_venue()
+    venue = await make_venue(incoming_per_s=UNLIMITED_INCOMING)  # a burst of requests
     ws = await ws_connect(session, venue, SPOT_WS)
     await ws.send_str('{"method": "SUBSCRIBE", "params": [')
     bad_json = await next_reply(ws)

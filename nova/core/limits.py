@@ -8,8 +8,10 @@ Numbers from Binance's API documentation (spot ``/api/v3``, USDⓈ-M ``/fapi/v1`
   ``X-MBX-USED-WEIGHT-1M`` header of every response. Over the limit the answer is 429 with a ``Retry-After``
   (seconds); an IP that keeps sending after 429s is banned with 418 (``Retry-After`` again, 2 minutes up to 3
   days).
-- ``GET depth`` weighs by its ``limit`` (tables below); exchangeInfo weighs 20 on spot (2 for one symbol) and 1
-  on USDⓈ-M; openInterest 1; anything else this project asks 1.
+- ``GET depth`` weighs by its ``limit`` (tables below), and so do USDⓈ-M ``klines``. The market-data endpoints
+  the venue serves weigh what Binance's pages for them say (``_WEIGHTS``): most cost more when they answer for
+  every symbol (no ``symbol``) than for one; spot ``ticker/24hr`` with ``symbols`` weighs by how many are named.
+  exchangeInfo weighs 20 on spot and 1 on USDⓈ-M; anything else 1.
 """
 
 from __future__ import annotations
@@ -41,18 +43,69 @@ def depth_weight(market: Market, limit: int) -> int:
     return (_SPOT_DEPTH_WEIGHTS if market == "spot" else _PERP_DEPTH_WEIGHTS)[-1][1]
 
 
+# USDⓈ-M klines by limit: (highest limit, weight); above the last, 10
+_PERP_KLINE_WEIGHTS = ((99, 1), (499, 2), (1000, 5))
+_PERP_KLINE_TOP_WEIGHT = 10
+_KLINES_DEFAULT_LIMIT = 500
+# spot ticker/24hr with ``symbols``: (most symbols named, weight); more than the last weighs as all symbols
+_SPOT_TICKER_SYMBOLS_WEIGHTS = ((20, 2), (100, 40))
+
+# (market, endpoint under /api/v3 or /fapi/v1) -> (weight for one symbol, weight for every symbol). Endpoints
+# that require a symbol have both the same. Binance API docs (spot rest-api.md; USDⓈ-M "Market Data"), 2026.
+_WEIGHTS: dict[tuple[Market, str], tuple[int, int]] = {
+    ("spot", "exchangeInfo"): (20, 20),
+    ("spot", "ticker/price"): (2, 4),
+    ("spot", "ticker/bookTicker"): (2, 4),
+    ("spot", "ticker/24hr"): (2, 80),
+    ("spot", "klines"): (2, 2),
+    ("spot", "trades"): (25, 25),
+    ("spot", "aggTrades"): (4, 4),
+    ("spot", "avgPrice"): (2, 2),
+    ("perp", "exchangeInfo"): (1, 1),
+    ("perp", "ticker/price"): (1, 2),
+    ("perp", "ticker/bookTicker"): (2, 5),
+    ("perp", "ticker/24hr"): (1, 40),
+    ("perp", "trades"): (5, 5),
+    ("perp", "aggTrades"): (20, 20),
+    ("perp", "premiumIndex"): (1, 10),
+    ("perp", "openInterest"): (1, 1),
+}
+
+
+def _endpoint(path: str) -> str:
+    """``/api/v3/ticker/price`` -> ``ticker/price``: the path under the market's API prefix."""
+    parts = path.strip("/").split("/")
+    return "/".join(parts[2:]) if len(parts) > 2 else parts[-1]
+
+
+def _limit(query: dict[str, str], default: int) -> int:
+    text = query.get("limit", "")
+    return int(text) if text.isdigit() and len(text) < 10 else default
+
+
+def _symbols_named(query: dict[str, str]) -> int:
+    """How many symbols a ``symbols=["A","B"]`` parameter names."""
+    return len([s for s in query.get("symbols", "").strip("[]").split(",") if s.strip().strip('"')])
+
+
 def request_weight(market: Market, path: str, query: dict[str, str]) -> int:
-    """The weight of a REST request to ``path`` (its last part: ``depth``, ``exchangeInfo`` ...)."""
-    name = path.rstrip("/").rsplit("/", 1)[-1]
+    """The weight of a REST request to ``path`` (``/api/v3/depth``, ``/fapi/v1/ticker/24hr`` ...)."""
+    name = _endpoint(path)
     if name == "depth":
-        default = 100 if market == "spot" else 500
-        text = query.get("limit", "")
-        return depth_weight(market, int(text) if text.isdigit() and len(text) < 10 else default)
-    if name == "exchangeInfo":
-        if market == "spot":
-            return 2 if "symbol" in query else 20
+        return depth_weight(market, _limit(query, 100 if market == "spot" else 500))
+    if name == "klines" and market == "perp":
+        limit = _limit(query, _KLINES_DEFAULT_LIMIT)
+        return next((w for top, w in _PERP_KLINE_WEIGHTS if limit <= top), _PERP_KLINE_TOP_WEIGHT)
+    weights = _WEIGHTS.get((market, name))
+    if weights is None:
         return 1
-    return 1
+    one, every = weights
+    if "symbol" in query:
+        return one
+    if market == "spot" and name == "ticker/24hr" and "symbols" in query:
+        named = _symbols_named(query)
+        return next((w for top, w in _SPOT_TICKER_SYMBOLS_WEIGHTS if named <= top), every)
+    return every
 
 
 def weight_limits(rate_limits: object, market: Market) -> tuple[int, float]:

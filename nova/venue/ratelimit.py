@@ -13,10 +13,34 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from nova.core.limits import BANNED, DEFAULT_BAN_S, THROTTLED, WEIGHT_PER_MINUTE, WEIGHT_WINDOW_S
 from nova.core.markets import Market
+
+# WebSocket messages a client may send per second per connection (requests, pings and pongs alike): Binance's
+# spot streams allow 5, USDⓈ-M 10, and close a connection over it.
+INCOMING_PER_S: dict[Market, int] = {"spot": 5, "perp": 10}
+
+
+class IncomingCounter:
+    """Counts one connection's incoming WebSocket messages over the last second."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s = per_s
+        self.times: deque[float] = deque()
+
+    def over(self, now: float | None = None) -> bool:
+        """Count a message; True once the connection has sent more than its limit within one second."""
+        if not self.per_s:
+            return False
+        now = time.monotonic() if now is None else now
+        times = self.times
+        times.append(now)
+        while times and times[0] <= now - 1.0:
+            times.popleft()
+        return len(times) > self.per_s
 
 
 @dataclass

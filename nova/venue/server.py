@@ -22,10 +22,12 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import secrets
 import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,19 +38,27 @@ from nova.core.markets import Market
 from nova.venue import malformed as bad
 from nova.venue.faults import FAULTS, unknown_fault
 from nova.venue.instruments import exchange_info
-from nova.venue.ratelimit import RateLimits, WeightCounter
+from nova.venue.market_rest import add_routes as add_market_routes
+from nova.venue.pushers import Pushers
+from nova.venue.ratelimit import INCOMING_PER_S, IncomingCounter, RateLimits, WeightCounter
 from nova.venue.source import FeedSource, NoData
 from nova.venue.streams import (
+    ALL_SYMBOLS,
     DEPTH_SPEEDS_MS,
     FORCE_ORDER_KEY,
     MARK_PRICE_SPEEDS_S,
     depth_key,
     mark_key,
     parse_stream,
+    refusal,
 )
+from nova.venue.tape import Tape
+from nova.venue.timeunit import TIME_UNIT_HEADER, event_text, rest_body, wants_micro
+from nova.venue.tls import self_signed, server_context
 
 log = logging.getLogger("nova.venue")
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _WELL_FORMED_STREAM = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@_!-")
 
@@ -67,6 +77,11 @@ class VenueConfig:
     # lastUpdateId usually lands inside the next diff's [U, u]; the venue reproduces that latency.
     snapshot_latency_s: float = 0.03
     limits: RateLimits = field(default_factory=RateLimits)  # REST weight per IP, 429 and 418 (nova.venue.ratelimit)
+    tls: bool = False  # serve https/wss with a self-signed certificate (nova.venue.tls); its path: Venue.cert_path
+    tls_dir: Path | None = None  # where to write that certificate (None: a new temporary directory)
+    # Incoming WebSocket messages (requests, pings, pongs) per second a connection may send; over it the venue
+    # closes the connection, as Binance does. 0: no limit.
+    incoming_per_s: dict[Market, int] = field(default_factory=lambda: dict(INCOMING_PER_S))
 
 
 def _dumps(obj: Any) -> str:
@@ -124,12 +139,16 @@ class Connection:
         self.last_pong = time.monotonic()
         self.frames_sent = 0
         self.closing = False
+        self.micro = False  # the client asked for times in microseconds (``?timeUnit=MICROSECOND``)
+        self.ping_payload: bytes | None = None  # of the venue's last ping not yet answered
 
     def send(self, frame: str | bytes) -> None:
         """Queue a frame: a published market message as its JSON text, anything else (replies, notices) as a
         ready-built frame (``reply``). Only published messages count in ``messages_sent``, when written."""
         if self.closing:
             return
+        if self.micro and type(frame) is str:
+            frame = event_text(frame)
         self.queue.append(frame)
         self.wake.set()
         if len(self.queue) > self.venue.config.max_queued_frames:
@@ -186,8 +205,16 @@ class Connection:
                 log.info("closing a %s connection: no pong for %.0f s", self.market, timeout)
                 await self.ws.close(code=1000, message=b"pong timeout")
                 return
+            self.ping_payload = str(int(time.time() * 1000)).encode()
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.ping(str(int(time.time() * 1000)).encode())
+                await self.ws.ping(self.ping_payload)
+
+    def ponged(self, payload: bytes) -> None:
+        """A pong arrived. On spot only the answer to the venue's last ping keeps the connection alive (Binance:
+        unsolicited pongs are allowed but do not prevent disconnection); USDT-M accepts any pong."""
+        if self.market == "perp" or (self.ping_payload is not None and payload == self.ping_payload):
+            self.last_pong = time.monotonic()
+            self.ping_payload = None
 
 
 @dataclass
@@ -211,7 +238,8 @@ class MarketStats:
 class Venue:
     """The server. Use ``async with Venue(source) as venue:`` in-process, or ``nova venue`` from a shell."""
 
-    def __init__(self, source: FeedSource, config: VenueConfig | None = None) -> None:
+    def __init__(self, source: FeedSource, config: VenueConfig | None = None, control_token: str | None = None
+                 ) -> None:
         self.source = source
         self.config = config or VenueConfig()
         self.connections: set[Connection] = set()
@@ -228,13 +256,21 @@ class Venue:
         self._oi_fail: list[int] = []
         self._oi_malformed: list[str] = []
         self.weights = WeightCounter(self.config.limits)
+        self.tape = Tape()  # trades, best bid/ask and mark prices the venue published (tickers, klines, ...)
+        self.pushers = Pushers(self)  # the timed streams: partial depth, tickers, klines, !markPrice@arr
         self.description = source.description
         self.server_header = server_header(self.description)
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.url = ""
+        self.cert_path: Path | None = None  # the self-signed certificate a TLS venue serves with
         source.drain = self.wait_drained  # type: ignore[method-assign]
+        source.disconnect = self.close_connections
+        # Bound beyond the loopback interface, the control API (seek, pause, faults, truth) needs this token;
+        # market data stays open, as Binance's is.
+        self.control_token: str | None = control_token or (
+            None if self.config.host in LOOPBACK_HOSTS else secrets.token_urlsafe(18))
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> str:
@@ -247,32 +283,44 @@ class Venue:
             r.add_get(f"{prefix}/ping", self._ping)
             r.add_get(f"{prefix}/time", self._time)
         r.add_get("/fapi/v1/openInterest", self._open_interest)  # USDT-M only: spot answers 404 as Binance does
+        add_market_routes(r, self)
         r.add_get("/dapi/v1/exchangeInfo", self._empty_exchange_info)  # ccxt's default load_markets asks
         r.add_get("/stream/ws", self._ws("spot", combined=False))
         r.add_get("/stream/ws/{name}", self._ws("spot", combined=False))
         r.add_get("/stream/stream", self._ws("spot", combined=True))
+        # Binance's own root paths (stream.binance.com), for clients that only let their base URL be changed.
+        r.add_get("/ws", self._ws("spot", combined=False))
+        r.add_get("/ws/{name}", self._ws("spot", combined=False))
+        r.add_get("/stream", self._ws("spot", combined=True))
         for cat in ("", "/public", "/market"):
             r.add_get(f"/fstream{cat}/ws", self._ws("perp", combined=False))
             r.add_get(f"/fstream{cat}/ws/{{name}}", self._ws("perp", combined=False))
             r.add_get(f"/fstream{cat}/stream", self._ws("perp", combined=True))
-        r.add_get("/_venue/book", self._ctl_book)
-        r.add_get("/_venue/status", self._ctl_status)
-        r.add_get("/_venue/limits", self._ctl_limits)
-        r.add_post("/_venue/limits", self._ctl_limits)
-        r.add_post("/_venue/pause", self._ctl_pause)
-        r.add_post("/_venue/resume", self._ctl_resume)
-        r.add_post("/_venue/start", self._ctl_start)
-        r.add_post("/_venue/fault/{kind}", self._ctl_fault)
+        guard = self._guarded
+        r.add_get("/_venue/book", guard(self._ctl_book))
+        r.add_get("/_venue/status", guard(self._ctl_status))
+        r.add_get("/_venue/limits", guard(self._ctl_limits))
+        r.add_post("/_venue/limits", guard(self._ctl_limits))
+        r.add_post("/_venue/pause", guard(self._ctl_pause))
+        r.add_post("/_venue/resume", guard(self._ctl_resume))
+        r.add_post("/_venue/start", guard(self._ctl_start))
+        r.add_post("/_venue/seek", guard(self._ctl_seek))
+        r.add_post("/_venue/fault/{kind}", guard(self._ctl_fault))
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        ssl_context = None
+        if self.config.tls:
+            self.cert_path, key_path = self_signed(self.config.tls_dir, self.config.host)
+            ssl_context = server_context(self.cert_path, key_path)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=ssl_context)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
         host, port = sockets[0].getsockname()[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         self._feed_task = asyncio.get_running_loop().create_task(self.source.run(self.publish))
         self._feed_task.add_done_callback(self._feed_done)
+        self._spawn(self.pushers.run())
         return self.url
 
     async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -324,6 +372,10 @@ class Venue:
         stats.messages_published += 1
         if ids is not None:
             stats.last_u[stream_id] = ids[1]
+        elif keys[0] in ("trade", "aggTrade", "bookTicker") or keys[0].startswith("markPrice@"):
+            self.tape.observe(market, stream_id, keys[0], text)
+            if keys[0] == "bookTicker" and self._subs.get((market, ALL_SYMBOLS, "bookTicker")):
+                self.deliver(market, ALL_SYMBOLS, "bookTicker", text)
         sent = 0
         for key in keys:
             sub_key = (market, stream_id, key)
@@ -342,6 +394,16 @@ class Venue:
             sent += len(subs)
         if sent and ids is not None:  # frames_sent is counted by the writers (Connection.writer)
             self._check_snapshots(market, stream_id, ids)
+
+    def deliver(self, market: Market, stream_id: str, key: str, text: str) -> None:
+        """Send a message the venue made itself (a timed stream, the all-symbol copy of a bookTicker) to the
+        subscribers of ``stream_id@key``; unlike ``publish`` it is no message of the feed's."""
+        for conn, name in self._subs.get((market, stream_id, key), {}).items():
+            conn.send(f'{{"stream":"{name}","data":{text}}}' if conn.combined else text)
+
+    def subscriptions(self) -> dict[tuple[Market, str, str], dict[Connection, str]]:
+        """Every subscribed (market, stream id, key) and its subscribers, for the timed streams."""
+        return self._subs
 
     def _publish_malformed(self, sub_key: tuple[Market, str, str], subs: dict[Connection, str], text: str) -> None:
         """Send the next pending malformed frame of a stream with (or instead of) the real message ``text``."""
@@ -489,6 +551,9 @@ class Venue:
                                                                 verdict.until_ms)
         else:
             response = await handler(request)
+        if wants_micro(request.headers.get(TIME_UNIT_HEADER)) and isinstance(response, web.Response) \
+                and response.content_type == "application/json" and isinstance(response.body, bytes):
+            response.body = rest_body(response.body, path)
         response.headers[USED_WEIGHT_HEADER] = str(verdict.used)
         return response
 
@@ -519,7 +584,9 @@ class Venue:
         return web.Response(text=body, content_type="application/json")
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return web.Response(status=404)
+        """Any other path: Binance's JSON error shape, so that a client library reports a readable error."""
+        return self._rest_error(404, -1000, f"Unknown endpoint {request.method} {request.path}: this venue serves "
+                                            "Binance's public market data only.")
 
     # ---- WebSocket ------------------------------------------------------------------------------------------
     def _ws(self, market: Market, combined: bool):
@@ -527,17 +594,30 @@ class Venue:
             ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
             await ws.prepare(request)
             conn = Connection(self, ws, market, combined, request.transport)
+            conn.micro = wants_micro(request.query.get("timeUnit"))
             self.connections.add(conn)
             self.stats[market].connections_total += 1
             initial = request.match_info.get("name", "")
             names = request.query.get("streams", "").split("/") if combined else [initial]
             for name in names:
-                if name and parse_stream(name, market):
+                if "@" not in name and not name.startswith("!"):
+                    continue  # no stream: ccxt's connection number (``/stream/ws/0``) or nothing
+                why = refusal(name, market, self.source.instrument)
+                if why is None:
                     self._subscribe(conn, name)
+                else:  # said once on the new connection rather than served silently never
+                    conn.reply(_ws_error(2, f"Invalid request: {why}"))
             writer = self._spawn(conn.writer())
             pinger = self._spawn(conn.pinger())
+            incoming = IncomingCounter(self.config.incoming_per_s.get(market, 0))
             try:
                 async for msg in ws:
+                    if msg.type != WSMsgType.CLOSE and incoming.over():
+                        log.info("closing a %s connection: over %d incoming messages per second", market,
+                                 incoming.per_s)
+                        conn.closing = True
+                        await ws.close(code=1008, message=b"Too many messages")
+                        break
                     if msg.type == WSMsgType.TEXT:
                         reply = self._handle_request(conn, msg.data)
                         if reply is not None:
@@ -548,7 +628,7 @@ class Venue:
                     elif msg.type == WSMsgType.PING:
                         await ws.pong(msg.data)
                     elif msg.type == WSMsgType.PONG:
-                        conn.last_pong = time.monotonic()
+                        conn.ponged(msg.data)
                     elif msg.type == WSMsgType.BINARY:
                         conn.reply(_ws_error(3, "Invalid JSON: expected value at line 1 column 1"))
             finally:
@@ -603,9 +683,14 @@ class Venue:
         if not isinstance(params, list):
             return _ws_error(2, "Invalid request: invalid type: expected a sequence", req_id)
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            if not all(isinstance(p, str) and p and set(p) <= _WELL_FORMED_STREAM and "@" in p for p in params):
+            if not all(isinstance(p, str) and p and set(p) <= _WELL_FORMED_STREAM and ("@" in p or p[0] == "!")
+                       for p in params):
                 return _ws_error(2, "Invalid request: invalid stream", req_id)
             if method == "SUBSCRIBE":
+                for name in params:
+                    why = refusal(name, conn.market, self.source.instrument)
+                    if why is not None:  # the whole request is refused, as Binance refuses a bad one
+                        return _ws_error(2, f"Invalid request: {why}", req_id)
                 if len(set(conn.streams) | set(params)) > STREAMS_PER_CONNECTION[conn.market]:
                     return _ws_error(4, "Too many subscriptions", req_id)
                 for name in params:
@@ -811,6 +896,30 @@ class Venue:
 
     async def _ctl_resume(self, request: web.Request) -> web.Response:
         self.resume(self._market_arg(request, required=False))
+        return web.json_response(self.status(), dumps=_dumps)
+
+    def _guarded(self, handler: Any) -> Any:
+        """The control handler, refused (401) without the control token when the venue has one."""
+        async def checked(request: web.Request) -> web.StreamResponse:
+            if self.control_token is not None:
+                given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix(
+                    "Bearer ").strip()
+                if not secrets.compare_digest(given.encode(), self.control_token.encode()):
+                    return web.json_response({"error": "the control API needs the venue's control token: send "
+                                              "'Authorization: Bearer TOKEN' or ?token=TOKEN"}, status=401)
+            return await handler(request)
+        return checked
+
+    async def _ctl_seek(self, request: web.Request) -> web.Response:
+        """``POST /_venue/seek?t=ISO|ns``: move a recorded playback's playhead (``nova serve``)."""
+        seek = getattr(self.source, "seek", None)
+        if seek is None:
+            return web.json_response({"error": "this feed cannot seek; only a recorded playback (nova serve) "
+                                      "can"}, status=400)
+        try:
+            seek(request.query.get("t", ""))
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.status(), dumps=_dumps)
 
     async def _ctl_start(self, request: web.Request) -> web.Response:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from nova.core.markets import Market
@@ -31,6 +33,9 @@ class FeedSource(ABC):
     """A source of Binance market data for a set of instruments, with the book as the venue knows it."""
 
     instruments: list[Instrument]
+    # Close the connections of a market (None: all); the server sets it. A recorded playback uses it to show a
+    # recorded disconnect on the wire.
+    disconnect: Callable[[Market | None], Awaitable[int]] | None = None
 
     def __init__(self) -> None:
         self._paused: dict[Market, bool] = {"spot": False, "perp": False}
@@ -41,8 +46,9 @@ class FeedSource(ABC):
     def on_subscribe(self, market: Market, stream_id: str, key: str) -> None:  # noqa: B027
         """A client subscribed to ``stream_id@key`` on ``market`` (a capture playback waits for this)."""
 
-    async def drain(self) -> None:  # noqa: B027
-        """Wait until clients have room for more; the server replaces this (used by ``--speed max``)."""
+    async def drain(self, low_water: int = 2000) -> None:  # noqa: B027
+        """Wait until no client has more than ``low_water`` frames queued; the server replaces this (used by
+        ``--speed max``)."""
 
     def instrument(self, market: Market, exchange_id: str) -> Instrument | None:
         for inst in self.instruments:
@@ -71,6 +77,20 @@ class FeedSource(ABC):
         (a seed and rate, the capture files) and nothing that changes between two runs of the same market
         (ports, times, playback speed, which symbols a client happened to ask for).
         """
+
+    def top(self, market: Market, exchange_id: str, levels: int) -> dict:
+        """The best ``levels`` of the book right now, ``{"lastUpdateId", "T", "bids", "asks"}`` (strings, best
+        first), for partial depth streams. Unlike ``snapshot`` it never waits and changes nothing; sources
+        override it when they can do better than cutting the whole ``truth``."""
+        book = self.truth(market, exchange_id)
+        return {"lastUpdateId": book["lastUpdateId"], "T": book.get("T", 0), "bids": book["bids"][:levels],
+                "asks": book["asks"][:levels]}
+
+    def now_ms(self) -> int:
+        """The feed's clock in ms since the epoch, for the ``E`` of pushes the venue makes on a timer (partial
+        depth, tickers, klines). A live or synthetic market is now; a recording played back is at its playhead, so
+        a bot sees the recorded time it is trading in rather than the day it is replayed."""
+        return int(time.time() * 1000)
 
     def open_interest(self, exchange_id: str) -> str:
         """The USDT-M ``/fapi/v1/openInterest`` body for a listed perp symbol, as JSON text.

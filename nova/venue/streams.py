@@ -9,6 +9,7 @@ next message's range. Both feed sources of the venue publish under the normalize
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nova.core.markets import Market
@@ -17,17 +18,27 @@ DEPTH_SPEEDS_MS = (0, 100, 250, 500, 1000)
 DEFAULT_DEPTH_SPEED = {"spot": 1000, "perp": 250}
 MARK_PRICE_SPEEDS_S = (1, 3)
 FORCE_ORDER_KEY = "forceOrder"
-# Streams only Binance's USDT-M servers carry; the spot servers ACK a subscription to them and never send data.
+# Streams only Binance's USDT-M servers carry; the venue refuses a subscription to them on spot.
 PERP_ONLY_FAMILIES = frozenset({"markPrice", FORCE_ORDER_KEY})
+# Partial book depth (``<sym>@depth5|10|20[@speed]``): the levels and the speeds Binance documents per market,
+# the first speed being the one a bare name means.
+PARTIAL_DEPTH_LEVELS = (5, 10, 20)
+PARTIAL_DEPTH_SPEEDS_MS: dict[Market, tuple[int, ...]] = {"spot": (1000, 100), "perp": (250, 500, 100)}
+KLINE_INTERVALS_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+                     "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}
+ALL_SYMBOLS = "!"  # the stream id of the all-symbol streams (``!bookTicker``, ``!markPrice@arr``)
 
 _STREAM_RE = re.compile(
     r"^(?P<sym>[a-z0-9]+)@(?:"
-    r"(?P<depth>depth)(?:@(?P<dspeed>\d+)ms)?"
+    r"(?P<depth>depth)(?P<levels>5|10|20)?(?:@(?P<dspeed>\d+)ms)?"
     r"|(?P<kind>bookTicker|trade|aggTrade)"
     r"|(?P<mark>markPrice)(?:@(?P<mspeed>\d+)s)?"
     r"|(?P<force>forceOrder)"
+    r"|(?P<ticker>ticker|miniTicker)"
+    r"|kline_(?P<kline>\w+)"
     r")$"
 )
+_ALL_RE = re.compile(r"^!(?:(?P<bbo>bookTicker)|markPrice@arr(?:@(?P<mspeed>\d+)s)?)$")
 
 
 def depth_key(speed_ms: int) -> str:
@@ -36,6 +47,14 @@ def depth_key(speed_ms: int) -> str:
 
 def mark_key(speed_s: int) -> str:
     return f"markPrice@{speed_s}s"
+
+
+def partial_key(levels: int, speed_ms: int) -> str:
+    return f"depth{levels}@{speed_ms}ms"
+
+
+def mark_array_key(speed_s: int) -> str:
+    return f"markPrice@arr@{speed_s}s"
 
 
 @dataclass(frozen=True)
@@ -50,8 +69,13 @@ def parse_stream(name: str, market: Market) -> StreamName | None:
     """Parse a Binance stream name as ``market`` understands it, or None if Binance would reject it."""
     m = _STREAM_RE.match(name)
     if m is None:
-        return None
+        return _parse_all_symbols(name, market)
     sym = m.group("sym")
+    if m.group("levels"):
+        speeds = PARTIAL_DEPTH_SPEEDS_MS[market]
+        speed = m.group("dspeed")
+        ms = speeds[0] if speed is None else int(speed)
+        return StreamName(sym, partial_key(int(m.group("levels")), ms)) if ms in speeds else None
     if m.group("depth"):
         speed = m.group("dspeed")
         ms = DEFAULT_DEPTH_SPEED[market] if speed is None else int(speed)
@@ -64,7 +88,23 @@ def parse_stream(name: str, market: Market) -> StreamName | None:
         return StreamName(sym, mark_key(s)) if s in MARK_PRICE_SPEEDS_S else None
     if m.group("force"):
         return StreamName(sym, FORCE_ORDER_KEY) if market == "perp" else None
+    if m.group("ticker"):
+        return StreamName(sym, m.group("ticker"))
+    if m.group("kline") is not None:
+        return StreamName(sym, f"kline_{m.group('kline')}") if m.group("kline") in KLINE_INTERVALS_S else None
     return StreamName(sym, m.group("kind"))
+
+
+def _parse_all_symbols(name: str, market: Market) -> StreamName | None:
+    m = _ALL_RE.match(name)
+    if m is None:
+        return None
+    if m.group("bbo"):
+        return StreamName(ALL_SYMBOLS, "bookTicker")
+    if market != "perp":
+        return None
+    s = 3 if m.group("mspeed") is None else int(m.group("mspeed"))
+    return StreamName(ALL_SYMBOLS, mark_array_key(s)) if s in MARK_PRICE_SPEEDS_S else None
 
 
 @dataclass
@@ -111,3 +151,20 @@ class DepthWindow:
         self.bids = {}
         self.asks = {}
         return out
+
+
+def refusal(name: str, market: Market, instrument: Callable[[Market, str], object | None]) -> str | None:
+    """Why the venue cannot produce the stream ``name`` on ``market`` (None if it can).
+
+    Binance's servers acknowledge a well-formed name they will never serve; a bot then waits forever (a depth
+    cache hangs with no error). The venue refuses instead, with a reason a person can act on; ``instrument``
+    looks a listed symbol up (``FeedSource.instrument``).
+    """
+    parsed = parse_stream(name, market)
+    if parsed is None:
+        where = "USDT-M" if market == "spot" and parse_stream(name, "perp") is not None else ""
+        return (f"stream `{name}` is a {where} stream, not served on spot" if where else
+                f"unknown stream `{name}` on {market}")
+    if parsed.stream_id != ALL_SYMBOLS and instrument(market, parsed.stream_id.upper()) is None:
+        return f"stream `{name}`: no {market} symbol {parsed.stream_id.upper()} on this venue"
+    return None

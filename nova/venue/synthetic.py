@@ -467,6 +467,11 @@ class SyntheticSource(FeedSource):
         return {"lastUpdateId": book.last_id, "E": int(time.time() * 1000), "T": book.last_time_ms,
                 "bids": bids, "asks": asks}
 
+    def top(self, market: Market, exchange_id: str, levels: int) -> dict:
+        book = self.books[(market, exchange_id)]
+        bids, asks = book.levels(levels)
+        return {"lastUpdateId": book.last_id, "T": book.last_time_ms, "bids": bids, "asks": asks}
+
     def truth(self, market: Market, exchange_id: str) -> dict:
         book = self.books[(market, exchange_id)]
         bids, asks = book.levels()

@@ -1,0 +1,601 @@
+"""``nova serve``: a recorded dataset played through the venue, so any Binance client runs against history.
+
+Why the playback holds at some snapshots: a client that is to end with the recorder's books must resync where
+the recorder resynced. After a ledgered book break (gap, disconnect, stop, start; nova.core.validity) the
+recorder asked for a snapshot and the dataset holds the one it got. The wire shows the same break (the
+recorded diffs do not chain, and a disconnect or a run boundary closes the market's connections), a client
+asks for a snapshot, and while the book is broken ``/depth`` waits for the next recorded snapshot and serves
+it verbatim; the playback holds there (at most ``snapshot_hold_s``) until a client has it. Diffs the recorder
+received while its request was in flight are played before the snapshot (recording.arrival_order), so the
+client holds the very diffs the recorder held. While the book is whole, ``/depth`` is the book at the
+playhead, rebuilt by the contract's rule with the core's L2Book, ``lastUpdateId`` the last applied ``u``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from nova.core.book import L2Book
+from nova.core.contract import date_of
+from nova.core.dataset import Dataset
+from nova.core.errors import NovaError
+from nova.core.markets import Market, Symbol
+from nova.core.validity import BOOK_BREAKS
+from nova.venue.instruments import Instrument
+from nova.venue.recording import BookMessage, Entry, timeline
+from nova.venue.source import FeedSource, NoData, Publish
+from nova.venue.streams import DEPTH_SPEEDS_MS, FORCE_ORDER_KEY, MARK_PRICE_SPEEDS_S, depth_key, mark_key
+
+SNAPSHOT_HOLD_S = 10.0
+RESUBSCRIBE_WAIT_S = 10.0
+SETTLE_S = 0.5  # subscriptions of one client arrive one by one: start once they stop coming
+FLUSH_S = 0.2  # after the last frames left the server, before a recorded disconnect closes the connection
+DISCONNECTING = frozenset({"disconnect", "stop"})
+_DEPTH_KEYS = tuple(depth_key(ms) for ms in DEPTH_SPEEDS_MS)
+_MARK_KEYS = tuple(mark_key(s) for s in MARK_PRICE_SPEEDS_S)
+_TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
+SPOT_DECIMALS = 8  # Binance prints spot prices and sizes with 8 decimals
+
+
+class BadInstant(NovaError, ValueError):
+    """A time the playback cannot go to (the control API answers it with 400)."""
+
+
+def parse_instant(text: str | int, what: str = "t") -> int:
+    """ns since the epoch from an ISO time (UTC unless it says otherwise) or an integer of ns."""
+    raw = str(text).strip()
+    if raw.isdigit():
+        return int(raw)
+    try:
+        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInstant(f"{what} {raw!r} is not a time; write it as HH:MM[:SS], ISO (2024-08-09T10:00:00) or "
+                         "ns since the epoch") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
+
+
+def instant_on(text: str | int, date: str, what: str) -> int:
+    """Like ``parse_instant``, and ``HH:MM[:SS]`` is a time of day on ``date`` (UTC)."""
+    raw = str(text).strip()
+    if _TIME_OF_DAY.fullmatch(raw):
+        raw = f"{date}T{raw}"
+    return parse_instant(raw, what)
+
+
+def iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dates(first: str, last: str) -> list[str]:
+    lo, hi = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(lo + dt.timedelta(days=i)).isoformat() for i in range((hi - lo).days + 1)]
+
+
+class Formats:
+    """How a market prints numbers: Binance's decimals, falling back to the shortest exact text.
+
+    Texts are cached by value: a book's prices and sizes repeat all day, and formatting was most of the cost
+    of a max-speed playback."""
+
+    CACHE_LIMIT = 200_000
+
+    def __init__(self, price_decimals: int, qty_decimals: int) -> None:
+        self.price_decimals, self.qty_decimals = price_decimals, qty_decimals
+        self._prices: dict[float, str] = {}
+        self._qtys: dict[float, str] = {}
+
+    @staticmethod
+    def _text(value: float, decimals: int) -> str:
+        text = f"{value:.{decimals}f}"
+        return text if float(text) == value else repr(value)
+
+    def price(self, value: float) -> str:
+        text = self._prices.get(value)
+        if text is None:
+            if len(self._prices) > self.CACHE_LIMIT:
+                self._prices.clear()
+            text = self._prices[value] = self._text(value, self.price_decimals)
+        return text
+
+    def qty(self, value: float) -> str:
+        text = self._qtys.get(value)
+        if text is None:
+            if len(self._qtys) > self.CACHE_LIMIT:
+                self._qtys.clear()
+            text = self._qtys[value] = self._text(value, self.qty_decimals)
+        return text
+
+    def levels(self, sides: list[str], prices: list[float], amounts: list[float]
+               ) -> tuple[list[list[str]], list[list[str]]]:
+        """A message's rows as Binance's ``b`` and ``a`` arrays, in recorded order."""
+        price, qty = self.price, self.qty
+        bids = [[price(p), qty(q)] for s, p, q in zip(sides, prices, amounts, strict=True) if s == "bid"]
+        asks = [[price(p), qty(q)] for s, p, q in zip(sides, prices, amounts, strict=True) if s != "bid"]
+        return bids, asks
+
+
+def _step_text(filters: str | None, filter_type: str, key: str) -> str | None:
+    """A filter's step as Binance wrote it, trailing zeros dropped (``0.01000000`` -> ``0.01``)."""
+    try:
+        for f in json.loads(filters or "[]"):
+            if isinstance(f, dict) and f.get("filterType") == filter_type and f.get(key):
+                text = str(f[key])
+                return text.rstrip("0").rstrip(".") if "." in text else text
+    except ValueError:
+        return None
+    return None
+
+
+def _decimals(step: str) -> int:
+    return len(step.split(".")[1]) if "." in step else 0
+
+
+class Lateness:
+    """How late paced messages leave the source against their scheduled wall time (DESIGN §8: p99 <= 2 ms).
+
+    A fixed histogram of 0.1 ms bins, so recording one message is an add, memory does not grow with the range,
+    and the percentiles are exact to a bin."""
+
+    BIN_S = 1e-4
+    BINS = 10_000  # up to 1 s; later than that counts in the last bin (``max_ms`` stays exact)
+
+    def __init__(self) -> None:
+        self.bins = [0] * (self.BINS + 1)
+        self.count = 0
+        self.max_s = 0.0
+
+    def add(self, late_s: float) -> None:
+        if late_s < 0:
+            late_s = 0.0
+        self.bins[min(int(late_s / self.BIN_S), self.BINS)] += 1
+        self.count += 1
+        if late_s > self.max_s:
+            self.max_s = late_s
+
+    def quantile_ms(self, q: float) -> float:
+        """The upper edge of the bin holding the ``q`` quantile, in ms."""
+        rank, seen = q * self.count, 0
+        for i, n in enumerate(self.bins):
+            seen += n
+            if n and seen >= rank:
+                return round((i + 1) * self.BIN_S * 1000, 1)
+        return 0.0
+
+    def summary(self) -> dict:
+        return {"messages": self.count, "p50_ms": self.quantile_ms(0.5), "p99_ms": self.quantile_ms(0.99),
+                "max_ms": round(self.max_s * 1000, 2)}
+
+
+class DatasetSource(FeedSource):
+    """Plays one symbol of a recorded dataset (spot and perp) by receive time, at a chosen speed."""
+
+    def __init__(self, root: str, date: str, until: str | None = None, start: str | int | None = None,
+                 end: str | int | None = None, symbols: list[Symbol] | None = None, speed: float | None = 1.0,
+                 autostart: bool = False, snapshot_hold_s: float = SNAPSHOT_HOLD_S) -> None:
+        super().__init__()
+        if speed is not None and not speed > 0:
+            raise NovaError(f"--speed must be a positive number or 'max', not {speed}")
+        self.ds = Dataset(root)
+        self.ds.check_reachable()
+        self.speed = speed
+        self.snapshot_hold_s = snapshot_hold_s
+        self.dates = _dates(date, until or date)
+        if until is not None and until < date:
+            raise NovaError(f"--until {until} is before --date {date}; give a later --until")
+        self.symbol = self._pick_symbol(symbols)
+        self.markets: list[Market] = [m for m in ("spot", "perp") if self._has_book(m)]
+        if "perp" not in self.markets:
+            raise NovaError(f"{self.symbol.dashed} has no recorded perp book on {self._range_text()} in {root}; "
+                            "serve a symbol recorded on both markets")
+        if "spot" not in self.markets:
+            raise NovaError(f"{self.symbol.dashed} has no recorded spot book on {self._range_text()} in {root}; "
+                            "serve a symbol recorded on both markets")
+        day_lo = int(dt.datetime.fromisoformat(self.dates[0]).replace(tzinfo=dt.UTC).timestamp()) * 10**9
+        day_hi = int(dt.datetime.fromisoformat(self.dates[-1]).replace(tzinfo=dt.UTC).timestamp()) * 10**9 \
+            + 86_400 * 10**9
+        self.start_ns = instant_on(start, self.dates[0], "--start") if start is not None else day_lo
+        self.end_ns = instant_on(end, self.dates[-1], "--end") if end is not None else day_hi
+        if self.end_ns <= self.start_ns:
+            raise NovaError(f"--end {iso(self.end_ns)} is not after --start {iso(self.start_ns)}; give a later --end")
+        self.ledgers = {m: [e for e in self.ds.ledger(m, self.symbol.dashed, "book")
+                            if date_of(e["ts_recv"]) in self.dates] for m in self.markets}
+        self.snapshot_times = {m: [e["ts_recv"] for e in self.ledgers[m] if e["kind"] == "snapshot"]
+                               for m in self.markets}
+        for m in self.markets:
+            before_end = [t for t in self.snapshot_times[m] if t < self.end_ns]
+            if not before_end:
+                first = self.snapshot_times[m][0] if self.snapshot_times[m] else None
+                offer = (f"; the first valid time is {iso(first)}" if first is not None
+                         else "; it holds no book snapshot at all")
+                raise NovaError(f"the {m} book of {self.symbol.dashed} has no snapshot to start from before "
+                                f"{iso(self.end_ns)}{offer}")
+        self.formats: dict[Market, Formats] = {}
+        self.derived_instruments: list[Market] = []
+        self.instruments = [self._instrument(m) for m in self.markets]
+        self.books: dict[Market, L2Book] = {}
+        self.last_u: dict[Market, int | None] = {}
+        self.last_ms: dict[Market, tuple[int | None, int | None]] = {}
+        self._broken: dict[Market, bool] = {}
+        self._held: dict[Market, dict | None] = {}
+        self._released: dict[Market, asyncio.Event] = {}
+        self._open_interest: str | None = None
+        self._subscribed: dict[Market, set[str]] = {m: set() for m in self.markets}
+        self._last_subscribe = 0.0
+        self.started = asyncio.Event()
+        if autostart:
+            self.started.set()
+        self.finished = False
+        self.playhead_ns: int | None = None
+        self.sent = 0
+        self.breaks_played = 0
+        self.holds = 0
+        self.lateness = Lateness()  # paced playback only: at --speed max nothing is scheduled
+        self._seek_to: int | None = None
+        self._seeked = asyncio.Event()
+        self._reset()
+
+    # ---- what is served ----------------------------------------------------------------------------------
+    def _range_text(self) -> str:
+        return self.dates[0] if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
+
+    def _pick_symbol(self, symbols: list[Symbol] | None) -> Symbol:
+        recorded = [s for s in self.ds.symbols(("book",))
+                    if any(self.ds.files(p) for d in self.dates for p in self.ds.partitions("book", None, s, d))]
+        if not recorded:
+            raise NovaError(f"{self.ds.text} holds no recorded book on {self._range_text()}; pick a date with data "
+                            "(nova ls shows them)")
+        if not symbols:
+            if len(recorded) > 1:
+                raise NovaError(f"{self.ds.text} holds several symbols on {self._range_text()} "
+                                f"({', '.join(recorded)}); pick one with --symbols")
+            return Symbol.parse(recorded[0])
+        if len(symbols) > 1:
+            raise NovaError("nova serve plays one symbol at a time; give one in --symbols")
+        if symbols[0].dashed not in recorded:
+            raise NovaError(f"{symbols[0].unified} is not recorded in {self.ds.text} on {self._range_text()} "
+                            f"(recorded: {', '.join(recorded)})")
+        return symbols[0]
+
+    def _has_book(self, market: Market) -> bool:
+        return any(self.ds.files(p) for d in self.dates
+                   for p in self.ds.partitions("book", market, self.symbol.dashed, d))
+
+    def _instrument(self, market: Market) -> Instrument:
+        """The recorded exchangeInfo entry's tick and step; without one, the decimals the recorded prices
+        need (``derived_instruments`` says which market that was)."""
+        row = None
+        for date in self.dates:
+            for p in self.ds.partitions("instruments", market, self.symbol.dashed, date):
+                for path, _ in self.ds.files(p):
+                    table = self.ds.read_table(path, columns=["filters"])
+                    if table.num_rows:
+                        row = table.column("filters")[0].as_py()
+                        break
+        tick = _step_text(row, "PRICE_FILTER", "tickSize")
+        step = _step_text(row, "LOT_SIZE", "stepSize")
+        if tick is None or step is None:
+            self.derived_instruments.append(market)
+            tick, step = self._derived_steps(market)
+        if market == "spot":
+            self.formats[market] = Formats(SPOT_DECIMALS, SPOT_DECIMALS)
+        else:
+            self.formats[market] = Formats(_decimals(tick), _decimals(step))
+        return Instrument(self.symbol, market, 1.0, tick, step)
+
+    def _derived_steps(self, market: Market) -> tuple[str, str]:
+        from nova.venue.recording import book_messages
+
+        for m in book_messages(self.ds, market, self.symbol, self.dates, 0):
+            pd = max((_decimals(repr(p)) for p in m.prices), default=2)
+            qd = max((_decimals(repr(q)) for q in m.amounts), default=3)
+            return (f"{10.0 ** -pd:.{pd}f}" if pd else "1"), (f"{10.0 ** -qd:.{qd}f}" if qd else "1")
+        return "0.01", "0.001"
+
+    @property
+    def description(self) -> str:
+        """The dataset and what of it is played: a recording of another day is another market."""
+        return f"recorded {self.symbol.dashed} {self._range_text()} from {self.ds.text}"
+
+    # ---- subscriptions and start -------------------------------------------------------------------------
+    def on_subscribe(self, market: Market, stream_id: str, key: str) -> None:
+        if market in self._subscribed:
+            self._subscribed[market].add(key.split("@", 1)[0])
+            self._last_subscribe = time.monotonic()
+
+    def start(self) -> None:
+        self.started.set()
+
+    async def _subscribers(self, markets: list[Market], timeout_s: float | None) -> None:
+        """Wait until every market has a depth subscriber, then until subscriptions stop arriving."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while not all("depth" in self._subscribed[m] for m in markets):
+            if self.started.is_set() and timeout_s is None:
+                return
+            if deadline is not None and loop.time() > deadline:
+                return
+            await asyncio.sleep(0.01)
+        while time.monotonic() - self._last_subscribe < SETTLE_S:
+            await asyncio.sleep(0.05)
+
+    # ---- control -----------------------------------------------------------------------------------------
+    def seek(self, t: str | int) -> int:
+        """Move the playhead to ``t`` (ISO, ns, or HH:MM[:SS] on the first date; the books are rebuilt from the
+        last snapshot before it); returns it in ns."""
+        ns = instant_on(t, self.dates[0], "t")
+        if not self.start_ns <= ns < self.end_ns:
+            raise BadInstant(f"t {iso(ns)} is outside the served range {iso(self.start_ns)} .. {iso(self.end_ns)}")
+        self._seek_to = ns
+        self._seeked.set()
+        self.resume()
+        for event in self._released.values():
+            event.set()
+        return ns
+
+    def status(self) -> dict:
+        return {
+            "source": "dataset",
+            "symbol": self.symbol.dashed,
+            "range": [iso(self.start_ns), iso(self.end_ns)],
+            "speed": "max" if self.speed is None else self.speed,
+            "started": self.started.is_set(),
+            "finished": self.finished,
+            "playhead_ns": self.playhead_ns,
+            "playhead": None if self.playhead_ns is None else iso(self.playhead_ns),
+            "messages_played": self.sent,
+            "breaks_played": self.breaks_played,
+            "snapshot_holds": self.holds,
+            "lateness": self.lateness.summary(),
+            "books_valid": {m: not self._broken[m] for m in self.markets},
+            "exchange_info": {m: "derived from the recording" if m in self.derived_instruments else "recorded"
+                              for m in self.markets},
+        }
+
+    # ---- playback ----------------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        for m in self.markets:
+            self.books[m] = L2Book()
+            self.last_u[m] = None
+            self.last_ms[m] = (None, None)
+            self._broken[m] = True
+            self._held[m] = None
+            self._released[m] = asyncio.Event()
+        self._open_interest = None
+        self._warming = True  # the books are being rebuilt up to the playhead: not yet served
+
+    def _entries(self, from_ns: int) -> Iterator[Entry]:
+        book_lo = {}
+        for m in self.markets:
+            before = [t for t in self.snapshot_times[m] if t <= from_ns]
+            book_lo[m] = before[-1] if before else from_ns
+        return timeline(self.ds, self.symbol, self.markets, self.dates, book_lo, from_ns, self.ledgers)
+
+    async def run(self, publish: Publish) -> None:
+        self._publish = publish
+        if not self.started.is_set():
+            await self._subscribers(self.markets, None)
+            self.started.set()
+        from_ns = self.start_ns
+        while True:
+            await self._play(publish, from_ns)
+            if self._seek_to is None:
+                self.finished = True
+                for event in self._released.values():
+                    event.set()
+                self._seeked.clear()
+                await self._seeked.wait()
+            self.finished = False
+            from_ns, self._seek_to = self._seek_to if self._seek_to is not None else self.start_ns, None
+            self._reset()
+            if self.disconnect is not None:  # clients' books belong to the old playhead: make them resync
+                await self.disconnect(None)
+
+    async def _play(self, publish: Publish, from_ns: int) -> None:
+        loop = asyncio.get_running_loop()
+        t0_data: int | None = None
+        t0_wall = loop.time()
+        entries = self._entries(from_ns)
+        n = 0
+        while True:
+            entry = await asyncio.to_thread(next, entries, None) if n % 4096 == 0 else next(entries, None)
+            n += 1
+            if entry is None or entry.ts_recv >= self.end_ns or self._seek_to is not None:
+                return
+            live = entry.ts_recv >= from_ns
+            if live:
+                self._warming = False
+                if not self._resumed.is_set():
+                    paused_at = loop.time()
+                    await self._resumed.wait()
+                    t0_wall += loop.time() - paused_at
+                if t0_data is None:
+                    t0_data, t0_wall = entry.ts_recv, loop.time()
+                if self.speed is not None:
+                    due = t0_wall + (entry.ts_recv - t0_data) / 1e9 / self.speed
+                    if due > loop.time():
+                        await asyncio.sleep(due - loop.time())
+                    self.lateness.add(loop.time() - due)
+                elif n % 256 == 0:
+                    await self.drain()
+                    await asyncio.sleep(0)
+                self.playhead_ns = entry.ts_recv
+            waited = await self._entry(publish, entry, live)
+            t0_wall += waited
+
+    async def _entry(self, publish: Publish, e: Entry, live: bool) -> float:
+        """Play one entry (``live``: on the wire; otherwise only into the books); returns seconds held."""
+        market = e.market
+        if e.table == "book":
+            return await self._book(publish, market, e.row, live)
+        if e.table == "events":
+            kind = e.row["kind"]
+            if kind in BOOK_BREAKS:
+                self._broken[market] = True
+                if live:
+                    self.breaks_played += 1
+                if (live and kind in DISCONNECTING and self.disconnect is not None
+                        and any(t > e.ts_recv for t in self.snapshot_times[market])):
+                    return await self._reconnect(market)
+            return 0.0
+        if live:
+            self._quote(publish, market, e.table, e.row)
+        return 0.0
+
+    async def _reconnect(self, market: Market) -> float:
+        """A recorded disconnect or end of run: close the market's connections and wait for the clients to
+        come back, as the recorder did."""
+        assert self.disconnect is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        had = bool(self._subscribed[market])
+        self._subscribed[market] = set()
+        # what the recorder received before its connection dropped must reach the clients before the close
+        await self.drain(0)
+        await asyncio.sleep(FLUSH_S)
+        await self.disconnect(market)
+        if had:
+            await self._subscribers([market], RESUBSCRIBE_WAIT_S)
+        return loop.time() - began
+
+    async def _book(self, publish: Publish, market: Market, m: BookMessage, live: bool) -> float:
+        waited = 0.0
+        if m.snapshot:
+            body = self._snapshot_body(market, m)
+            self._apply(market, m)
+            if live and self._broken[market] and "depth" in self._subscribed[market]:
+                # a client resyncs here, as the recorder did: hand it this snapshot, holding until it asks
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                self._held[market] = body
+                self._released[market].clear()
+                self.holds += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released[market].wait(), self.snapshot_hold_s)
+                self._held[market] = None
+                waited = loop.time() - began
+            self._broken[market] = False
+            return waited
+        if not m.stale:
+            self._apply(market, m)
+        if live:
+            bids, asks = self.formats[market].levels(m.sides, m.prices, m.amounts)
+            sym = self.symbol.exchange_id
+            event_ms = (m.ts_event or m.ts_recv) // 1_000_000
+            if market == "spot":
+                payload: dict[str, Any] = {"e": "depthUpdate", "E": event_ms, "s": sym, "U": m.first_id,
+                                           "u": m.last_id, "b": bids, "a": asks}
+            else:
+                payload = {"e": "depthUpdate", "E": event_ms, "T": (m.ts_trade or m.ts_event or m.ts_recv)
+                           // 1_000_000, "s": sym, "U": m.first_id, "u": m.last_id,
+                           "pu": m.prev_id if m.prev_id is not None else -1, "b": bids, "a": asks}
+            publish(market, self.symbol.stream_id, _DEPTH_KEYS, orjson.dumps(payload).decode(),
+                    (m.first_id, m.last_id))
+            self.sent += 1
+        return waited
+
+    def _apply(self, market: Market, m: BookMessage) -> None:
+        """The contract's rebuild rule: clear on a snapshot, set price -> amount, remove at 0."""
+        book = self.books[market]
+        if m.snapshot:
+            book.clear()
+        if m.sides:
+            book.apply(m.sides, m.prices, m.amounts)
+        self.last_u[market] = m.last_id
+        self.last_ms[market] = (None if m.ts_event is None else m.ts_event // 1_000_000,
+                                None if m.ts_trade is None else m.ts_trade // 1_000_000)
+
+    def _snapshot_body(self, market: Market, m: BookMessage) -> dict:
+        bids, asks = self.formats[market].levels(m.sides, m.prices, m.amounts)
+        if market == "spot":
+            return {"lastUpdateId": m.last_id, "bids": bids, "asks": asks}
+        event = (m.ts_event or m.ts_recv) // 1_000_000
+        return {"lastUpdateId": m.last_id, "E": event, "T": (m.ts_trade or m.ts_event or m.ts_recv) // 1_000_000,
+                "bids": bids, "asks": asks}
+
+    def _quote(self, publish: Publish, market: Market, table: str, r: dict) -> None:
+        fmt = self.formats[market]
+        sym = self.symbol.exchange_id
+        sid = self.symbol.stream_id
+        event_ms = (r.get("ts_event") or r["ts_recv"]) // 1_000_000
+        if table == "bbo":
+            payload: dict[str, Any] = {"u": r["update_id"], "s": sym, "b": fmt.price(r["bid_price"]),
+                                       "B": fmt.qty(r["bid_amount"]), "a": fmt.price(r["ask_price"]),
+                                       "A": fmt.qty(r["ask_amount"])}
+            if market == "perp":
+                payload = {"e": "bookTicker", **payload, "T": event_ms, "E": event_ms}
+            publish(market, sid, "bookTicker", orjson.dumps(payload).decode())
+        elif table == "trades":
+            payload = {"e": "trade", "E": event_ms, "s": sym, "t": r["trade_id"], "p": fmt.price(r["price"]),
+                       "q": fmt.qty(r["amount"]), "T": event_ms, "m": r["taker_side"] == "sell"}
+            if market == "spot":
+                payload["M"] = True
+            publish(market, sid, "trade", orjson.dumps(payload).decode())
+        elif table == "funding":
+            mark = fmt.price(r["mark_price"]) if r["mark_price"] is not None else "0"
+            payload = {"e": "markPriceUpdate", "E": event_ms, "s": sym, "p": Formats._text(r["mark_price"], 8),
+                       "ap": mark, "P": Formats._text(r["mark_price"], 8), "i": Formats._text(r["index_price"], 8),
+                       "r": Formats._text(r["funding_rate"], 8),
+                       "T": (r["next_funding_time"] or 0) // 1_000_000}
+            publish(market, sid, _MARK_KEYS, orjson.dumps(payload).decode())
+        elif table == "liquidations":
+            order = {"s": sym, "S": "BUY" if r["side"] == "buy" else "SELL", "o": "LIMIT", "f": "IOC",
+                     "q": fmt.qty(r["amount"]), "p": fmt.price(r["price"]),
+                     "ap": fmt.price(r["average_price"] or 0.0), "X": r["status"],
+                     "l": fmt.qty(r["filled_amount"] or 0.0), "z": fmt.qty(r["filled_amount"] or 0.0),
+                     "T": (r.get("ts_trade") or r["ts_recv"]) // 1_000_000}
+            publish(market, sid, FORCE_ORDER_KEY, orjson.dumps({"e": "forceOrder", "E": event_ms, "o": order}).decode())
+        elif table == "open_interest":
+            self._open_interest = orjson.dumps({"symbol": sym, "openInterest": fmt.qty(r["open_interest"]),
+                                                "time": event_ms}).decode()
+
+    # ---- REST ----------------------------------------------------------------------------------------------
+    async def snapshot(self, market: Market, exchange_id: str, limit: int) -> dict:
+        """While the book is broken (before its first snapshot, after a ledgered break), the next recorded
+        snapshot, verbatim; otherwise the book at the playhead (once the books have been rebuilt up to the start
+        of the range or the seek)."""
+        while not self.finished:
+            held = self._held[market]
+            if held is not None:
+                self._released[market].set()
+                return {**held, "bids": held["bids"][:limit], "asks": held["asks"][:limit]}
+            if not self._warming and not self._broken[market]:
+                break
+            await asyncio.sleep(0.005)
+        return self._book_body(market, limit)
+
+    def _book_body(self, market: Market, limit: int | None) -> dict:
+        book, fmt = self.books[market], self.formats[market]
+        sides = []
+        for side in ("bid", "ask"):
+            prices, amounts = book.levels(side, limit)
+            sides.append([[fmt.price(float(p)), fmt.qty(float(q))] for p, q in zip(prices, amounts, strict=True)])
+        body: dict[str, Any] = {"lastUpdateId": self.last_u[market] or 0, "bids": sides[0], "asks": sides[1]}
+        if market == "perp":
+            event, trade = self.last_ms[market]
+            body = {"lastUpdateId": body["lastUpdateId"], "E": event or 0, "T": trade or event or 0,
+                    "bids": sides[0], "asks": sides[1]}
+        return body
+
+    def truth(self, market: Market, exchange_id: str) -> dict:
+        return self._book_body(market, None)
+
+    def now_ms(self) -> int:
+        """The recorded time of the playhead (the receive time of the last message played; the start of the range
+        before the first)."""
+        return (self.playhead_ns if self.playhead_ns is not None else self.start_ns) // 1_000_000
+
+    def open_interest(self, exchange_id: str) -> str:
+        if self._open_interest is None:
+            raise NoData(f"the recording holds no open interest for {exchange_id} before the playhead")
+        return self._open_interest
