@@ -450,6 +450,10 @@ def serve(
                                             "on both markets.")] = False,
     control_token: Annotated[str | None, typer.Option(help="The control API's token (default: generated and "
                                                       "printed when --host is not 127.0.0.1).")] = None,
+    tls: Annotated[bool, typer.Option(help="Serve https:// and wss:// with a generated self-signed certificate, "
+                                      "whose path is printed so a client can trust it.")] = False,
+    snapshot_hold: Annotated[float, typer.Option(min=0.0, help="After a recorded break, how long (s) playback "
+                                                 "waits for a client to fetch the recorded resync snapshot.")] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connections.")] = False,
 ) -> None:
     """Play a recorded dataset through Binance's protocol, so any Binance client (ccxt, your bot) runs on history.
@@ -458,6 +462,9 @@ def serve(
     WebSocket diff-depth re-made from the book rows with their recorded ids, bookTicker, trade, markPrice and
     forceOrder from their tables, paced by receive time. Control: GET URL/_venue/status (the playhead), POST
     URL/_venue/seek?t=ISO, URL/_venue/pause, URL/_venue/resume.
+
+    Examples: `nova serve --date 2026-11-24 --port 0`, `nova serve --data s3://bucket/nova --date 2026-11-24
+    --start 10:00 --end 11:30 --speed 10`, `nova serve --date 2026-11-24 --tls --autostart --speed max`.
     """
     from nova.venue import Venue, VenueConfig
     from nova.venue.recorded import DatasetSource
@@ -467,8 +474,8 @@ def serve(
 
     async def main(stop: asyncio.Event) -> int:
         source = DatasetSource(data, date, until=until, start=start, end=end, symbols=list(symbols) or None,
-                               speed=speed, autostart=autostart)
-        server = Venue(source, VenueConfig(host=host, port=port), control_token=control_token)
+                               speed=speed, autostart=autostart, snapshot_hold_s=snapshot_hold)
+        server = Venue(source, VenueConfig(host=host, port=port, tls=tls), control_token=control_token)
         try:
             url = await server.start()
         except OSError as exc:
@@ -481,6 +488,10 @@ def serve(
         derived = source.derived_instruments
         err.print("exchangeInfo: " + (f"derived from the recorded prices for {', '.join(derived)} (no instruments "
                                       "table)" if derived else "the recorded instruments") + ".")
+        if server.cert_path is not None:
+            print(f"certificate {server.cert_path}", flush=True)
+            err.print(f"Its self-signed TLS certificate is {server.cert_path}: trust it in the client (for example "
+                      "SSL_CERT_FILE for aiohttp-based clients).")
         if server.control_token:
             err.print(f"Control API token: {server.control_token} (header 'Authorization: Bearer TOKEN').")
         err.print("Ctrl-C stops it.")

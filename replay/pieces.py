@@ -300,7 +300,7 @@ def _run_on_dask(root: str, pieces: Sequence[Piece], options: PieceOptions, work
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
         else:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout="5s")
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()

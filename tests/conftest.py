@@ -32,6 +32,10 @@ SLOW_MODULES = {
     "test_venue_ccxt",  # bare ccxt.pro against the venue (~25 s)
     "test_spark",  # a local Spark session against DuckDB (~55 s)
     "test_serve",  # record, serve and record again, real captures too (~45 s)
+    "test_serve_clients",  # python-binance and cryptofeed against nova serve (~40 s)
+    "test_pieces",  # batches on process pools, a Dask cluster and an object store, nova scan (~60 s)
+    "test_export",  # snapshots against the oracle and book_at, the CLI, an object store (~20 s)
+    "test_venue_protocol2",  # every new stream and endpoint, TLS, real-capture klines (~16 s)
 }
 
 

@@ -5,6 +5,8 @@ server only registers them (``add_routes``). Paths, parameters, limits and error
 under ``/api/v3``, USDⓈ-M under ``/fapi/v1`` where Binance has the endpoint (``avgPrice`` is spot only,
 ``premiumIndex`` USDⓈ-M only); a missing ``symbol`` means every symbol where Binance allows that. A symbol the
 feed has nothing for yet (no trade, no mark price) gets Binance's JSON error with a sentence saying so.
+Each costs the request weight Binance documents for it (``nova.core.limits.request_weight``: more without
+``symbol``), charged by the server's weight middleware before the handler runs, as for every REST request.
 """
 
 from __future__ import annotations

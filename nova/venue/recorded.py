@@ -14,10 +14,13 @@ playhead, rebuilt by the contract's rule with the core's L2Book, ``lastUpdateId`
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +40,10 @@ from nova.venue.streams import DEPTH_SPEEDS_MS, FORCE_ORDER_KEY, MARK_PRICE_SPEE
 
 SNAPSHOT_HOLD_S = 10.0
 RESUBSCRIBE_WAIT_S = 10.0
+PARTIAL = "partial depth"  # what a depth5/10/20 subscription counts as: a client, but not one that resyncs
 SETTLE_S = 0.5  # subscriptions of one client arrive one by one: start once they stop coming
+REST_FIRST_S = 1.0  # a client that asks a market's REST depth before subscribing to it (python-binance's depth
+# cache) starts the playback when that market still has no depth subscriber this long after
 FLUSH_S = 0.2  # after the last frames left the server, before a recorded disconnect closes the connection
 DISCONNECTING = frozenset({"disconnect", "stop"})
 _DEPTH_KEYS = tuple(depth_key(ms) for ms in DEPTH_SPEEDS_MS)
@@ -141,6 +147,16 @@ def _decimals(step: str) -> int:
     return len(step.split(".")[1]) if "." in step else 0
 
 
+def _warm_up() -> None:
+    """Have numba compile the book's kernels now: the first snapshot of a playback otherwise spends ~0.2 s in the
+    compiler while the clock runs, and every message behind it leaves that late."""
+    book = L2Book()
+    book.apply(["bid", "ask"], [1.0, 2.0], [1.0, 1.0])
+    book.levels("bid", 1)
+    book.levels("ask", None)
+    book.clear()
+
+
 class Lateness:
     """How late paced messages leave the source against their scheduled wall time (DESIGN §8: p99 <= 2 ms).
 
@@ -175,6 +191,78 @@ class Lateness:
     def summary(self) -> dict:
         return {"messages": self.count, "p50_ms": self.quantile_ms(0.5), "p99_ms": self.quantile_ms(0.99),
                 "max_ms": round(self.max_s * 1000, 2)}
+
+
+class ReadAhead:
+    """The merged entries, read ahead on a thread in chunks: opening a file or decoding a row group takes tens
+    of ms, which on the event loop would hold every paced message behind it (pyarrow decodes without the GIL,
+    so the loop keeps its timing meanwhile). Bounded: at most ``depth`` chunks wait."""
+
+    WAIT: Any = object()  # ``next_now``: nothing read yet, await ``next``
+
+    def __init__(self, entries: Iterator[Entry], chunk: int = 256, depth: int = 64) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._chunk: collections.deque[Entry] = collections.deque()
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, args=(entries, chunk), name="nova-serve-reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _fill(self, entries: Iterator[Entry], size: int) -> None:
+        try:
+            batch: list[Entry] = []
+            for entry in entries:
+                batch.append(entry)
+                if len(batch) >= size:
+                    if not self._put(batch):
+                        return
+                    batch = []
+            if batch and not self._put(batch):
+                return
+            self._put(None)
+        except BaseException as exc:  # the loop re-raises it where it reads
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self, item: Any) -> Entry | None:
+        if item is None:
+            self._done = True
+            return None
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        self._chunk.extend(item)
+        return self._chunk.popleft()
+
+    def next_now(self) -> Any:
+        """The next entry if it is already read (None at the end), else ``WAIT``."""
+        if self._chunk:
+            return self._chunk.popleft()
+        if self._done:
+            return None
+        try:
+            return self._take(self._queue.get_nowait())
+        except queue.Empty:
+            return self.WAIT
+
+    async def next(self) -> Entry | None:
+        if self._chunk:
+            return self._chunk.popleft()
+        if self._done:
+            return None
+        return self._take(await asyncio.to_thread(self._queue.get))
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class DatasetSource(FeedSource):
@@ -232,6 +320,7 @@ class DatasetSource(FeedSource):
         self._open_interest: str | None = None
         self._subscribed: dict[Market, set[str]] = {m: set() for m in self.markets}
         self._last_subscribe = 0.0
+        self._rest_first: dict[Market, float] = {}  # market -> when its REST depth was asked before playback started
         self.started = asyncio.Event()
         if autostart:
             self.started.set()
@@ -310,7 +399,8 @@ class DatasetSource(FeedSource):
     # ---- subscriptions and start -------------------------------------------------------------------------
     def on_subscribe(self, market: Market, stream_id: str, key: str) -> None:
         if market in self._subscribed:
-            self._subscribed[market].add(key.split("@", 1)[0])
+            name = key.split("@", 1)[0]  # partial depth (depth5/10/20) starts playback too, but needs no snapshot
+            self._subscribed[market].add(PARTIAL if name.startswith("depth") and name != "depth" else name)
             self._last_subscribe = time.monotonic()
 
     def start(self) -> None:
@@ -320,11 +410,15 @@ class DatasetSource(FeedSource):
         """Wait until every market has a depth subscriber, then until subscriptions stop arriving."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while not all("depth" in self._subscribed[m] for m in markets):
+        while not all(self._subscribed[m] & {"depth", PARTIAL} for m in markets):
             if self.started.is_set() and timeout_s is None:
                 return
             if deadline is not None and loop.time() > deadline:
                 return
+            now = time.monotonic()
+            if timeout_s is None and any(now - asked > REST_FIRST_S and "depth" not in self._subscribed[m]
+                                         for m, asked in self._rest_first.items()):
+                return  # a REST-first client waits for its snapshot before it subscribes: start for it
             await asyncio.sleep(0.01)
         while time.monotonic() - self._last_subscribe < SETTLE_S:
             await asyncio.sleep(0.05)
@@ -383,6 +477,7 @@ class DatasetSource(FeedSource):
 
     async def run(self, publish: Publish) -> None:
         self._publish = publish
+        await asyncio.to_thread(_warm_up)
         if not self.started.is_set():
             await self._subscribers(self.markets, None)
             self.started.set()
@@ -405,33 +500,45 @@ class DatasetSource(FeedSource):
         loop = asyncio.get_running_loop()
         t0_data: int | None = None
         t0_wall = loop.time()
-        entries = self._entries(from_ns)
+        entries = ReadAhead(self._entries(from_ns))
         n = 0
-        while True:
-            entry = await asyncio.to_thread(next, entries, None) if n % 4096 == 0 else next(entries, None)
-            n += 1
-            if entry is None or entry.ts_recv >= self.end_ns or self._seek_to is not None:
-                return
-            live = entry.ts_recv >= from_ns
-            if live:
-                self._warming = False
-                if not self._resumed.is_set():
-                    paused_at = loop.time()
-                    await self._resumed.wait()
-                    t0_wall += loop.time() - paused_at
-                if t0_data is None:
-                    t0_data, t0_wall = entry.ts_recv, loop.time()
-                if self.speed is not None:
-                    due = t0_wall + (entry.ts_recv - t0_data) / 1e9 / self.speed
-                    if due > loop.time():
-                        await asyncio.sleep(due - loop.time())
-                    self.lateness.add(loop.time() - due)
-                elif n % 256 == 0:
-                    await self.drain()
-                    await asyncio.sleep(0)
-                self.playhead_ns = entry.ts_recv
-            waited = await self._entry(publish, entry, live)
-            t0_wall += waited
+        try:
+            while True:
+                entry = entries.next_now()
+                if entry is ReadAhead.WAIT:
+                    entry = await entries.next()
+                n += 1
+                if entry is None or entry.ts_recv >= self.end_ns or self._seek_to is not None:
+                    return
+                t0_wall = await self._paced(publish, entry, from_ns, n, t0_wall, t0_data)
+                if t0_data is None and entry.ts_recv >= from_ns:
+                    t0_data = entry.ts_recv
+        finally:
+            entries.close()
+
+    async def _paced(self, publish: Publish, entry: Entry, from_ns: int, n: int, t0_wall: float,
+                     t0_data: int | None) -> float:
+        """Play one entry at its time; returns the wall clock's origin, moved by pauses and snapshot holds."""
+        loop = asyncio.get_running_loop()
+        live = entry.ts_recv >= from_ns
+        if live:
+            self._warming = False
+            if not self._resumed.is_set():
+                paused_at = loop.time()
+                await self._resumed.wait()
+                t0_wall += loop.time() - paused_at
+            if t0_data is None:
+                t0_data, t0_wall = entry.ts_recv, loop.time()
+            if self.speed is not None:
+                due = t0_wall + (entry.ts_recv - t0_data) / 1e9 / self.speed
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                self.lateness.add(loop.time() - due)
+            elif n % 256 == 0:
+                await self.drain()
+                await asyncio.sleep(0)
+            self.playhead_ns = entry.ts_recv
+        return t0_wall + await self._entry(publish, entry, live)
 
     async def _entry(self, publish: Publish, e: Entry, live: bool) -> float:
         """Play one entry (``live``: on the wire; otherwise only into the books); returns seconds held."""
@@ -564,6 +671,8 @@ class DatasetSource(FeedSource):
         """While the book is broken (before its first snapshot, after a ledgered break), the next recorded
         snapshot, verbatim; otherwise the book at the playhead (once the books have been rebuilt up to the start
         of the range or the seek)."""
+        if not self.started.is_set():
+            self._rest_first.setdefault(market, time.monotonic())
         while not self.finished:
             held = self._held[market]
             if held is not None:
