@@ -24,10 +24,10 @@ from typing import Any
 
 from nova.core.errors import NovaError
 from nova.core.markets import MARKETS, Symbol
-from nova.core.units import BadValue, parse_date
+from nova.core.units import BadValue
 from replay.api import Replay, spread_params
 from replay.plan import ReplaySource
-from replay.timespan import check_clock
+from replay.timespan import check_clock, date_range
 
 ALL = "all"
 
@@ -146,11 +146,7 @@ def plan(root: str, symbols: Sequence[str] | str, date: str | None = None, until
     if unknown:
         raise NovaError(f"{_names(unknown)} {'is' if len(unknown) == 1 else 'are'} not recorded under "
                         f"{source.root_text}; recorded symbols: {', '.join(recorded)}")
-    first = parse_date_option("--date", date) if date is not None else None
-    last = parse_date_option("--until", until) if until is not None else first
-    if first is not None and last is not None and last < first:
-        raise NovaError(f"--until {last} is before --date {first}; give the first date with --date and the last "
-                        "with --until")
+    first, last = date_range(date, until, None)
     pieces: list[Piece] = []
     notes: list[str] = []
     for name in wanted:
@@ -173,13 +169,6 @@ def plan(root: str, symbols: Sequence[str] | str, date: str | None = None, until
         raise NovaError(f"nothing of {_names(wanted)} is recorded on both markets on {span} under "
                         f"{source.root_text}" + (f" ({why})" if why else "") + "; nova ls shows what is recorded")
     return Plan(sorted(pieces), notes)
-
-
-def parse_date_option(option: str, text: str) -> str:
-    try:
-        return parse_date(text)
-    except ValueError:
-        raise NovaError(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24") from None
 
 
 def _names(symbols: Sequence[str], limit: int = 6) -> str:

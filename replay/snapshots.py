@@ -48,7 +48,7 @@ from replay.api import Progress
 from replay.engine import Engine, ReplayRange
 from replay.kernel import I_KEY, I_LAST_ID, I_SNAPSHOT_KEY, I_VALID, K_LAST_KEY, K_ROWS_SEEN, NO_KEY, SampleBuffer
 from replay.plan import DAY_NS, ReplaySource, date_ns, shift_date
-from replay.timespan import parse_date
+from replay.timespan import date_range
 
 MAX_LEVELS = 1000
 SAMPLE_BYTES = 1 << 25  # the sample buffer's levels (~32 MB): a row group per market and drain
@@ -358,11 +358,8 @@ class SnapshotExport:
         if not every_date:
             raise NovaError(f"{self.symbol} has no complete order-book file under {root} yet (files appear when "
                             "their 15-minute window ends, or when the recorder stops)")
-        first = parse_date("--date", date) if date is not None else every_date[-1]
-        last = parse_date("--until", until) if until is not None else first
-        if last < first:
-            raise NovaError(f"--until {last} is before --date {first}; give the first date with --date and the last "
-                            "with --until")
+        first, last = date_range(date, until, every_date[-1])
+        assert first is not None and last is not None
         covered = {m: [d for d in dates if first <= d <= last] for m, dates in book_dates.items()}
         span = first if first == last else f"{first}..{last}"
         self.notes: list[str] = []

@@ -35,6 +35,17 @@ def parse_date(option: str, text: str) -> str:
         raise NovaError(f"{option} {text} is not a date; write it as YYYY-MM-DD, for example 2026-11-24") from None
 
 
+def date_range(date: str | None, until: str | None, default: str | None) -> tuple[str | None, str | None]:
+    """``--date`` (``default`` when not given) and ``--until`` (``--date`` when not given), each checked, and
+    ``--until`` not before ``--date``; NovaError (one sentence) otherwise."""
+    first = parse_date("--date", date) if date is not None else default
+    last = parse_date("--until", until) if until is not None else first
+    if first is not None and last is not None and last < first:
+        raise NovaError(f"--until {last} is before --date {first}; give the first date with --date and the last "
+                        "with --until")
+    return first, last
+
+
 def parse_time(option: str, text: str, day: str) -> int:
     """ns since the epoch of ``HH:MM[:SS[.fff]]`` on ``day`` (UTC), or of a full ISO time (UTC unless it says)."""
     value = text.strip()
@@ -88,11 +99,8 @@ def resolve(dataset: ReplaySource, symbol: str, date: str | None, until: str | N
     if not dates:
         raise NovaError(f"{sym} has no complete recording file under {dataset.root_text} yet (files appear when "
                         "their 15-minute window ends, or when the recorder stops)")
-    first = parse_date("--date", date) if date is not None else dates[-1]
-    last = parse_date("--until", until) if until is not None else first
-    if last < first:
-        raise NovaError(f"--until {last} is before --date {first}; give the first date with --date and the last "
-                        "with --until")
+    first, last = date_range(date, until, dates[-1])
+    assert first is not None and last is not None
     covered = [d for d in dates if first <= d <= last]
     if not covered:
         span = first if first == last else f"{first}..{last}"
