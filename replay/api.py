@@ -33,7 +33,7 @@ from replay.engine import Chunk, Engine, ReplayRange
 from replay.kernel import K_ENTRIES, K_LAST_KEY, K_READINGS, NO_KEY, SEG_BOOK_PERP, SEGMENTS
 from replay.merge import Window
 from replay.output import SpreadOutput
-from replay.pacing import Pacer
+from nova.core.pacing import Pacer
 from replay.plan import ReplaySource
 from replay.summary import ReplaySummary, SummaryBuilder, format_ns
 from replay.timespan import check_clock, resolve

@@ -41,7 +41,7 @@ from replay.kernel import (
     K_TRADES,
     NO_KEY,
 )
-from replay.pacing import Lateness
+from nova.core.pacing import Lateness
 
 BASIS_BIN_BPS = 0.01
 BASIS_LIMIT_BPS = 1000.0

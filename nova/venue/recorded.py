@@ -14,29 +14,26 @@ playhead, rebuilt by the contract's rule with the core's L2Book, ``lastUpdateId`
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime as dt
 import json
-import queue
 import re
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-
-import orjson
 
 from nova.core.book import L2Book
 from nova.core.contract import date_of
 from nova.core.dataset import Dataset
 from nova.core.errors import NovaError
 from nova.core.markets import Market, Symbol
+from nova.core.pacing import Lateness, Pacer
 from nova.core.validity import BOOK_BREAKS
 from nova.venue.instruments import Instrument
+from nova.venue.read_ahead import ReadAhead
+from nova.venue.recorded_text import OPEN_INTEREST, Formats, Outgoing, Printer
 from nova.venue.recording import BookMessage, Entry, timeline
 from nova.venue.source import FeedSource, NoData, Publish
-from nova.venue.streams import DEPTH_SPEEDS_MS, FORCE_ORDER_KEY, MARK_PRICE_SPEEDS_S, depth_key, mark_key
 
 SNAPSHOT_HOLD_S = 10.0
 RESUBSCRIBE_WAIT_S = 10.0
@@ -46,8 +43,8 @@ REST_FIRST_S = 1.0  # a client that asks a market's REST depth before subscribin
 # cache) starts the playback when that market still has no depth subscriber this long after
 FLUSH_S = 0.2  # after the last frames left the server, before a recorded disconnect closes the connection
 DISCONNECTING = frozenset({"disconnect", "stop"})
-_DEPTH_KEYS = tuple(depth_key(ms) for ms in DEPTH_SPEEDS_MS)
-_MARK_KEYS = tuple(mark_key(s) for s in MARK_PRICE_SPEEDS_S)
+UNAPPLIED_LIMIT = 4096  # book messages that may wait to be applied (memory at --speed max, where nothing is idle)
+SETTLE_AHEAD_NS = 2_000_000  # apply the waiting messages when the next entry is due at least this far ahead
 _TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 SPOT_DECIMALS = 8  # Binance prints spot prices and sizes with 8 decimals
 
@@ -88,49 +85,6 @@ def _dates(first: str, last: str) -> list[str]:
     return [(lo + dt.timedelta(days=i)).isoformat() for i in range((hi - lo).days + 1)]
 
 
-class Formats:
-    """How a market prints numbers: Binance's decimals, falling back to the shortest exact text.
-
-    Texts are cached by value: a book's prices and sizes repeat all day, and formatting was most of the cost
-    of a max-speed playback."""
-
-    CACHE_LIMIT = 200_000
-
-    def __init__(self, price_decimals: int, qty_decimals: int) -> None:
-        self.price_decimals, self.qty_decimals = price_decimals, qty_decimals
-        self._prices: dict[float, str] = {}
-        self._qtys: dict[float, str] = {}
-
-    @staticmethod
-    def _text(value: float, decimals: int) -> str:
-        text = f"{value:.{decimals}f}"
-        return text if float(text) == value else repr(value)
-
-    def price(self, value: float) -> str:
-        text = self._prices.get(value)
-        if text is None:
-            if len(self._prices) > self.CACHE_LIMIT:
-                self._prices.clear()
-            text = self._prices[value] = self._text(value, self.price_decimals)
-        return text
-
-    def qty(self, value: float) -> str:
-        text = self._qtys.get(value)
-        if text is None:
-            if len(self._qtys) > self.CACHE_LIMIT:
-                self._qtys.clear()
-            text = self._qtys[value] = self._text(value, self.qty_decimals)
-        return text
-
-    def levels(self, sides: list[str], prices: list[float], amounts: list[float]
-               ) -> tuple[list[list[str]], list[list[str]]]:
-        """A message's rows as Binance's ``b`` and ``a`` arrays, in recorded order."""
-        price, qty = self.price, self.qty
-        bids = [[price(p), qty(q)] for s, p, q in zip(sides, prices, amounts, strict=True) if s == "bid"]
-        asks = [[price(p), qty(q)] for s, p, q in zip(sides, prices, amounts, strict=True) if s != "bid"]
-        return bids, asks
-
-
 def _step_text(filters: str | None, filter_type: str, key: str) -> str | None:
     """A filter's step as Binance wrote it, trailing zeros dropped (``0.01000000`` -> ``0.01``)."""
     try:
@@ -155,114 +109,6 @@ def _warm_up() -> None:
     book.levels("bid", 1)
     book.levels("ask", None)
     book.clear()
-
-
-class Lateness:
-    """How late paced messages leave the source against their scheduled wall time (DESIGN §8: p99 <= 2 ms).
-
-    A fixed histogram of 0.1 ms bins, so recording one message is an add, memory does not grow with the range,
-    and the percentiles are exact to a bin."""
-
-    BIN_S = 1e-4
-    BINS = 10_000  # up to 1 s; later than that counts in the last bin (``max_ms`` stays exact)
-
-    def __init__(self) -> None:
-        self.bins = [0] * (self.BINS + 1)
-        self.count = 0
-        self.max_s = 0.0
-
-    def add(self, late_s: float) -> None:
-        if late_s < 0:
-            late_s = 0.0
-        self.bins[min(int(late_s / self.BIN_S), self.BINS)] += 1
-        self.count += 1
-        if late_s > self.max_s:
-            self.max_s = late_s
-
-    def quantile_ms(self, q: float) -> float:
-        """The upper edge of the bin holding the ``q`` quantile, in ms."""
-        rank, seen = q * self.count, 0
-        for i, n in enumerate(self.bins):
-            seen += n
-            if n and seen >= rank:
-                return round((i + 1) * self.BIN_S * 1000, 1)
-        return 0.0
-
-    def summary(self) -> dict:
-        return {"messages": self.count, "p50_ms": self.quantile_ms(0.5), "p99_ms": self.quantile_ms(0.99),
-                "max_ms": round(self.max_s * 1000, 2)}
-
-
-class ReadAhead:
-    """The merged entries, read ahead on a thread in chunks: opening a file or decoding a row group takes tens
-    of ms, which on the event loop would hold every paced message behind it (pyarrow decodes without the GIL,
-    so the loop keeps its timing meanwhile). Bounded: at most ``depth`` chunks wait."""
-
-    WAIT: Any = object()  # ``next_now``: nothing read yet, await ``next``
-
-    def __init__(self, entries: Iterator[Entry], chunk: int = 256, depth: int = 64) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._chunk: collections.deque[Entry] = collections.deque()
-        self._done = False
-        self._thread = threading.Thread(target=self._fill, args=(entries, chunk), name="nova-serve-reader",
-                                        daemon=True)
-        self._thread.start()
-
-    def _fill(self, entries: Iterator[Entry], size: int) -> None:
-        try:
-            batch: list[Entry] = []
-            for entry in entries:
-                batch.append(entry)
-                if len(batch) >= size:
-                    if not self._put(batch):
-                        return
-                    batch = []
-            if batch and not self._put(batch):
-                return
-            self._put(None)
-        except BaseException as exc:  # the loop re-raises it where it reads
-            self._put(exc)
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _take(self, item: Any) -> Entry | None:
-        if item is None:
-            self._done = True
-            return None
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        self._chunk.extend(item)
-        return self._chunk.popleft()
-
-    def next_now(self) -> Any:
-        """The next entry if it is already read (None at the end), else ``WAIT``."""
-        if self._chunk:
-            return self._chunk.popleft()
-        if self._done:
-            return None
-        try:
-            return self._take(self._queue.get_nowait())
-        except queue.Empty:
-            return self.WAIT
-
-    async def next(self) -> Entry | None:
-        if self._chunk:
-            return self._chunk.popleft()
-        if self._done:
-            return None
-        return self._take(await asyncio.to_thread(self._queue.get))
-
-    def close(self) -> None:
-        self._stop.set()
 
 
 class DatasetSource(FeedSource):
@@ -311,7 +157,9 @@ class DatasetSource(FeedSource):
         self.formats: dict[Market, Formats] = {}
         self.derived_instruments: list[Market] = []
         self.instruments = [self._instrument(m) for m in self.markets]
+        self.printer = Printer(self.symbol, self.formats)
         self.books: dict[Market, L2Book] = {}
+        self._unapplied: dict[Market, list[BookMessage]] = {}
         self.last_u: dict[Market, int | None] = {}
         self.last_ms: dict[Market, tuple[int | None, int | None]] = {}
         self._broken: dict[Market, bool] = {}
@@ -460,6 +308,7 @@ class DatasetSource(FeedSource):
     def _reset(self) -> None:
         for m in self.markets:
             self.books[m] = L2Book()
+            self._unapplied[m] = []
             self.last_u[m] = None
             self.last_ms[m] = (None, None)
             self._broken[m] = True
@@ -497,54 +346,50 @@ class DatasetSource(FeedSource):
                 await self.disconnect(None)
 
     async def _play(self, publish: Publish, from_ns: int) -> None:
-        loop = asyncio.get_running_loop()
-        t0_data: int | None = None
-        t0_wall = loop.time()
-        entries = ReadAhead(self._entries(from_ns))
+        entries = ReadAhead(self._entries(from_ns), self.printer, from_ns)
         n = 0
         try:
-            while True:
-                entry = entries.next_now()
-                if entry is ReadAhead.WAIT:
-                    entry = await entries.next()
-                n += 1
-                if entry is None or entry.ts_recv >= self.end_ns or self._seek_to is not None:
-                    return
-                t0_wall = await self._paced(publish, entry, from_ns, n, t0_wall, t0_data)
-                if t0_data is None and entry.ts_recv >= from_ns:
-                    t0_data = entry.ts_recv
+            with Pacer(self.speed, self.lateness) as pacer:  # replay's pacing rule (nova.core.pacing), one histogram
+                while True:
+                    item = entries.next_now()
+                    if item is ReadAhead.WAIT:
+                        item = await entries.next()
+                    n += 1
+                    if item is None or item[0].ts_recv >= self.end_ns or self._seek_to is not None:
+                        return
+                    await self._paced(publish, item[0], item[1], from_ns, n, pacer)
         finally:
             entries.close()
 
-    async def _paced(self, publish: Publish, entry: Entry, from_ns: int, n: int, t0_wall: float,
-                     t0_data: int | None) -> float:
-        """Play one entry at its time; returns the wall clock's origin, moved by pauses and snapshot holds."""
-        loop = asyncio.get_running_loop()
-        live = entry.ts_recv >= from_ns
-        if live:
+    async def _paced(self, publish: Publish, entry: Entry, out: Outgoing | None, from_ns: int, n: int,
+                     pacer: Pacer) -> None:
+        """Play one entry at its time; pauses and snapshot holds move the pacer's wall origin, not lateness."""
+        if entry.ts_recv >= from_ns:
             self._warming = False
             if not self._resumed.is_set():
-                paused_at = loop.time()
+                paused_at = time.perf_counter_ns()
                 await self._resumed.wait()
-                t0_wall += loop.time() - paused_at
-            if t0_data is None:
-                t0_data, t0_wall = entry.ts_recv, loop.time()
-            if self.speed is not None:
-                due = t0_wall + (entry.ts_recv - t0_data) / 1e9 / self.speed
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-                self.lateness.add(loop.time() - due)
+                pacer.shift(time.perf_counter_ns() - paused_at)
+            if pacer.paced:
+                if self._unapplied_any and pacer.due(entry.ts_recv) - time.perf_counter_ns() > SETTLE_AHEAD_NS:
+                    self._settle_all()  # time to spare before this entry is due: bring the books up to date now
+                await pacer.wait_async(entry.ts_recv)
             elif n % 256 == 0:
                 await self.drain()
                 await asyncio.sleep(0)
             self.playhead_ns = entry.ts_recv
-        return t0_wall + await self._entry(publish, entry, live)
+            held = await self._entry(publish, entry, out, True)
+            if held:
+                pacer.shift(round(held * 1e9))
+        else:
+            await self._entry(publish, entry, None, False)
 
-    async def _entry(self, publish: Publish, e: Entry, live: bool) -> float:
-        """Play one entry (``live``: on the wire; otherwise only into the books); returns seconds held."""
+    async def _entry(self, publish: Publish, e: Entry, out: Outgoing | None, live: bool) -> float:
+        """Play one entry (``live``: on the wire, as its message ``out``; otherwise only into the books); returns
+        seconds held."""
         market = e.market
         if e.table == "book":
-            return await self._book(publish, market, e.row, live)
+            return await self._book(publish, market, e.row, out, live)
         if e.table == "events":
             kind = e.row["kind"]
             if kind in BOOK_BREAKS:
@@ -555,8 +400,11 @@ class DatasetSource(FeedSource):
                         and any(t > e.ts_recv for t in self.snapshot_times[market])):
                     return await self._reconnect(market)
             return 0.0
-        if live:
-            self._quote(publish, market, e.table, e.row)
+        if out is not None:
+            if out.keys == OPEN_INTEREST:
+                self._open_interest = out.text
+            else:
+                publish(market, self.symbol.stream_id, out.keys, out.text)
         return 0.0
 
     async def _reconnect(self, market: Market) -> float:
@@ -575,16 +423,16 @@ class DatasetSource(FeedSource):
             await self._subscribers([market], RESUBSCRIBE_WAIT_S)
         return loop.time() - began
 
-    async def _book(self, publish: Publish, market: Market, m: BookMessage, live: bool) -> float:
+    async def _book(self, publish: Publish, market: Market, m: BookMessage, out: Outgoing | None, live: bool
+                    ) -> float:
         waited = 0.0
         if m.snapshot:
-            body = self._snapshot_body(market, m)
             self._apply(market, m)
             if live and self._broken[market] and "depth" in self._subscribed[market]:
                 # a client resyncs here, as the recorder did: hand it this snapshot, holding until it asks
                 loop = asyncio.get_running_loop()
                 began = loop.time()
-                self._held[market] = body
+                self._held[market] = self.printer.snapshot(market, m)
                 self._released[market].clear()
                 self.holds += 1
                 with contextlib.suppress(TimeoutError):
@@ -595,76 +443,44 @@ class DatasetSource(FeedSource):
             return waited
         if not m.stale:
             self._apply(market, m)
-        if live:
-            bids, asks = self.formats[market].levels(m.sides, m.prices, m.amounts)
-            sym = self.symbol.exchange_id
-            event_ms = (m.ts_event or m.ts_recv) // 1_000_000
-            if market == "spot":
-                payload: dict[str, Any] = {"e": "depthUpdate", "E": event_ms, "s": sym, "U": m.first_id,
-                                           "u": m.last_id, "b": bids, "a": asks}
-            else:
-                payload = {"e": "depthUpdate", "E": event_ms, "T": (m.ts_trade or m.ts_event or m.ts_recv)
-                           // 1_000_000, "s": sym, "U": m.first_id, "u": m.last_id,
-                           "pu": m.prev_id if m.prev_id is not None else -1, "b": bids, "a": asks}
-            publish(market, self.symbol.stream_id, _DEPTH_KEYS, orjson.dumps(payload).decode(),
-                    (m.first_id, m.last_id))
+        if out is not None:
+            publish(market, self.symbol.stream_id, out.keys, out.text, out.ids)
             self.sent += 1
         return waited
 
     def _apply(self, market: Market, m: BookMessage) -> None:
-        """The contract's rebuild rule: clear on a snapshot, set price -> amount, remove at 0."""
-        book = self.books[market]
+        """The contract's rebuild rule (clear on a snapshot, set price -> amount, remove at 0), applied lazily: the
+        levels wait in ``_unapplied`` until a REST answer needs the book or the playback has time to spare, and
+        are then applied in one call (in order, so the result is the same); a snapshot drops what waited."""
         if m.snapshot:
-            book.clear()
-        if m.sides:
-            book.apply(m.sides, m.prices, m.amounts)
+            self._unapplied[market] = [m]
+        elif m.sides:
+            self._unapplied[market].append(m)
+            if len(self._unapplied[market]) >= UNAPPLIED_LIMIT:
+                self._settle(market)
         self.last_u[market] = m.last_id
         self.last_ms[market] = (None if m.ts_event is None else m.ts_event // 1_000_000,
                                 None if m.ts_trade is None else m.ts_trade // 1_000_000)
 
-    def _snapshot_body(self, market: Market, m: BookMessage) -> dict:
-        bids, asks = self.formats[market].levels(m.sides, m.prices, m.amounts)
-        if market == "spot":
-            return {"lastUpdateId": m.last_id, "bids": bids, "asks": asks}
-        event = (m.ts_event or m.ts_recv) // 1_000_000
-        return {"lastUpdateId": m.last_id, "E": event, "T": (m.ts_trade or m.ts_event or m.ts_recv) // 1_000_000,
-                "bids": bids, "asks": asks}
+    @property
+    def _unapplied_any(self) -> bool:
+        return any(self._unapplied.values())
 
-    def _quote(self, publish: Publish, market: Market, table: str, r: dict) -> None:
-        fmt = self.formats[market]
-        sym = self.symbol.exchange_id
-        sid = self.symbol.stream_id
-        event_ms = (r.get("ts_event") or r["ts_recv"]) // 1_000_000
-        if table == "bbo":
-            payload: dict[str, Any] = {"u": r["update_id"], "s": sym, "b": fmt.price(r["bid_price"]),
-                                       "B": fmt.qty(r["bid_amount"]), "a": fmt.price(r["ask_price"]),
-                                       "A": fmt.qty(r["ask_amount"])}
-            if market == "perp":
-                payload = {"e": "bookTicker", **payload, "T": event_ms, "E": event_ms}
-            publish(market, sid, "bookTicker", orjson.dumps(payload).decode())
-        elif table == "trades":
-            payload = {"e": "trade", "E": event_ms, "s": sym, "t": r["trade_id"], "p": fmt.price(r["price"]),
-                       "q": fmt.qty(r["amount"]), "T": event_ms, "m": r["taker_side"] == "sell"}
-            if market == "spot":
-                payload["M"] = True
-            publish(market, sid, "trade", orjson.dumps(payload).decode())
-        elif table == "funding":
-            mark = fmt.price(r["mark_price"]) if r["mark_price"] is not None else "0"
-            payload = {"e": "markPriceUpdate", "E": event_ms, "s": sym, "p": Formats._text(r["mark_price"], 8),
-                       "ap": mark, "P": Formats._text(r["mark_price"], 8), "i": Formats._text(r["index_price"], 8),
-                       "r": Formats._text(r["funding_rate"], 8),
-                       "T": (r["next_funding_time"] or 0) // 1_000_000}
-            publish(market, sid, _MARK_KEYS, orjson.dumps(payload).decode())
-        elif table == "liquidations":
-            order = {"s": sym, "S": "BUY" if r["side"] == "buy" else "SELL", "o": "LIMIT", "f": "IOC",
-                     "q": fmt.qty(r["amount"]), "p": fmt.price(r["price"]),
-                     "ap": fmt.price(r["average_price"] or 0.0), "X": r["status"],
-                     "l": fmt.qty(r["filled_amount"] or 0.0), "z": fmt.qty(r["filled_amount"] or 0.0),
-                     "T": (r.get("ts_trade") or r["ts_recv"]) // 1_000_000}
-            publish(market, sid, FORCE_ORDER_KEY, orjson.dumps({"e": "forceOrder", "E": event_ms, "o": order}).decode())
-        elif table == "open_interest":
-            self._open_interest = orjson.dumps({"symbol": sym, "openInterest": fmt.qty(r["open_interest"]),
-                                                "time": event_ms}).decode()
+    def _settle(self, market: Market) -> None:
+        waiting = self._unapplied[market]
+        if not waiting:
+            return
+        self._unapplied[market] = []
+        book = self.books[market]
+        if waiting[0].snapshot:
+            book.clear()
+        sides = [s for m in waiting for s in m.sides]
+        if sides:
+            book.apply(sides, [p for m in waiting for p in m.prices], [a for m in waiting for a in m.amounts])
+
+    def _settle_all(self) -> None:
+        for market in self.markets:
+            self._settle(market)
 
     # ---- REST ----------------------------------------------------------------------------------------------
     async def snapshot(self, market: Market, exchange_id: str, limit: int) -> dict:
@@ -684,6 +500,7 @@ class DatasetSource(FeedSource):
         return self._book_body(market, limit)
 
     def _book_body(self, market: Market, limit: int | None) -> dict:
+        self._settle(market)
         book, fmt = self.books[market], self.formats[market]
         sides = []
         for side in ("bid", "ask"):

@@ -59,15 +59,22 @@ class Lateness:
         bucket = int(np.searchsorted(np.cumsum(self.counts), rank))
         return min(10 ** (bucket / _BUCKETS_PER_DECADE), float(self.max_ns))
 
+    def summary(self) -> dict:
+        """Count, p50, p99 and max in ms (µs precision), as a status answer shows them."""
+        def ms(ns: float) -> float:
+            return 0.0 if math.isnan(ns) else round(ns / 1e6, 3)
+        return {"messages": self.n, "p50_ms": ms(self.percentile_ns(50)), "p99_ms": ms(self.percentile_ns(99)),
+                "max_ms": ms(self.max_ns)}
+
 
 class Pacer:
     """Holds items back until they are due; ``speed=None`` means as fast as possible (no waiting)."""
 
-    def __init__(self, speed: float | None) -> None:
+    def __init__(self, speed: float | None, lateness: Lateness | None = None) -> None:
         if speed is not None and not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive number or None (max), not {speed}")
         self.speed = speed
-        self.lateness = Lateness()
+        self.lateness = lateness if lateness is not None else Lateness()
         self._ts0: int | None = None
         self._wall0 = 0
         self._switch = sys.getswitchinterval()
@@ -91,6 +98,12 @@ class Pacer:
             self._ts0, self._wall0 = ts_ns, time.perf_counter_ns()
         assert self.speed is not None
         return self._wall0 + round((ts_ns - self._ts0) / self.speed)
+
+    def shift(self, ns: int) -> None:
+        """Move the wall clock's origin ``ns`` later: time spent paused or held is not lateness, and the items after
+        it keep their recorded spacing from where the playback resumed."""
+        if self._ts0 is not None:
+            self._wall0 += ns
 
     @staticmethod
     def _hold(due: int) -> int:
