@@ -90,7 +90,17 @@ class ReadAhead:
             return self._chunk.popleft()
         if self._done:
             return None
-        return self._take(await asyncio.to_thread(self._queue.get))
+        return self._take(await asyncio.to_thread(self._get))
+
+    def _get(self) -> Any:
+        """The next chunk, waiting; None once closed, so that no executor thread is left waiting on a reader that
+        has stopped (an interpreter's exit would wait for it)."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return None
 
     def close(self) -> None:
         self._stop.set()

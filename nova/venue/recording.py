@@ -24,6 +24,8 @@ from nova.core.dataset import Dataset
 from nova.core.markets import Market, Symbol
 
 BATCH_ROWS = 65_536
+PY_ROWS = 2_048  # rows turned into Python objects per call: ``to_pylist`` holds the GIL throughout, and the
+# event loop's paced sends must not wait behind a 65,536-row conversion (~8 ms); 2,048 rows take ~0.2 ms
 QUOTE_TABLES = ("bbo", "trades", "funding", "liquidations", "open_interest")
 # at one instant a run's start comes first and its stop last (as in the dataset's ledger order)
 _EVENT_RANK = {"start": 0, "stop": 2}
@@ -80,7 +82,8 @@ def _batches(ds: Dataset, table: str, market: Market, symbol: Symbol, dates: lis
                 wanted = [i for i, g in enumerate(ds.row_groups(path)) if g.last_ns >= lo_ns]
                 if wanted:
                     for batch in ds.batches(path, wanted, None, BATCH_ROWS):
-                        yield _lists(batch)
+                        for offset in range(0, batch.num_rows, PY_ROWS):
+                            yield _lists(batch.slice(offset, PY_ROWS))
 
 
 def table_rows(ds: Dataset, table: str, market: Market, symbol: Symbol, dates: list[str], lo_ns: int
