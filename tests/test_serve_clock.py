@@ -1,9 +1,10 @@
 """`nova serve`'s clock and the venue's request weights.
 
-The pushes the venue makes on a timer (partial depth, 24h tickers, klines) say when they were made in ``E``; a
-recording played back must say the recorded time of its playhead, not the day it is replayed, or a bot that
-checks freshness or closes klines by ``E`` trades in the wrong day. The synthetic feed stays on the wall clock.
-The REST endpoints weigh what Binance documents (nova.core.limits), and the venue charges it in its header.
+The pushes the venue makes on a timer (partial depth, 24h tickers, klines) say when they were made in ``E``, and
+REST ``time`` and ``exchangeInfo`` say the server's time; a recording played back must say the recorded time of its
+playhead, not the day it is replayed, or a bot that checks freshness or closes klines by ``E`` trades in the wrong
+day. The synthetic feed stays on the wall clock. The REST endpoints weigh what Binance documents
+(nova.core.limits), and the venue charges it in its header.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import aiohttp
 import pytest
 
 from nova.core.limits import USED_WEIGHT_HEADER, request_weight
-from nova.venue import SyntheticSource
 from nova.core.pacing import Lateness
+from nova.venue import SyntheticSource
 from nova.venue.recorded import DatasetSource
 from recorder.rows import TradeRow, table_batch
 from recorder.writer import DatasetWriter
@@ -82,6 +83,11 @@ async def test_serve_stamps_timed_pushes_with_the_recorded_time(make_venue: Any,
     assert late["messages"] > 0 and 0 <= late["p50_ms"] <= late["p99_ms"] <= late["max_ms"]
     kline = spot_got["ethusdt@kline_1m"][-1]["k"]
     assert kline["x"] == (kline["T"] < spot_got["ethusdt@kline_1m"][-1]["E"])  # closed by the recorded clock
+    async with aiohttp.ClientSession() as session:  # a bot that syncs its clock with the server's gets the same
+        for path in ("/api/v3/time", "/fapi/v1/time", "/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo"):
+            async with session.get(venue.url + path) as resp:
+                server_ms = (await resp.json())["serverTime"]
+            assert RANGE_MS[0] <= server_ms <= RANGE_MS[1], (path, server_ms)
 
 
 def test_serve_reports_lateness_by_replays_histogram() -> None:

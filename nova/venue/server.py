@@ -457,7 +457,7 @@ class Venue:
 
     def _exchange_info(self, market: Market):
         async def handler(request: web.Request) -> web.Response:
-            body = exchange_info(self.source.instruments, market, int(time.time() * 1000))
+            body = exchange_info(self.source.instruments, market, self.source.now_ms())
             body["rateLimits"] = self.config.limits.rate_limits(market, body["rateLimits"])
             wanted = request.query.get("symbol")
             if wanted is not None and market == "spot":
@@ -468,14 +468,14 @@ class Venue:
         return handler
 
     async def _empty_exchange_info(self, request: web.Request) -> web.Response:
-        return web.json_response({"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
+        return web.json_response({"timezone": "UTC", "serverTime": self.source.now_ms(), "rateLimits": [],
                                   "exchangeFilters": [], "symbols": []}, dumps=_dumps)
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.json_response({})
 
     async def _time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": int(time.time() * 1000)})
+        return web.json_response({"serverTime": self.source.now_ms()})
 
     def _depth(self, market: Market):
         async def handler(request: web.Request) -> web.Response:
@@ -838,7 +838,7 @@ class Venue:
     async def server_shutdown(self, market: Market | None = None, grace_s: float | None = None) -> int:
         """Send ``serverShutdown`` to every connection of the market, then close them after a grace period."""
         victims = [c for c in self.connections if market is None or c.market == market]
-        event = {"e": "serverShutdown", "E": int(time.time() * 1000)}
+        event = {"e": "serverShutdown", "E": self.source.now_ms()}
         for conn in victims:
             conn.reply(_dumps({"stream": "!serverShutdown", "data": event}) if conn.combined else _dumps(event))
         await asyncio.sleep(self.config.shutdown_grace_s if grace_s is None else grace_s)
