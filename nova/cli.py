@@ -447,7 +447,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind. Beyond 127.0.0.1 the control API (/_venue/*) needs "
                                       "a token.")] = "127.0.0.1",
     autostart: Annotated[bool, typer.Option(help="Start playing at once instead of waiting for a depth subscriber "
-                                            "on both markets.")] = False,
+                                            "on both markets (or 3 s after a one-market or quotes-only client "
+                                            "subscribed).")] = False,
     control_token: Annotated[str | None, typer.Option(help="The control API's token (default: generated and "
                                                       "printed when --host is not 127.0.0.1).")] = None,
     tls: Annotated[bool, typer.Option(help="Serve https:// and wss:// with a generated self-signed certificate, "

@@ -90,6 +90,18 @@ async def test_serve_stamps_timed_pushes_with_the_recorded_time(make_venue: Any,
             assert RANGE_MS[0] <= server_ms <= RANGE_MS[1], (path, server_ms)
 
 
+async def test_a_client_of_quotes_on_one_market_starts_the_playback(tmp_path: Path, make_venue: Any) -> None:
+    _with_trades(tmp_path)
+    source = DatasetSource(str(tmp_path), "2026-11-24", until="2026-11-25", speed=None)  # no --autostart
+    venue = await make_venue(source)
+    async with aiohttp.ClientSession() as session:
+        ws = await ws_connect(session, venue, "/ws")
+        await subscribe(ws, "ethusdt@trade")
+        frame = json.loads((await asyncio.wait_for(ws.receive(), 10.0)).data)
+    assert frame["e"] == "trade" and RANGE_MS[0] <= frame["T"] <= RANGE_MS[1]
+    assert source.started.is_set()
+
+
 def test_serve_reports_lateness_by_replays_histogram() -> None:
     late = Lateness()  # nova.core.pacing: log buckets ~2.3% wide, percentiles are bucket upper bounds
     for _ in range(98):

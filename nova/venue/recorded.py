@@ -41,6 +41,7 @@ PARTIAL = "partial depth"  # what a depth5/10/20 subscription counts as: a clien
 SETTLE_S = 0.5  # subscriptions of one client arrive one by one: start once they stop coming
 REST_FIRST_S = 1.0  # a client that asks a market's REST depth before subscribing to it (python-binance's depth
 # cache) starts the playback when that market still has no depth subscriber this long after
+LONE_CLIENT_S = 3.0  # a client that subscribed to no depth on some market starts the playback after this long
 FLUSH_S = 0.2  # after the last frames left the server, before a recorded disconnect closes the connection
 DISCONNECTING = frozenset({"disconnect", "stop"})
 UNAPPLIED_LIMIT = 4096  # book messages that may wait to be applied (memory at --speed max, where nothing is idle)
@@ -255,7 +256,8 @@ class DatasetSource(FeedSource):
         self.started.set()
 
     async def _subscribers(self, markets: list[Market], timeout_s: float | None) -> None:
-        """Wait until every market has a depth subscriber, then until subscriptions stop arriving."""
+        """Wait until every market has a depth subscriber, then until subscriptions stop arriving; at the start,
+        also until subscriptions have stopped arriving for ``LONE_CLIENT_S`` (a bot of one market, or of quotes)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         while not all(self._subscribed[m] & {"depth", PARTIAL} for m in markets):
@@ -267,6 +269,9 @@ class DatasetSource(FeedSource):
             if timeout_s is None and any(now - asked > REST_FIRST_S and "depth" not in self._subscribed[m]
                                          for m, asked in self._rest_first.items()):
                 return  # a REST-first client waits for its snapshot before it subscribes: start for it
+            if (timeout_s is None and any(self._subscribed.values())
+                    and now - self._last_subscribe > LONE_CLIENT_S):
+                return  # a client of one market's book, or of quotes only: nobody else is coming
             await asyncio.sleep(0.01)
         while time.monotonic() - self._last_subscribe < SETTLE_S:
             await asyncio.sleep(0.05)
@@ -515,6 +520,13 @@ class DatasetSource(FeedSource):
 
     def truth(self, market: Market, exchange_id: str) -> dict:
         return self._book_body(market, None)
+
+    def top(self, market: Market, exchange_id: str, levels: int) -> dict:
+        """Only the ``levels`` best of each side are printed (a partial-depth push every 100 ms would otherwise
+        print the whole book, thousands of levels, on the event loop)."""
+        book = self._book_body(market, levels)
+        return {"lastUpdateId": book["lastUpdateId"], "T": book.get("T", 0), "bids": book["bids"],
+                "asks": book["asks"]}
 
     def now_ms(self) -> int:
         """The recorded time of the playhead (the receive time of the last message played; the start of the range
