@@ -361,6 +361,11 @@ def venue(
     = "2m",  # type: ignore[assignment]
     tls: Annotated[bool, typer.Option(help="Serve https:// and wss:// with a self-signed certificate; its path is "
                                       "printed so a client can trust it.")] = False,
+    max_connection_age: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                                      help="Close every WebSocket connection this long after it "
+                                                      "opened, as Binance does at 24 hours (e.g. 30s to test a "
+                                                      "recorder's handover).")]
+    = "24h",  # type: ignore[assignment]
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connections and faults.")] = False,
 ) -> None:
     """Serve a simulated Binance (spot + USDT-M market data) on 127.0.0.1, for ccxt and `nova record`.
@@ -384,7 +389,7 @@ def venue(
     config = VenueConfig(host=host, port=port, ping_interval_s={"spot": spot_ping, "perp": perp_ping},
                          pong_timeout_s={"spot": spot_pong_timeout, "perp": perp_pong_timeout},
                          limits=RateLimits({"spot": spot_weight_limit, "perp": perp_weight_limit}, weight_window,
-                                           ban_s=ban), tls=tls)
+                                           ban_s=ban), tls=tls, max_connection_age_s=max_connection_age)
     specs = list(fault or [])
     if rate <= 0:
         raise fail(f"--rate must be positive, not {rate}")

@@ -3,7 +3,8 @@ enforces them (``nova.venue.ratelimit``).
 
 Numbers from Binance's API documentation (spot ``/api/v3``, USDⓈ-M ``/fapi/v1``), December 2026:
 - WebSocket: a connection carries at most 1024 streams on spot and 200 on USDⓈ-M; an IP may open at most 300
-  connections per 5 minutes (each market's servers count their own).
+  connections per 5 minutes (each market's servers count their own); a connection is closed 24 hours after it
+  opened (and earlier, after a ``serverShutdown`` notice, for maintenance).
 - REST: request weight is counted per IP per minute, 6000 on spot and 2400 on USDⓈ-M, and reported in the
   ``X-MBX-USED-WEIGHT-1M`` header of every response. Over the limit the answer is 429 with a ``Retry-After``
   (seconds); an IP that keeps sending after 429s is banned with 418 (``Retry-After`` again, 2 minutes up to 3
@@ -23,6 +24,7 @@ from nova.core.markets import Market
 STREAMS_PER_CONNECTION: dict[Market, int] = {"spot": 1024, "perp": 200}
 CONNECTIONS_PER_WINDOW = 300
 CONNECTION_WINDOW_S = 300.0
+CONNECTION_MAX_AGE_S = 24 * 3600.0
 WEIGHT_PER_MINUTE: dict[Market, int] = {"spot": 6000, "perp": 2400}
 WEIGHT_WINDOW_S = 60.0
 USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"

@@ -39,6 +39,7 @@ class Instrument:
     reference_price: float
     tick: str
     step: str
+    status: str = "TRADING"  # exchangeInfo's: BREAK while trading is halted
 
     @classmethod
     def for_symbol(cls, symbol: Symbol, market: Market) -> Instrument:
@@ -110,7 +111,7 @@ def spot_symbol_info(inst: Instrument) -> dict:
     max_price = inst.price_str(10**7 * 10**inst.tick_decimals)
     return {
         "symbol": inst.symbol.exchange_id,
-        "status": "TRADING",
+        "status": inst.status,
         "baseAsset": inst.symbol.base,
         "baseAssetPrecision": 8,
         "quoteAsset": inst.symbol.quote,
@@ -158,7 +159,7 @@ def perp_symbol_info(inst: Instrument) -> dict:
         "contractType": "PERPETUAL",
         "deliveryDate": 4133404800000,
         "onboardDate": 1569398400000,
-        "status": "TRADING",
+        "status": inst.status,
         "maintMarginPercent": "2.5000",
         "requiredMarginPercent": "5.0000",
         "baseAsset": inst.symbol.base,

@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from nova.core.limits import BANNED, STREAMS_PER_CONNECTION, USED_WEIGHT_HEADER, request_weight
-from nova.core.markets import Market
+from nova.core.limits import BANNED, CONNECTION_MAX_AGE_S, STREAMS_PER_CONNECTION, USED_WEIGHT_HEADER, request_weight
+from nova.core.markets import Market, Symbol
 from nova.venue import malformed as bad
 from nova.venue.faults import FAULTS, unknown_fault
 from nova.venue.instruments import exchange_info
@@ -82,6 +82,9 @@ class VenueConfig:
     # Incoming WebSocket messages (requests, pings, pongs) per second a connection may send; over it the venue
     # closes the connection, as Binance does. 0: no limit.
     incoming_per_s: dict[Market, int] = field(default_factory=lambda: dict(INCOMING_PER_S))
+    # Binance closes every WebSocket connection 24 hours after it opened; a recorder must plan for it. Tests
+    # shorten it to seconds. None: connections live until closed otherwise.
+    max_connection_age_s: float | None = CONNECTION_MAX_AGE_S
 
 
 def _dumps(obj: Any) -> str:
@@ -230,6 +233,7 @@ class MarketStats:
     open_interest_malformed: int = 0  # answered with an injected malformed body
     open_interest_missing: int = 0  # answered 404: the feed had no open interest to give (a capture, so far)
     connections_total: int = 0
+    aged_out: int = 0  # connections closed at the age limit
     malformed_sent: int = 0  # malformed frames sent to clients (never counted in frames_sent)
     malformed_replaced: int = 0  # real messages replaced by a corrupted copy (their changes never sent)
     last_u: dict[str, int] = field(default_factory=dict)
@@ -306,6 +310,7 @@ class Venue:
         r.add_post("/_venue/start", guard(self._ctl_start))
         r.add_post("/_venue/seek", guard(self._ctl_seek))
         r.add_post("/_venue/fault/{kind}", guard(self._ctl_fault))
+        r.add_post("/_venue/listing/{action}", guard(self._ctl_listing))
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -609,6 +614,7 @@ class Venue:
                     conn.reply(_ws_error(2, f"Invalid request: {why}"))
             writer = self._spawn(conn.writer())
             pinger = self._spawn(conn.pinger())
+            aging = self._spawn(self._age_out(conn)) if self.config.max_connection_age_s else None
             incoming = IncomingCounter(self.config.incoming_per_s.get(market, 0))
             try:
                 async for msg in ws:
@@ -638,6 +644,8 @@ class Venue:
                     self._unsubscribe(conn, name)
                 writer.cancel()
                 pinger.cancel()
+                if aging is not None:
+                    aging.cancel()
                 if not ws.closed:
                     await ws.close()
             return ws
@@ -732,6 +740,7 @@ class Venue:
                 "last_u": s.last_u,
                 "connections": len(conns),
                 "connections_total": s.connections_total,
+                "connections_aged_out": s.aged_out,
                 "subscriptions": sorted({n for c in conns for n in c.streams}),
                 "dropped": s.dropped,
                 "malformed_sent": s.malformed_sent,
@@ -796,6 +805,18 @@ class Venue:
         for key in keys:
             self._malformed.setdefault((market, stream_id, key), deque()).extend([(kind, size)] * count)
         return len(keys)
+
+    async def _age_out(self, conn: Connection) -> None:
+        """Close a connection when it reaches the age limit, as Binance does at 24 hours (a plain close, no
+        notice)."""
+        assert self.config.max_connection_age_s is not None
+        await asyncio.sleep(self.config.max_connection_age_s)
+        if not conn.ws.closed:
+            log.info("closing a %s connection: it is %.0f s old (the venue's connection age limit)", conn.market,
+                     self.config.max_connection_age_s)
+            self.stats[conn.market].aged_out += 1
+            conn.closing = True
+            await conn.ws.close(code=1000, message=b"connection age limit")
 
     async def close_connections(self, market: Market | None = None, abort: bool = False) -> int:
         victims = [c for c in self.connections if market is None or c.market == market]
@@ -927,6 +948,23 @@ class Venue:
         if start is not None:
             start()
         return web.json_response(self.status(), dumps=_dumps)
+
+    async def _ctl_listing(self, request: web.Request) -> web.Response:
+        """``POST /_venue/listing/{list|delist|halt|resume}?symbol=SOL/USDT[&spot_only=1]``: change what the
+        venue lists at runtime (exchangeInfo, streams), as an exchange does; 400 with the reason when it cannot."""
+        listing = getattr(self.source, "listing", None)
+        if listing is None:
+            return web.json_response({"error": "this venue's source plays recorded data; only the synthetic "
+                                               "market changes its listings"}, status=400)
+        try:
+            symbol = Symbol.parse(request.query.get("symbol", ""))
+            instruments = listing(request.match_info["action"], symbol,
+                                  spot_only=request.query.get("spot_only", "") in ("1", "true"))
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        log.info("listing %s %s", request.match_info["action"], symbol.exchange_id)
+        return web.json_response({"symbol": symbol.exchange_id, "listed": [
+            {"market": i.market, "status": i.status, "tick": i.tick, "step": i.step} for i in instruments]})
 
     async def _ctl_fault(self, request: web.Request) -> web.Response:
         """``POST /_venue/fault/{name}``: the fault of that name in ``nova.venue.faults.FAULTS`` (the registry the

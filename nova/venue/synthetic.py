@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import math
 import random
 import time
@@ -90,6 +91,7 @@ class SyntheticBook:
         self.lot_median = max(1.0, 4000.0 / inst.reference_price / self.step)
         self.changes: list[tuple[bool, int, int]] = []
         self.trades: list[tuple[int, int, bool]] = []  # (price ticks, lots, buyer_is_maker)
+        self.halted = False  # trading halted (exchangeInfo status BREAK): the book stands still
 
     # ---- primitive edits -------------------------------------------------------------------------------
     def _set(self, is_bid: bool, px: int, lots: int) -> None:
@@ -274,26 +276,58 @@ class SyntheticSource(FeedSource):
         self.batch_rng = random.Random(f"{seed}:batches")
         self.ticks = 0
         for sym in [*symbols, *spot_only]:
-            markets: tuple[Market, ...] = ("spot",) if sym in spot_only else ("spot", "perp")
-            for market in markets:
-                inst = Instrument.for_symbol(sym, market)
-                self.instruments.append(inst)
-                rng = random.Random(f"{seed}:{sym.exchange_id}:{market}")
-                first_id = rng.randrange(10**10, 4 * 10**10) if market == "spot" else \
-                    rng.randrange(10**12, 6 * 10**12)
-                book = SyntheticBook(inst, rng, first_id)
-                key = (market, sym.exchange_id)
-                self.books[key] = book
-                self.windows[key] = {ms: DepthWindow(ms, first_id) for ms in DEPTH_SPEEDS_MS}
-            ref = Instrument.for_symbol(sym, "spot").reference_price
-            self.paths[sym.exchange_id] = _SymbolPath(
-                mid=ref * (1 + self.path_rng.uniform(-0.02, 0.02)), basis_bps=self.BASIS_MEAN_BPS)
-            for market in markets:
-                book = self.books[(market, sym.exchange_id)]
-                book.build(round(self._target_mid(sym.exchange_id, market) / book.tick))
-            if "perp" in markets:
-                self.flows[sym.exchange_id] = PerpFlow(seed, self.books[("perp", sym.exchange_id)].inst,
-                                                       self._target_mid(sym.exchange_id, "perp"))
+            self._add(sym, ("spot",) if sym in spot_only else ("spot", "perp"))
+
+    def _add(self, sym: Symbol, markets: tuple[Market, ...]) -> None:
+        for market in markets:
+            inst = Instrument.for_symbol(sym, market)
+            self.instruments.append(inst)
+            rng = random.Random(f"{self.seed}:{sym.exchange_id}:{market}")
+            first_id = rng.randrange(10**10, 4 * 10**10) if market == "spot" else \
+                rng.randrange(10**12, 6 * 10**12)
+            book = SyntheticBook(inst, rng, first_id)
+            key = (market, sym.exchange_id)
+            self.books[key] = book
+            self.windows[key] = {ms: DepthWindow(ms, first_id) for ms in DEPTH_SPEEDS_MS}
+        ref = Instrument.for_symbol(sym, "spot").reference_price
+        self.paths[sym.exchange_id] = _SymbolPath(
+            mid=ref * (1 + self.path_rng.uniform(-0.02, 0.02)), basis_bps=self.BASIS_MEAN_BPS)
+        for market in markets:
+            book = self.books[(market, sym.exchange_id)]
+            book.build(round(self._target_mid(sym.exchange_id, market) / book.tick))
+        if "perp" in markets:
+            self.flows[sym.exchange_id] = PerpFlow(self.seed, self.books[("perp", sym.exchange_id)].inst,
+                                                   self._target_mid(sym.exchange_id, "perp"))
+
+    # ---- listings that change (the control API's /_venue/listing) ------------------------------------------
+    def listing(self, action: str, sym: Symbol, spot_only: bool = False) -> list[Instrument]:
+        """``list`` a new symbol (both markets, or spot only), ``delist`` one (gone from exchangeInfo, its streams
+        fall silent), ``halt`` one (status BREAK, no updates) or ``resume`` it; returns its instruments after.
+        ``ValueError`` with the reason for what cannot be done."""
+        listed = [i for i in self.instruments if i.symbol == sym]
+        if action == "list":
+            if listed:
+                raise ValueError(f"{sym.exchange_id} is listed already")
+            self._add(sym, ("spot",) if spot_only else ("spot", "perp"))
+        elif not listed:
+            raise ValueError(f"{sym.exchange_id} is not listed")
+        elif action == "delist":
+            self.instruments = [i for i in self.instruments if i.symbol != sym]
+            for inst in listed:
+                self.books.pop((inst.market, sym.exchange_id), None)
+                self.windows.pop((inst.market, sym.exchange_id), None)
+            self.paths.pop(sym.exchange_id, None)
+            self.flows.pop(sym.exchange_id, None)
+            return []
+        elif action in ("halt", "resume"):
+            status = "BREAK" if action == "halt" else "TRADING"
+            self.instruments = [dataclasses.replace(i, status=status) if i.symbol == sym else i
+                                for i in self.instruments]
+            for inst in listed:
+                self.books[(inst.market, sym.exchange_id)].halted = action == "halt"
+        else:
+            raise ValueError(f"unknown listing action {action!r}: use list, delist, halt or resume")
+        return [i for i in self.instruments if i.symbol == sym]
 
     def _target_mid(self, exchange_id: str, market: Market) -> float:
         path = self.paths[exchange_id]
@@ -326,7 +360,7 @@ class SyntheticSource(FeedSource):
             self._advance_path(path, dt)
         batch_end = self.batch_rng.random()
         for (market, exchange_id), book in self.books.items():
-            if self._paused[market]:
+            if self._paused[market] or book.halted:
                 continue
             profile = book.profile
             n = _poisson(book.rng, profile.updates_per_s * dt * self.rate)
