@@ -303,6 +303,19 @@ def _flat(groups: Sequence[Listed] | None) -> list[Any]:
     return [item for group in groups or [] for item in group]
 
 
+def _config_defaults(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
+    """``--config FILE``: its values become the command's defaults (nova.config_file), before the other options
+    are read, so a flag on the command line wins and every value goes through its flag's parser."""
+    if value is not None and not ctx.resilient_parsing:
+        from nova.config_file import ConfigError, load
+
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **load(ctx, value, _reason)}
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+    return value
+
+
 @app.command()
 def venue(
     port: Annotated[int, typer.Option(min=0, max=65535,
@@ -691,6 +704,10 @@ def record(
                                                help="With an s3:// --data: how long a stop waits for the last "
                                                "uploads before leaving them to the next start.")] = "60s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status and no summary.")] = False,
+    config: Annotated[Path | None, typer.Option(metavar="FILE", is_eager=True, callback=_config_defaults,
+                                                help="Read options from this TOML file (keys: the long options "
+                                                "without dashes, e.g. symbols = [\"ETH/USDT\"], flush = \"1s\"); "
+                                                "options given on the command line win.")] = None,
 ) -> None:
     """Record every order-book update of Binance spot and USDT-M perpetual markets to Parquet.
 
@@ -709,7 +726,8 @@ def record(
     Examples: `nova record ETH/USDT`, `nova record ETH/USDT BTC/USDT --duration 8h`,
     `nova record ETH/USDT --venue http://127.0.0.1:8765 --duration 30s`,
     `nova record ETH/USDT --data s3://my-bucket/nova --spool /var/spool/nova`,
-    `nova record --all --quote USDT --workers 4 --shard 1/3 --recorder-id box-1` (one of three machines).
+    `nova record --all --quote USDT --workers 4 --shard 1/3 --recorder-id box-1` (one of three machines),
+    `nova record --config recorder.toml --duration 1h` (a fleet's settings in a file; the flag wins).
     """
     chosen = _flat(symbols)
     if every and chosen:
