@@ -536,7 +536,24 @@ def _record_config(symbols: list[Symbol], data: str | Path, venue: str | None, t
         spread=SpreadParams(**fees), **fields))
 
 
-async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool) -> int:
+async def _metrics_server(metrics: tuple[int, str] | None, config: Any, summary: Callable[[], dict],
+                         backlog: Callable[[], tuple[int, int] | None]) -> Any:
+    """``--metrics-port``: the server of recorder.metrics over ``summary``, started (None without the option)."""
+    if metrics is None:
+        return None
+    from nova.core.spool import default_spool_base
+    from nova.core.stores import is_object_store
+    from recorder.metrics import MetricsServer, Probe
+
+    local = str(config.spool or default_spool_base()) if is_object_store(config.data) else config.data
+    server = MetricsServer(Probe(summary, config.stall_s, local, backlog), *metrics)
+    url = await server.start()
+    err.print(f"Metrics on {url}/metrics, health on {url}/health")
+    return server
+
+
+async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool,
+                  metrics: tuple[int, str] | None = None) -> int:
 
     from recorder.recorder import Recorder
     from recorder.status import StatusView
@@ -544,7 +561,19 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
     if quiet:
         config.live_spread = False  # nobody looks at the live spread: do not keep live books
     recorder = Recorder(config)
+
+    def backlog() -> tuple[int, int] | None:
+        if recorder.uploader is None:
+            return None
+        waiting = recorder.uploader.backlog()
+        return waiting.files, waiting.bytes
+
     await recorder.start()
+    try:
+        server = await _metrics_server(metrics, config, recorder.summary, backlog)
+    except NovaError:
+        await recorder.stop()
+        raise
     out = out_console()
     for line in recorder.recovered:
         err.print(f"[yellow]recovered:[/] {line}")
@@ -556,6 +585,8 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
     finally:
         if view is not None:
             view.cancel()
+        if server is not None:
+            await server.stop()
         summary = await recorder.stop()
     if recorder.fatal:
         raise NovaError(recorder.fatal)
@@ -565,7 +596,8 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
 
 
 async def _record_many(config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool, every: bool,
-                       quote: str | None, shard: tuple[int, int] | None, workers: int) -> int:
+                       quote: str | None, shard: tuple[int, int] | None, workers: int,
+                       metrics: tuple[int, str] | None = None) -> int:
     """``--all``, ``--shard`` and ``--workers`` (recorder.fleet) around ``_record``."""
     from recorder import fleet
 
@@ -581,19 +613,22 @@ async def _record_many(config: Any, stop: asyncio.Event, duration_s: float | Non
         if not config.symbols:
             raise NovaError(f"shard {shard[0]}/{shard[1]} of the {listed} symbols is empty; use fewer shards")
     if workers == 1:
-        return await _record(config, stop, duration_s, quiet)
+        return await _record(config, stop, duration_s, quiet, metrics)
     parts = [p for p in fleet.split(config.symbols, workers, shard[1] if shard else 1) if p]
     if len(parts) < workers:
         err.print(f"{len(config.symbols)} symbols fill {len(parts)} of the {workers} workers; starting {len(parts)}")
-    return await _record_fleet(fleet.Fleet(config, parts), config.data, stop, duration_s, quiet)
+    return await _record_fleet(fleet.Fleet(config, parts), config, stop, duration_s, quiet, metrics)
 
 
-async def _record_fleet(workers: Any, data: str, stop: asyncio.Event, duration_s: float | None, quiet: bool) -> int:
+async def _record_fleet(workers: Any, config: Any, stop: asyncio.Event, duration_s: float | None, quiet: bool,
+                        metrics: tuple[int, str] | None = None) -> int:
     from rich.live import Live
 
     from recorder.status import FleetView
 
+    data = config.data
     out = out_console()
+    server = await _metrics_server(metrics, config, workers.summary, lambda: None)  # before the workers start
     workers.start()
     try:
         await workers.wait_started()
@@ -619,6 +654,8 @@ async def _record_fleet(workers: Any, data: str, stop: asyncio.Event, duration_s
         else:
             await workers.run(stop, duration_s, tick, 10.0)
     finally:
+        if server is not None:
+            await server.stop()
         await workers.stop()
     for notice in workers.notices[shown_notices:]:
         err.print(f"[bold yellow]warning:[/] {notice}", soft_wrap=True)
@@ -704,6 +741,11 @@ def record(
                                                help="With an s3:// --data: how long a stop waits for the last "
                                                "uploads before leaving them to the next start.")] = "60s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status and no summary.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(min=0, max=65535, metavar="PORT",
+                                                     help="Serve Prometheus metrics on http://HOST:PORT/metrics "
+                                                     "and a health check on /health (200 while every book "
+                                                     "stream is live, 503 with the reasons).")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface the metrics listen on.")] = "0.0.0.0",
     config: Annotated[Path | None, typer.Option(metavar="FILE", is_eager=True, callback=_config_defaults,
                                                 help="Read options from this TOML file (keys: the long options "
                                                 "without dashes, e.g. symbols = [\"ETH/USDT\"], flush = \"1s\"); "
@@ -741,8 +783,9 @@ def record(
                             depth_ms={"spot": spot_depth, "perp": perp_depth}, oi_every_s=oi_every,
                             recorder_id=recorder_id, fee_spot=fee_spot, fee_perp=fee_perp, spool=spool,
                             upload_wait_s=upload_wait)
+    metrics = (metrics_port, metrics_host) if metrics_port is not None else None
     raise typer.Exit(run_async(lambda stop: _record_many(config, stop, duration, quiet, every, quote, shard,
-                                                         workers)))
+                                                         workers, metrics)))
 
 
 @app.command()

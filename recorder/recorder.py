@@ -739,7 +739,7 @@ class Recorder:
                     s = state.stats[stream]
                     out[f"{market}/{state.symbol.dashed}/{stream}"] = {
                         "messages": s.messages, "rows": s.rows, "gaps": s.gaps, "reconnects": s.reconnects,
-                        "errors": s.errors}
+                        "errors": s.errors, "last_recv_ns": s.last_recv_ns}
         return out
 
 
