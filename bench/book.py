@@ -1,4 +1,6 @@
-"""Micro-benchmark of the shared core: book rebuild alone, and book rebuild plus a spread reading per message.
+"""Micro-benchmark of the shared core: book rebuild alone, and book rebuild plus a spread reading per message,
+with the sorted book (nova.core.book) and with the price-indexed book replay uses when ticks are known
+(nova.core.tick_book), on the same rows.
 
 Why: replay must sustain >= 10 M book rows/s on one core with the spread logic (DESIGN §6). This isolates the
 compute part (nova.core.book + nova.core.spread kernels) from reading Parquet. Two streams:
@@ -33,6 +35,7 @@ from numba import njit
 from nova.core.book import ASK, BID, book_apply, book_clear, grow_books, new_books
 from nova.core.spread import (
     N_VALUES,
+    P_SIZE,
     PERP,
     S_DEPTH_ID,
     S_LAST_NS,
@@ -42,6 +45,18 @@ from nova.core.spread import (
     compute_reading,
     new_market_state,
     same_top,
+    write_reading,
+)
+from nova.core.tick_book import (
+    STOP_OUTSIDE,
+    T_NEED,
+    T_STOP,
+    new_tick_books,
+    reframe,
+    tick_apply,
+    tick_best,
+    tick_clear,
+    tick_vwap,
 )
 
 TICK = 0.01
@@ -118,6 +133,7 @@ def generate(rows: int, seed: int) -> dict[str, np.ndarray]:
     bounds = np.zeros(n_msgs + 1, dtype=np.int64)
     done = _simulate(levels, mid, market, counts, sides, prices, amounts, bounds, seed)
     end = int(bounds[done])
+    prices = np.round(prices, 2)  # the floats a decimal text parses to, as recorded (on the 0.01 grid exactly)
     return {"sides": sides[:end], "prices": prices[:end], "amounts": amounts[:end], "market": market[:done],
             "clear": np.zeros(done, dtype=np.bool_), "bounds": bounds[: done + 1]}
 
@@ -168,7 +184,7 @@ def snapshot_books(cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     levels = np.arange(SNAPSHOT_LEVELS)
     for k in (SPOT, PERP):
         sides = np.repeat(np.array([BID, ASK], dtype=np.int8), SNAPSHOT_LEVELS)
-        prices = np.concatenate([(300_000 - 1 - levels) * TICK, (300_000 + 1 + levels) * TICK])
+        prices = np.round(np.concatenate([(300_000 - 1 - levels) * TICK, (300_000 + 1 + levels) * TICK]), 2)
         amounts = np.ones(2 * SNAPSHOT_LEVELS)
         book_clear(n, k)
         assert book_apply(px, qty, n, k, sides, prices, amounts, 0) == len(sides)
@@ -219,6 +235,119 @@ def apply_and_read(px: np.ndarray, qty: np.ndarray, n: np.ndarray, sides: np.nda
     return market.shape[0], kept
 
 
+@njit(nogil=True)
+def apply_messages_ticks(tq: np.ndarray, ti: np.ndarray, tf: np.ndarray, sides: np.ndarray, prices: np.ndarray,
+                         amounts: np.ndarray, market: np.ndarray, clear: np.ndarray, bounds: np.ndarray,
+                         first: int) -> int:
+    """``apply_messages`` on price-indexed books; returns the message to resume at after a stop."""
+    for msg in range(first, market.shape[0]):
+        lo, hi = bounds[msg], bounds[msg + 1]
+        k = market[msg]
+        if clear[msg]:
+            tick_clear(tq, ti, k)
+        if tick_apply(tq, ti, tf, k, sides[lo:hi], prices[lo:hi], amounts[lo:hi], 0) < hi - lo:
+            return msg
+    return market.shape[0]
+
+
+@njit(nogil=True, _nrt=False)  # type: ignore[call-overload]  # as nova's kernels: inlined helpers without NRT
+def tick_reading(tq: np.ndarray, ti: np.ndarray, tf: np.ndarray, quotes: np.ndarray, stamps: np.ndarray,
+                 funding_rate: float, params: np.ndarray, out: np.ndarray, row: int) -> None:
+    """``compute_reading`` for price-indexed books, as replay's loop makes it (``write_reading``)."""
+    size = params[P_SIZE]
+    sized = size > 0.0
+    none = (np.nan, 0.0)
+    write_reading(tick_best(tq, ti, tf, SPOT, BID), tick_best(tq, ti, tf, SPOT, ASK),
+                  tick_best(tq, ti, tf, PERP, BID), tick_best(tq, ti, tf, PERP, ASK),
+                  tick_vwap(tq, ti, tf, SPOT, ASK, size) if sized else none,
+                  tick_vwap(tq, ti, tf, PERP, BID, size) if sized else none,
+                  tick_vwap(tq, ti, tf, SPOT, BID, size) if sized else none,
+                  tick_vwap(tq, ti, tf, PERP, ASK, size) if sized else none,
+                  quotes, stamps, funding_rate, params, out, row)
+
+
+@njit(nogil=True)
+def apply_and_read_ticks(tq: np.ndarray, ti: np.ndarray, tf: np.ndarray, sides: np.ndarray, prices: np.ndarray,
+                         amounts: np.ndarray, market: np.ndarray, clear: np.ndarray, bounds: np.ndarray,
+                         quotes: np.ndarray, stamps: np.ndarray, params: np.ndarray, out: np.ndarray,
+                         ts_out: np.ndarray, first: int, kept: int) -> tuple[int, int]:
+    """``apply_and_read`` on price-indexed books (the reading through ``write_reading``, as replay's loop)."""
+    funding_rate = 0.0001
+    for msg in range(first, market.shape[0]):
+        lo, hi = bounds[msg], bounds[msg + 1]
+        k = market[msg]
+        if clear[msg]:
+            tick_clear(tq, ti, k)
+            stamps[k, S_VALID] = 1
+        if tick_apply(tq, ti, tf, k, sides[lo:hi], prices[lo:hi], amounts[lo:hi], 0) < hi - lo:
+            return msg, kept
+        ts = 1_700_000_000_000_000_000 + msg * 1_000_000
+        stamps[k, S_DEPTH_ID] = msg
+        stamps[k, S_LAST_NS] = ts
+        row = kept % out.shape[0]
+        tick_reading(tq, ti, tf, quotes, stamps, funding_rate, params, out, row)
+        if kept == 0 or not same_top(out, row, (kept - 1) % out.shape[0]):
+            ts_out[row] = ts
+            kept += 1
+    return market.shape[0], kept
+
+
+def tick_state() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both price-indexed books loaded with the same snapshot as ``snapshot_books``."""
+    tq, ti, tf = new_tick_books(2, [TICK, TICK])
+    levels = np.arange(SNAPSHOT_LEVELS)
+    for k in (SPOT, PERP):
+        sides = np.repeat(np.array([BID, ASK], dtype=np.int8), SNAPSHOT_LEVELS)
+        prices = np.round(np.concatenate([(300_000 - 1 - levels) * TICK, (300_000 + 1 + levels) * TICK]), 2)
+        done = tick_apply(tq, ti, tf, k, sides, prices, np.ones(2 * SNAPSHOT_LEVELS), 0)
+        while done < len(sides):
+            tq = _resume(tq, ti, k)
+            done = tick_apply(tq, ti, tf, k, sides, prices, np.ones(2 * SNAPSHOT_LEVELS), done)
+    return tq, ti, tf
+
+
+def _resume(tq: np.ndarray, ti: np.ndarray, k: int) -> np.ndarray:
+    """The window grown or moved after a stop; a price off the grid ends the benchmark (it would fall back)."""
+    if ti[k, T_STOP] != STOP_OUTSIDE:
+        raise SystemExit("a price off the 0.01 grid: this stream cannot be price-indexed")
+    grown = reframe(tq, ti, k, int(ti[k, T_NEED]))
+    if grown is None:
+        raise SystemExit("a book wider than the price-indexed window may grow")
+    ti[k, T_STOP] = 0
+    return grown
+
+
+def _stopped(ti: np.ndarray) -> int:
+    return 0 if ti[0, T_STOP] else 1
+
+
+def run_tick_books(stream: dict[str, np.ndarray]) -> tuple[float, float]:
+    tq, ti, tf = tick_state()
+    args = stream_args(stream)
+    wall, cpu = time.perf_counter(), time.process_time()
+    msg = apply_messages_ticks(tq, ti, tf, *args, 0)
+    while msg < len(stream["market"]):
+        tq = _resume(tq, ti, _stopped(ti))
+        msg = apply_messages_ticks(tq, ti, tf, *args, msg)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_tick_books_and_spread(stream: dict[str, np.ndarray], params: SpreadParams) -> tuple[float, float, int]:
+    tq, ti, tf = tick_state()
+    quotes, stamps = new_market_state()
+    stamps[:, S_VALID] = 1
+    out = np.empty((BUFFER_ROWS, N_VALUES))
+    ts_out = np.empty(BUFFER_ROWS, dtype=np.int64)
+    vector = params.vector()
+    args = stream_args(stream)
+    wall, cpu = time.perf_counter(), time.process_time()
+    msg, kept = apply_and_read_ticks(tq, ti, tf, *args, quotes, stamps, vector, out, ts_out, 0, 0)
+    while msg < len(stream["market"]):
+        tq = _resume(tq, ti, _stopped(ti))
+        msg, kept = apply_and_read_ticks(tq, ti, tf, *args, quotes, stamps, vector, out, ts_out, msg, kept)
+    return time.perf_counter() - wall, time.process_time() - cpu, kept
+
+
 def stream_args(stream: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return stream["sides"], stream["prices"], stream["amounts"], stream["market"], stream["clear"], stream["bounds"]
 
@@ -257,6 +386,8 @@ def warm_up(params: SpreadParams) -> None:
     small = generate(20_000, seed=0)
     run_books(small, 4)
     run_books_and_spread(small, 4, params)
+    run_tick_books(small)
+    run_tick_books_and_spread(small, params)
 
 
 def measure(name: str, stream: dict[str, np.ndarray], params: SpreadParams, repeat: int) -> dict[str, float]:
@@ -265,11 +396,25 @@ def measure(name: str, stream: dict[str, np.ndarray], params: SpreadParams, repe
     spread = [run_books_and_spread(stream, 4096, params) for _ in range(repeat)]
     books_s, books_cpu = min(b[0] for b in books), min(b[1] for b in books)
     spread_s, spread_cpu, kept = min(s[0] for s in spread), min(s[1] for s in spread), spread[0][2]
+    ticks = [run_tick_books(stream) for _ in range(repeat)]
+    tick_spread = [run_tick_books_and_spread(stream, params) for _ in range(repeat)]
+    ticks_s, ticks_cpu = min(b[0] for b in ticks), min(b[1] for b in ticks)
+    tick_spread_s, tick_spread_cpu = min(s[0] for s in tick_spread), min(s[1] for s in tick_spread)
+    if tick_spread[0][2] != kept:
+        raise SystemExit(f"the price-indexed books kept {tick_spread[0][2]:,} readings, the sorted ones {kept:,}")
     print(f"[{name}] {rows:,} rows in {messages:,} messages")
-    print(f"  book_apply only:          {rows / books_s / 1e6:7.1f} M rows/s  ({books_s:.3f} s)")
-    print(f"  books + compute_reading:  {rows / spread_s / 1e6:7.1f} M rows/s  ({spread_s:.3f} s; "
+    print(f"  sorted book_apply only:          {rows / books_s / 1e6:7.1f} M rows/s  ({books_s:.3f} s)")
+    print(f"  sorted books + compute_reading:  {rows / spread_s / 1e6:7.1f} M rows/s  ({spread_s:.3f} s; "
           f"{messages / spread_s / 1e6:.2f} M readings/s, {kept:,} kept with a changed top)")
+    print(f"  price-indexed tick_apply only:   {rows / ticks_s / 1e6:7.1f} M rows/s  ({ticks_s:.3f} s; "
+          f"{books_s / ticks_s:.1f}x the sorted book)")
+    print(f"  price-indexed books + reading:   {rows / tick_spread_s / 1e6:7.1f} M rows/s  ({tick_spread_s:.3f} s; "
+          f"{spread_s / tick_spread_s:.1f}x the sorted book)")
     return {f"{name}_rows": rows, f"{name}_messages": messages,
+            f"{name}_tick_book_rows_per_s": round(rows / ticks_s),
+            f"{name}_tick_book_spread_rows_per_s": round(rows / tick_spread_s),
+            f"{name}_tick_book_rows_per_cpu_s": round(rows / ticks_cpu),
+            f"{name}_tick_book_spread_rows_per_cpu_s": round(rows / tick_spread_cpu),
             f"{name}_book_rows_per_s": round(rows / books_s),
             f"{name}_book_spread_rows_per_s": round(rows / spread_s),
             f"{name}_book_rows_per_cpu_s": round(rows / books_cpu),

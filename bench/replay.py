@@ -5,20 +5,25 @@
 The dataset: the real ETHUSDT captures (spot and USDT-M, ~6 minutes each) turned into the contract's tables by
 the recorder's own code (its sequencer, row builder and DatasetWriter), then tiled to ``--hours`` of one day
 (2026-11-24): ~540 k book rows, ~78 k bookTickers and ~20 k trades per tile, each tile opening with its REST
-snapshots, plus funding every second and the ledger. A day is ~134 M book rows. It is built once and cached
-in ``--dir`` (default: a folder in the system temp directory).
+snapshots, plus funding every second and the ledger, and the instruments rows a recorder writes at its start
+(tick 0.01 on both markets, as exchangeInfo says for ETHUSDT; replay price-indexes the books with it). A day
+is ~134 M book rows. It is built once and cached in ``--dir`` (default: a folder in the system temp directory).
 
 Measured, each in a fresh process (peak RSS is that process's own):
 - decode floor: the same columns of the same files read with pyarrow into numpy, one thread, nothing else;
 - replay (books + spread, the summary, no output): the engine as ``Replay.run()`` runs it (Parquet decoding
-  on a reader thread, the compiled loop on the main thread), and single-threaded (both on one thread);
+  on a reader thread, the compiled loop on the main thread), and single-threaded (both on one thread); and
+  the same with the sorted book instead of the price-indexed one (``Replay(book='sorted')``);
 - replay as ``nova replay`` runs it: the same plus the spread series written as Parquet (a third thread);
 - memory: the same replay of one hour, to compare with the whole day;
 - pacing: ``--speed 1`` over 20 s and ``--speed 10`` over 200 s of data (lateness p50/p99 per reading);
-- peer, optional: hftbacktest replaying the same perp book rows, if it imports here or in ``--peer-python``.
+- peer: hftbacktest replaying the same perp book rows, when it imports here or in ``--peer-python`` (it needs
+  its own venv: ``python3.11 -m venv /tmp/hbt && /tmp/hbt/bin/pip install hftbacktest``).
 
 Rows/s are book rows processed per wall-clock second (and per CPU second, which is what "one core" costs).
-The last line printed is one JSON object with every figure.
+Every replay figure is also given as a ratio to the decode floor and to hftbacktest (same run; the machine
+may be shared, so only same-run ratios compare across runs). The last line printed is one JSON object with
+every figure.
 """
 
 from __future__ import annotations
@@ -114,6 +119,9 @@ def build_dataset(root: Path, hours: float) -> dict[str, Any]:
     if marker.exists():
         info = json.loads(marker.read_text())
         if info.get("hours") == hours and info.get("version") == DATASET_VERSION:
+            if not (root / "instruments").exists():  # cached before the instruments were written: add them
+                day0 = int(dt.datetime.fromisoformat(DATE).replace(tzinfo=dt.UTC).timestamp()) * 10**9
+                write_instruments(root, day0)
             return info
     if root.exists():
         import shutil
@@ -152,16 +160,38 @@ def build_dataset(root: Path, hours: float) -> dict[str, Any]:
                               next_funding_time=day0 + 8 * 3600 * 10**9) for s in seconds]
         writer.write("funding", "perp", symbol, table_batch("funding", funding))
     writer.close()
+    write_instruments(root, day0)
     info = {"version": DATASET_VERSION, "hours": hours, "tiles": count, "rows": rows,
             "bytes": sum(p.stat().st_size for p in root.rglob("*.parquet")), "build_s": time.perf_counter() - started}
     marker.write_text(json.dumps(info))
     return info
 
 
+def write_instruments(root: Path, day0: int) -> None:
+    """The instruments row a recorder writes at its start (exchangeInfo of ETHUSDT: tick 0.01 on both markets)."""
+    from nova.core.markets import Symbol
+    from recorder.rows import InstrumentRow, table_batch
+    from recorder.writer import DatasetWriter
+
+    writer = DatasetWriter(str(root), rotate_s=900)
+    for market in ("spot", "perp"):
+        row = InstrumentRow(ts_recv=day0, tick_size=0.01, step_size=0.0001 if market == "spot" else 0.001,
+                            min_notional=5.0 if market == "spot" else 20.0, status="TRADING",
+                            contract_type=None if market == "spot" else "PERPETUAL", filters="[]")
+        writer.write("instruments", market, Symbol("ETH", "USDT"), table_batch("instruments", [row]))
+    writer.close()
+
+
 # ---- measurements (each in its own process) ------------------------------------------------------------------------
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def middle_hour(root: Path) -> int:
+    """The hour the memory and pacing measures use: 12:00 of a day, the middle of a shorter dataset."""
+    hours = float(json.loads((root / ".bench-dataset.json").read_text())["hours"])
+    return 12 if hours >= 14 else max(0, int(hours / 2) - 1)
 
 
 def measure_decode(root: Path) -> dict[str, Any]:
@@ -198,28 +228,33 @@ def measure_replay(root: Path, variant: str) -> dict[str, Any]:
     from replay.kernel import K_READINGS, K_ROWS_SEEN
     from replay.summary import SummaryBuilder
 
-    Replay(str(root), "ETH/USDT", DATE, start="00:10", end="00:10:01").run()  # load the compiled kernels first
-    window = {"start": "12:00", "end": "13:00"} if variant == "one-hour" else {}
-    r = Replay(str(root), "ETH/USDT", DATE, **window)  # type: ignore[arg-type]
+    book = "sorted" if variant.startswith("sorted") else "auto"
+    Replay(str(root), "ETH/USDT", DATE, start="00:10", end="00:10:01", book=book).run()  # compile/load kernels first
+    hour = middle_hour(root)
+    window = {"start": f"{hour:02d}:00", "end": f"{hour + 1:02d}:00"} if variant == "one-hour" else {}
+    r = Replay(str(root), "ETH/USDT", DATE, book=book, **window)  # type: ignore[arg-type]
     wall, cpu = time.perf_counter(), time.process_time()
-    if variant == "single-thread":
-        engine = Engine(r.dataset, r.span, r.params, prefetch=False)
+    notes: list[str] = []
+    if variant.endswith("single-thread"):
+        engine = Engine(r.dataset, r.span, r.params, prefetch=False, books=book)
         builder = SummaryBuilder("ETH/USDT", "recv", None)
         for chunk in engine.chunks():
             builder.add(chunk.ts, chunk.values)
         rows, readings = int(engine.state.counters[K_ROWS_SEEN]), int(engine.state.counters[K_READINGS])
+        notes = [engine.book_note] if engine.book_note else []
     else:
         summary = r.run(write=variant == "cli")
         rows, readings = summary.rows_processed, summary.readings
+        notes = [n for n in summary.notes if "sorted book" in n]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"book_rows": rows, "readings": readings, "wall_s": wall, "cpu_s": cpu, "rows_per_s": rows / wall,
-            "rows_per_cpu_s": rows / cpu, "rss_mb": _rss_mb()}
+            "rows_per_cpu_s": rows / cpu, "rss_mb": _rss_mb(), "book": book, "notes": notes}
 
 
 def measure_pacing(root: Path, speed: float, seconds: int) -> dict[str, Any]:
     from replay import Replay
 
-    start = dt.datetime(2026, 11, 24, 12, 0, 0)
+    start = dt.datetime(2026, 11, 24, middle_hour(root), 0, 0)
     end = start + dt.timedelta(seconds=seconds)
     r = Replay(str(root), "ETH/USDT", DATE, start=start.strftime("%H:%M:%S"), end=end.strftime("%H:%M:%S"))
     summary = r.run(speed=speed)
@@ -284,6 +319,8 @@ MEASURES = {
     "decode": lambda root: measure_decode(root),
     "replay": lambda root: measure_replay(root, "threads"),
     "replay-single-thread": lambda root: measure_replay(root, "single-thread"),
+    "replay-sorted": lambda root: measure_replay(root, "sorted"),
+    "replay-sorted-single-thread": lambda root: measure_replay(root, "sorted-single-thread"),
     "replay-cli": lambda root: measure_replay(root, "cli"),
     "replay-one-hour": lambda root: measure_replay(root, "one-hour"),
     "pacing-1": lambda root: measure_pacing(root, 1.0, 20),
@@ -306,12 +343,32 @@ def best_of(name: str, root: Path, repeat: int) -> dict[str, Any]:
     return max(runs, key=lambda r: r["rows_per_s"])
 
 
+def measure_peer_figure(args: argparse.Namespace, figures: dict[str, Any]) -> float | None:
+    """hftbacktest's events/s on the same perp rows, by ``--peer-python`` or this Python when it has hftbacktest;
+    None (and a line saying how to get it) otherwise."""
+    import importlib.util
+
+    python = args.peer_python or (sys.executable if importlib.util.find_spec("hftbacktest") else None)
+    if python is None:
+        print("peer: hftbacktest is not installed here; python3.11 -m venv /tmp/hbt && /tmp/hbt/bin/pip install "
+              "hftbacktest, then --peer-python /tmp/hbt/bin/python")
+        return None
+    peer_events(args.dir)
+    peer = run_measure("peer", args.dir, python)
+    if peer is None or not peer.get("events_per_s"):
+        return None
+    print(f"{'peer: hftbacktest ' + peer['version'] + ', perp book in memory':56s} "
+          f"{peer['events_per_s'] / 1e6:6.2f} M events/s ({peer['events']:,} events)")
+    figures["hftbacktest_events_per_s"] = round(peer["events_per_s"])
+    return float(peer["events_per_s"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=24.0, help="hours of data to generate (from 00:00 UTC)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "nova-bench-replay")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs of each throughput figure")
-    parser.add_argument("--peer-python", help="a Python that has hftbacktest installed (default: this one)")
+    parser.add_argument("--peer-python", help="a Python that has hftbacktest installed (default: this one, if it has)")
     parser.add_argument("--measure", choices=[*MEASURES, "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure == "peer":
@@ -326,24 +383,41 @@ def main() -> None:
           f"{info['rows']['trades']:,} trades over {args.hours:g} h ({info['tiles']} tiles), "
           f"{info['bytes'] / 2**20:,.0f} MiB")
     figures: dict[str, Any] = {"bench": "replay", "hours": args.hours, "book_rows": info["rows"]["book"],
-                               "target_rows_per_s": 10_000_000}
-    for name, label in (("decode", "decode floor (pyarrow -> numpy, same columns)"),
-                        ("replay", "replay --speed max, books + spread (reader thread)"),
+                               "target_rows_per_s": 12_000_000, "goal_rows_per_s": 16_000_000}
+    decode = best_of("decode", args.dir, args.repeat)
+    print(f"{'decode floor (pyarrow -> numpy, same columns)':56s} {decode['rows_per_s'] / 1e6:6.2f} M rows/s wall, "
+          f"{decode['rows_per_cpu_s'] / 1e6:6.2f} M rows/CPU-s, {decode['wall_s']:6.2f} s, "
+          f"peak RSS {decode['rss_mb']:,.0f} MB")
+    figures.update(decode_rows_per_s=round(decode["rows_per_s"]), decode_rows_per_cpu_s=round(decode["rows_per_cpu_s"]),
+                   decode_rss_mb=round(decode["rss_mb"]))
+    peer_rate = measure_peer_figure(args, figures)
+    for name, label in (("replay", "replay --speed max, books + spread (reader thread)"),
                         ("replay-single-thread", "replay --speed max, books + spread, one thread"),
+                        ("replay-sorted", "the same with the sorted book (reader thread)"),
+                        ("replay-sorted-single-thread", "the same with the sorted book, one thread"),
                         ("replay-cli", "nova replay --speed max (+ Parquet output)")):
         result = best_of(name, args.dir, args.repeat)
-        print(f"{label:52s} {result['rows_per_s'] / 1e6:6.2f} M rows/s wall, "
+        ratios = f"{result['rows_per_s'] / decode['rows_per_s']:.2f}x decode"
+        if peer_rate:
+            ratios += f", {result['rows_per_s'] / peer_rate:.2f}x hftbacktest"
+        print(f"{label:56s} {result['rows_per_s'] / 1e6:6.2f} M rows/s wall ({ratios}), "
               f"{result['rows_per_cpu_s'] / 1e6:6.2f} M rows/CPU-s, {result['wall_s']:6.2f} s, "
               f"peak RSS {result['rss_mb']:,.0f} MB")
+        for note in result.get("notes", []):
+            print(f"  note: {note}")
         key = name.replace("-", "_")
         figures[f"{key}_rows_per_s"] = round(result["rows_per_s"])
         figures[f"{key}_rows_per_cpu_s"] = round(result["rows_per_cpu_s"])
         figures[f"{key}_rss_mb"] = round(result["rss_mb"])
+        figures[f"{key}_to_decode"] = round(result["rows_per_s"] / decode["rows_per_s"], 3)
+        if peer_rate:
+            figures[f"{key}_to_hftbacktest"] = round(result["rows_per_s"] / peer_rate, 3)
         if "readings" in result:
             figures["readings"] = result["readings"]
     hour = run_measure("replay-one-hour", args.dir)
     if hour is not None:
-        print(f"{'replay of one hour (12:00-13:00) for memory':52s} peak RSS {hour['rss_mb']:,.0f} MB")
+        label = f"replay of one hour ({middle_hour(args.dir):02d}:00 to the next) for memory"
+        print(f"{label:56s} peak RSS {hour['rss_mb']:,.0f} MB")
         figures["one_hour_rss_mb"] = round(hour["rss_mb"])
     for name in ("pacing-1", "pacing-10"):
         result = run_measure(name, args.dir)
@@ -354,12 +428,6 @@ def main() -> None:
             speed = name.split("-")[1]
             figures[f"speed_{speed}_lateness_p50_ms"] = round(result["lateness_p50_ms"], 4)
             figures[f"speed_{speed}_lateness_p99_ms"] = round(result["lateness_p99_ms"], 4)
-    peer_events(args.dir)
-    peer = run_measure("peer", args.dir, args.peer_python or sys.executable)
-    if peer is not None and peer.get("events_per_s"):
-        print(f"peer: hftbacktest {peer['version']} replays the perp book ({peer['events']:,} events): "
-              f"{peer['events_per_s'] / 1e6:.2f} M events/s")
-        figures["hftbacktest_events_per_s"] = round(peer["events_per_s"])
     print(json.dumps(figures))
 
 

@@ -104,6 +104,13 @@ DATA_HELP = ("A local folder, or an object store as s3://BUCKET/PREFIX (credenti
              "the AWS_* variables).")
 
 
+class BookChoice(StrEnum):
+    """``nova replay --book``: which book kernel rebuilds the books (both give the same readings)."""
+
+    auto = "auto"
+    sorted = "sorted"
+
+
 class Listed(tuple):
     """The items of a comma-separated option value (a tuple subclass: typer passes it as one value, where a
     ``tuple[...]`` annotation would make it expect several words)."""
@@ -835,6 +842,11 @@ def replay(
                                            "them) instead of stopping.")] = False,
     replace: Annotated[bool, typer.Option(help="Let a window replay replace a stored series of the spread table "
                                           "that covers more of the day.")] = False,
+    book: Annotated[BookChoice, typer.Option(case_sensitive=False,
+                                             help="auto: books indexed by price tick where the recorded instruments "
+                                             "give the tick (same readings, ~5x faster books), else sorted; "
+                                             "sorted: always the sorted book (for comparisons).")]
+    = BookChoice.auto,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
 ) -> None:
     """Replay a recorded day (or range) of spot and perp books through the spread logic the recorder shows.
@@ -877,7 +889,7 @@ def replay(
     write: bool | str = str(out) if out else True
     session = _library(REPLAY_OPTIONS, lambda: Replay(
         str(data), symbol.unified, date, until, start, end, clock=clock.value, size=size, fee_spot=fee_spot,
-        fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms, skip_bad=skip_bad))
+        fee_perp=fee_perp, threshold=threshold, stale_ms=stale_ms, skip_bad=skip_bad, book=book.value))
     _library(REPLAY_OPTIONS, lambda: session.check_output(write, replace))  # before any work: a read-only
     # archive, a window over a stored day
     for warning in session.warnings:

@@ -27,13 +27,13 @@ import pyarrow as pa
 
 from nova.core.errors import NovaError
 from nova.core.markets import Market
+from nova.core.pacing import Pacer
 from nova.core.spread import READING_SCHEMA, Reading, SpreadParams, readings_table
 from nova.core.units import BadValue, check_speed
-from replay.engine import Chunk, Engine, ReplayRange
+from replay.engine import BOOKS, Chunk, Engine, ReplayRange
 from replay.kernel import K_ENTRIES, K_LAST_KEY, K_READINGS, NO_KEY, SEG_BOOK_PERP, SEGMENTS
 from replay.merge import Window
 from replay.output import SpreadOutput
-from nova.core.pacing import Pacer
 from replay.plan import ReplaySource
 from replay.summary import ReplaySummary, SummaryBuilder, format_ns
 from replay.timespan import check_clock, resolve
@@ -95,15 +95,20 @@ class Replay:
     ``date`` defaults to the last recorded date of the symbol; ``until`` (inclusive) extends it to a range of
     dates; ``start``/``end`` (``HH:MM[:SS]`` on the first/last date, or full ISO times, UTC) cut a window out
     of it. ``clock='event'`` orders and paces by exchange time instead of receive time. Spread parameters are
-    those of ``nova.core.spread.SpreadParams`` (fees and threshold in bps, size in base units).
+    those of ``nova.core.spread.SpreadParams`` (fees and threshold in bps, size in base units). ``book='sorted'``
+    rebuilds the books with the sorted book instead of the price-indexed one (same readings; for comparisons).
     """
 
     def __init__(self, data: str = "data", symbol: str = "ETH/USDT", date: str | None = None,
                  until: str | None = None, start: str | None = None, end: str | None = None, *,
                  clock: str = "recv", size: float = 0.0, fee_spot: float = 10.0, fee_perp: float = 5.0,
-                 threshold: float = 0.0, stale_ms: float = 1000.0, skip_bad: bool = False) -> None:
+                 threshold: float = 0.0, stale_ms: float = 1000.0, skip_bad: bool = False, book: str = "auto"
+                 ) -> None:
         self.params = spread_params(fee_spot=fee_spot, fee_perp=fee_perp, size=size, threshold=threshold,
                                      stale_ms=stale_ms)  # the knobs first: a typo needs no look at the data
+        if book not in BOOKS:
+            raise BadValue("book", f"must be one of {', '.join(BOOKS)}", book)
+        self.book = book
         check_clock(clock)
         self.dataset = ReplaySource(str(data))
         self.span, self.dates = resolve(self.dataset, symbol, date, until, start, end, clock)
@@ -129,7 +134,7 @@ class Replay:
 
     # ---- passes ---------------------------------------------------------------------------------------------
     def _engine(self, raw: bool) -> Engine:
-        return Engine(self.dataset, self.span, self.params, self.skip_bad, raw=raw)
+        return Engine(self.dataset, self.span, self.params, self.skip_bad, raw=raw, books=self.book)
 
     def _pass(self, speed: float | None, raw: bool = False) -> _Pass:
         return _Pass(self, self._engine(raw), Pacer(check_speed(speed)))
@@ -358,7 +363,8 @@ class _Pass:
             counters, time.perf_counter() - self._started, self.pacer.lateness if self.pacer.paced else None,
             self.replay.dataset.bad, min(known) if known else None, self.output)
         self.replay._summary.sources = dict(self.replay.sources)
-        self.replay._summary.notes = list(self.notes)
+        note = self.engine.book_note
+        self.replay._summary.notes = list(self.notes) + ([note] if note else [])
 
     def chunks(self) -> Iterator[Chunk]:
         for chunk in self.engine.chunks():

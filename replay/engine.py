@@ -6,6 +6,7 @@ statistics sit on top of the chunks, so the readings are the same at every speed
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from nova.core.markets import MARKETS, Market, Symbol
 from nova.core.spread import SpreadParams
+from nova.core.tick_book import STOP_NONE, STOP_OUTSIDE, T_NEED, T_STOP, reframe, stop_reason, to_sorted
 from replay.kernel import (
     BOOK_FULL,
     DONE,
@@ -21,6 +23,7 @@ from replay.kernel import (
     PAST_END,
     SAMPLES_FULL,
     SEGMENTS,
+    TICKS_STOP,
     OutputBuffer,
     ReplayState,
     SampleBuffer,
@@ -32,6 +35,9 @@ from replay.plan import Planner, ReplaySource, StreamPlan
 from replay.reader import COLUMNS, StreamReader, needed_columns
 
 OUTPUT_ROWS = 1 << 15  # readings per chunk: big enough to amortise Python, small enough to pace smoothly
+BOOKS = ("auto", "sorted")
+"""Book kinds a replay can be asked for: price-indexed where the tick size is known (nova.core.tick_book), or
+the sorted book everywhere (nova.core.book). Both give the same readings, bit for bit."""
 
 
 @dataclass(frozen=True)
@@ -74,18 +80,26 @@ SampleSink = Callable[[SampleBuffer], None]
 """Takes the rows of a full (or, at the end, the last) sample buffer; the engine clears it afterwards."""
 
 
+def format_key(ns: int) -> str:
+    """A time key as UTC text for a note (seconds are enough to find the place)."""
+    if ns < 0:
+        return "the start"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class Engine:
     """One pass over a range. Build it (the plan is made and every file's footer checked right away, so bad
     input fails before anything runs), then iterate ``chunks()`` once.
 
     With ``samples`` (and ``on_samples``, which takes each full buffer), the same pass samples the books on the
-    buffer's grid (replay.snapshots); ``markets`` leaves the other market's streams unread.
+    buffer's grid (replay.snapshots); ``markets`` leaves the other market's streams unread. ``books`` is one of
+    BOOKS; ``book_note`` says (one line) which market could not be price-indexed and why, None when all were.
     """
 
     def __init__(self, dataset: ReplaySource, span: ReplayRange, params: SpreadParams, skip_bad: bool = False,
                  raw: bool = False, prefetch: bool = True, output_rows: int = OUTPUT_ROWS,
                  samples: SampleBuffer | None = None, on_samples: SampleSink | None = None,
-                 markets: tuple[Market, ...] = MARKETS) -> None:
+                 markets: tuple[Market, ...] = MARKETS, books: str = "auto") -> None:
         self.dataset = dataset
         self.span = span
         self.params = params
@@ -100,10 +114,40 @@ class Engine:
                 plan.parts.clear()
         self.planner = planner
         self.warmup_ns = planner.warmup_ns
-        self.state = ReplayState(params)
+        if books == "sorted":
+            ticks: tuple[float | None, float | None] = (None, None)
+            self._fallbacks: list[str] = []
+        else:
+            ticks, self._fallbacks = planner.ticks(markets)
+        self.state = ReplayState(params, ticks=ticks)
         self._out = OutputBuffer(output_rows)
         self.samples = samples if samples is not None else SampleBuffer.off()
         self._on_samples = on_samples
+
+    @property
+    def book_note(self) -> str | None:
+        if not self._fallbacks:
+            return None
+        return "sorted book instead of the price-indexed one for " + "; ".join(self._fallbacks)
+
+    def _tick_stop(self) -> None:
+        """A price-indexed book stopped: widen its window, or move it to the sorted book for the rest of the pass."""
+        st = self.state
+        for m in range(2):
+            stop = st.ti[m, T_STOP]
+            if not st.ticked[m] or stop == STOP_NONE:
+                continue
+            st.ti[m, T_STOP] = STOP_NONE
+            if stop == STOP_OUTSIDE:
+                grown = reframe(st.tq, st.ti, m, int(st.ti[m, T_NEED]))
+                if grown is not None:
+                    st.tq = grown
+                    continue
+            st.ti[m, T_STOP] = stop
+            why = stop_reason(st.ti, m, st.ticks[m])
+            st.px, st.qty = to_sorted(st.tq, st.ti, st.tf, m, st.px, st.qty, st.n, m)
+            st.ticked[m] = 0
+            self._fallbacks.append(f"{MARKETS[m]} from {format_key(int(st.counters[K_LAST_KEY]))} on ({why})")
 
     def _streams(self) -> list[StreamReader]:
         out = []
@@ -138,7 +182,8 @@ class Engine:
         sb = self.samples
         while True:
             status, position, count = run_window(
-                st.px, st.qty, st.n, st.quotes, st.stamps, st.funding, st.scratch, st.vector, st.counters, st.heads,
+                st.px, st.qty, st.n, st.tq, st.ti, st.tf, st.ticked, st.quotes, st.stamps, st.funding, st.scratch,
+                st.vector, st.counters, st.heads,
                 st.head_keys, w.keys, w.bounds, spot_sides, spot_prices, spot_amounts, perp_sides, perp_prices,
                 perp_amounts, w.msg_lo, w.msg_hi, w.msg_last_id, w.msg_snapshot,
                 w.msg_applied, w.bbo_id, w.bbo_quote, w.funding_rate, w.actions, st.book_keys, sb.grid, sb.ts,
@@ -147,6 +192,9 @@ class Engine:
             out.count = count
             if status == BOOK_FULL:
                 st.grow()
+                continue
+            if status == TICKS_STOP:
+                self._tick_stop()
                 continue
             if status == SAMPLES_FULL:
                 self._drain_samples()
@@ -176,7 +224,7 @@ class Engine:
         st, sb = self.state, self.samples
         if sb.count == 0 and not sb.due:
             return
-        while not sample_until(st.px, st.qty, st.n, st.stamps, st.book_keys, sb.grid, sb.ts, sb.info, sb.levels,
-                               self.span.end_ns):
+        while not sample_until(st.px, st.qty, st.n, st.tq, st.ti, st.tf, st.ticked, st.stamps, st.book_keys,
+                               sb.grid, sb.ts, sb.info, sb.levels, self.span.end_ns):
             self._drain_samples()
         self._drain_samples()

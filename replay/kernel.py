@@ -5,13 +5,17 @@ funding, ledger rows), so anything done per row or per entry in Python would dec
 prepares a window (the entries of every stream with a merge key below some time, see ``replay.merge``) as
 plain numpy arrays, and this loop does everything per entry: it picks the next entry across the streams,
 applies book messages with ``nova.core.book``, holds the freshest bookTicker and funding, applies the ledger's
-invalidations, and calls ``nova.core.spread.compute_reading`` (the one implementation of DESIGN §4) whenever a top
+invalidations, and calls ``nova.core.spread.write_reading`` (the one implementation of DESIGN §4) whenever a top
 of book may have changed, keeping the reading only when a top (or validity, or a size-aware VWAP) did change.
 
 Merge order, the contract of this module: entries are taken by (time key, segment, position), where segment
 is the stream's place in ``SEGMENTS`` and position its order within the stream (book rows in ``msg`` order).
 Time keys are made non-decreasing within each stream by ``replay.reader`` (a running maximum), so this is a
 k-way merge of sorted runs and needs no sort.
+
+Books: each market's book is price-indexed (``nova.core.tick_book``) when its tick is known, else the sorted book
+(``nova.core.book``); the loop dispatches per message and per reading on ``ticked[m]``, and stops with TICKS_STOP
+when a price-indexed book needs a wider window or has to fall back, which the engine does before resuming.
 
 Everything the loop keeps between windows lives in ``ReplayState`` arrays, so a window can stop anywhere (the
 output buffer is full, a book needs more room) and resume exactly there.
@@ -30,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from nova.core.book import ASK, BID, apply_message, book_levels, grow_books, kernel, new_books
+from nova.core.book import ASK, BID, _best, _vwap, apply_message, book_levels, grow_books, kernel, new_books
 from nova.core.spread import (
     C_OPEN_SIZE,
     C_PERP_ASK_VWAP,
@@ -46,10 +50,11 @@ from nova.core.spread import (
     S_VALID,
     SPOT,
     SpreadParams,
-    compute_reading,
     new_market_state,
     same_top,
+    write_reading,
 )
+from nova.core.tick_book import T_STOP, new_tick_books, tick_apply_message, tick_best, tick_levels, tick_vwap
 
 SEGMENTS = ("book/spot", "book/perp", "bbo/spot", "bbo/perp", "funding/perp", "trades/spot", "trades/perp",
             "events/spot", "events/perp")
@@ -93,6 +98,7 @@ OUT_FULL = 1  # the output buffer is full: drain it and call again
 BOOK_FULL = 2  # a book side needs more capacity: grow and call again
 PAST_END = 3  # reached an entry at or after ``end``: the replay is over
 SAMPLES_FULL = 4  # the sample buffer is full: drain it and call again
+TICKS_STOP = 5  # a price-indexed book stopped (nova.core.tick_book, ``ti[m, T_STOP]``): reframe or fall back
 
 # the sampling grid (SampleBuffer.grid)
 G_NEXT = 0  # the next instant to sample (EXHAUSTED: none, as in a replay)
@@ -116,21 +122,29 @@ B_SNAPSHOT = 1  # the last applied snapshot message
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+Int8Array = npt.NDArray[np.int8]
 
 
 class ReplayState:
     """Everything the loop carries from one entry to the next: both books, quotes, stamps, counters.
 
-    Books: one ``nova.core.book`` multi-book state, spot at k = SPOT and perp at k = PERP, so that the spread kernel
-    reads both from the same arrays. Readings are computed straight into the output buffer and compared with
+    Books: one ``nova.core.book`` multi-book state, spot at k = SPOT and perp at k = PERP, and one price-indexed
+    state (``nova.core.tick_book``, same indices) used instead for market m while ``ticked[m]``: from the start
+    when the plan knows m's tick, until a price off its grid moves that book to the sorted state (the engine
+    does, with ``tick_book.to_sorted``). Readings are computed straight into the output buffer and compared with
     the row before; ``scratch`` serves the first row of a buffer: row 0 receives that candidate, row 1 holds
     the last reading kept before the buffer was drained.
     """
 
-    def __init__(self, params: SpreadParams, capacity: int = 1024) -> None:
+    def __init__(self, params: SpreadParams, capacity: int = 1024, ticks: tuple[float | None, ...] = (None, None)
+                 ) -> None:
         self.params = params
         self.vector = params.vector()
         self.px, self.qty, self.n = new_books(2, capacity)
+        # market m's book is price-indexed (nova.core.tick_book, book m of tq/ti/tf) while ticked[m] is 1
+        self.ticks = ticks
+        self.tq, self.ti, self.tf = new_tick_books(2, list(ticks))
+        self.ticked = np.array([0 if t is None else 1 for t in ticks], dtype=np.int8)
         self.quotes, self.stamps = new_market_state()
         self.funding = np.full(1, np.nan)
         self.scratch = np.full((2, N_VALUES), np.nan)
@@ -204,8 +218,51 @@ class SampleBuffer:
 
 
 @kernel(inline=True)
-def _sample_until(px: FloatArray, qty: FloatArray, n: IntArray, stamps: IntArray, book_keys: IntArray,
-                  grid: IntArray, samp_ts: IntArray, samp_info: IntArray, samp_levels: FloatArray, limit: int) -> bool:
+def _top(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+         ticked: Int8Array, m: int, side: int) -> tuple[float, float]:
+    """Market m's best level, from whichever book kind holds it."""
+    if ticked[m]:
+        return tick_best(tq, ti, tf, m, side)
+    return _best(px, qty, n, m, side)
+
+
+@kernel(inline=True)
+def _depth_vwap(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+                ticked: Int8Array, m: int, side: int, size: float) -> tuple[float, float]:
+    if not size > 0.0:
+        return np.nan, 0.0
+    if ticked[m]:
+        return tick_vwap(tq, ti, tf, m, side, size)
+    return _vwap(px, qty, n, m, side, size)
+
+
+@kernel(inline=True)
+def _levels(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+            ticked: Int8Array, m: int, side: int, out_px: FloatArray, out_qty: FloatArray) -> int:
+    if ticked[m]:
+        return tick_levels(tq, ti, tf, m, side, out_px, out_qty)
+    return book_levels(px, qty, n, m, side, out_px, out_qty)
+
+
+@kernel(inline=True)
+def _reading(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+             ticked: Int8Array, quotes: FloatArray, stamps: IntArray, funding_rate: float, params: FloatArray,
+             out: FloatArray, row: int) -> None:
+    """nova.core.spread's reading of both books (``write_reading``, as ``compute_reading`` does for sorted ones)."""
+    size = params[P_SIZE]
+    write_reading(_top(px, qty, n, tq, ti, tf, ticked, SPOT, BID), _top(px, qty, n, tq, ti, tf, ticked, SPOT, ASK),
+                  _top(px, qty, n, tq, ti, tf, ticked, PERP, BID), _top(px, qty, n, tq, ti, tf, ticked, PERP, ASK),
+                  _depth_vwap(px, qty, n, tq, ti, tf, ticked, SPOT, ASK, size),
+                  _depth_vwap(px, qty, n, tq, ti, tf, ticked, PERP, BID, size),
+                  _depth_vwap(px, qty, n, tq, ti, tf, ticked, SPOT, BID, size),
+                  _depth_vwap(px, qty, n, tq, ti, tf, ticked, PERP, ASK, size),
+                  quotes, stamps, funding_rate, params, out, row)
+
+
+@kernel(inline=True)
+def _sample_until(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+                  ticked: Int8Array, stamps: IntArray, book_keys: IntArray, grid: IntArray, samp_ts: IntArray,
+                  samp_info: IntArray, samp_levels: FloatArray, limit: int) -> bool:
     """Sample both books at every grid instant below ``limit`` (and the grid's end); False when the buffer
     filled first (``grid`` then says where to resume)."""
     t = grid[G_NEXT]
@@ -227,7 +284,7 @@ def _sample_until(px: FloatArray, qty: FloatArray, n: IntArray, stamps: IntArray
             for side in (BID, ASK):
                 out_px = samp_levels[count, m, 2 * side]
                 out_qty = samp_levels[count, m, 2 * side + 1]
-                written = book_levels(px, qty, n, m, side, out_px, out_qty) if valid else 0
+                written = _levels(px, qty, n, tq, ti, tf, ticked, m, side, out_px, out_qty) if valid else 0
                 for i in range(written, depth):
                     out_px[i] = np.nan
                     out_qty[i] = np.nan
@@ -239,10 +296,12 @@ def _sample_until(px: FloatArray, qty: FloatArray, n: IntArray, stamps: IntArray
 
 
 @kernel()
-def sample_until(px: FloatArray, qty: FloatArray, n: IntArray, stamps: IntArray, book_keys: IntArray,
-                 grid: IntArray, samp_ts: IntArray, samp_info: IntArray, samp_levels: FloatArray, limit: int) -> bool:
+def sample_until(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+                 ticked: Int8Array, stamps: IntArray, book_keys: IntArray, grid: IntArray, samp_ts: IntArray,
+                 samp_info: IntArray, samp_levels: FloatArray, limit: int) -> bool:
     """``_sample_until`` for Python: the instants after the last entry (the data ended before the grid did)."""
-    return _sample_until(px, qty, n, stamps, book_keys, grid, samp_ts, samp_info, samp_levels, limit)
+    return _sample_until(px, qty, n, tq, ti, tf, ticked, stamps, book_keys, grid, samp_ts, samp_info, samp_levels,
+                         limit)
 
 
 @kernel(inline=True)
@@ -272,7 +331,8 @@ def _kept_differs(values: FloatArray, row: int, other: int, size: float) -> bool
 
 
 @kernel()
-def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray, stamps: IntArray,
+def run_window(px: FloatArray, qty: FloatArray, n: IntArray, tq: FloatArray, ti: IntArray, tf: FloatArray,
+               ticked: Int8Array, quotes: FloatArray, stamps: IntArray,
                funding: FloatArray, scratch: FloatArray, params: FloatArray, counters: IntArray, heads: IntArray,
                head_keys: IntArray, keys: IntArray, bounds: IntArray,
                spot_sides: npt.NDArray[np.int8], spot_prices: FloatArray, spot_amounts: FloatArray,
@@ -310,7 +370,8 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
             return DONE, position, out_count
         g = bounds[s] + heads[s]
         if key > next_sample:  # the books are as at the grid's instants below key: sample them first
-            done = _sample_until(px, qty, n, stamps, book_keys, grid, samp_ts, samp_info, samp_levels, key)
+            done = _sample_until(px, qty, n, tq, ti, tf, ticked, stamps, book_keys, grid, samp_ts, samp_info,
+                                 samp_levels, key)
             next_sample = grid[G_NEXT]
             if not done:
                 _park_last(out_values, out_count, scratch)
@@ -332,8 +393,13 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
             synced = counters[K_SYNCED_SPOT + m] != 0
             snapshot = msg_snapshot[j]
             if msg_applied[j] and (snapshot or synced):  # the rebuild rule (nova.core.book.apply_message)
-                if _apply_market(px, qty, n, m, snapshot, spot_sides, spot_prices, spot_amounts, perp_sides,
-                                 perp_prices, perp_amounts, lo, hi):
+                if ticked[m]:
+                    if _apply_ticked(tq, ti, tf, m, snapshot, spot_sides, spot_prices, spot_amounts, perp_sides,
+                                     perp_prices, perp_amounts, lo, hi):
+                        _park_last(out_values, out_count, scratch)
+                        return TICKS_STOP, position, out_count
+                elif _apply_market(px, qty, n, m, snapshot, spot_sides, spot_prices, spot_amounts, perp_sides,
+                                   perp_prices, perp_amounts, lo, hi):
                     _park_last(out_values, out_count, scratch)
                     return BOOK_FULL, position, out_count
                 if snapshot:
@@ -406,12 +472,11 @@ def run_window(px: FloatArray, qty: FloatArray, n: IntArray, quotes: FloatArray,
         # first row of a buffer is computed in scratch, against the last kept reading parked in scratch[1]
         kept = counters[K_READINGS] > 0
         if out_count > 0:
-            compute_reading(px, qty, n, SPOT, px, qty, n, PERP, quotes, stamps, funding[0], params, out_values,
-                            out_count)
+            _reading(px, qty, n, tq, ti, tf, ticked, quotes, stamps, funding[0], params, out_values, out_count)
             if not force and not _kept_differs(out_values, out_count, out_count - 1, size):
                 continue
         else:
-            compute_reading(px, qty, n, SPOT, px, qty, n, PERP, quotes, stamps, funding[0], params, scratch, 0)
+            _reading(px, qty, n, tq, ti, tf, ticked, quotes, stamps, funding[0], params, scratch, 0)
             if kept and not force and not _kept_differs(scratch, 0, 1, size):
                 continue
             for c in range(N_VALUES):
@@ -439,6 +504,18 @@ def _apply_market(px: FloatArray, qty: FloatArray, n: IntArray, m: int, snapshot
     if m == SPOT:
         return apply_message(px, qty, n, SPOT, snapshot, spot_sides, spot_prices, spot_amounts, lo, hi) < hi
     return apply_message(px, qty, n, PERP, snapshot, perp_sides, perp_prices, perp_amounts, lo, hi) < hi
+
+
+@kernel(inline=True)
+def _apply_ticked(tq: FloatArray, ti: IntArray, tf: FloatArray, m: int, snapshot: bool,
+                  spot_sides: npt.NDArray[np.int8], spot_prices: FloatArray, spot_amounts: FloatArray,
+                  perp_sides: npt.NDArray[np.int8], perp_prices: FloatArray, perp_amounts: FloatArray, lo: int,
+                  hi: int) -> bool:
+    """``_apply_market`` for a price-indexed book; True when it stopped (``ti[m, T_STOP]`` says why)."""
+    ti[m, T_STOP] = 0
+    if m == SPOT:
+        return tick_apply_message(tq, ti, tf, SPOT, snapshot, spot_sides, spot_prices, spot_amounts, lo, hi) < hi
+    return tick_apply_message(tq, ti, tf, PERP, snapshot, perp_sides, perp_prices, perp_amounts, lo, hi) < hi
 
 
 def kernels_cached() -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from nova.core.book import kernel
+from nova.core.pacing import Lateness
 from nova.core.spread import C_BASIS, C_OPEN, C_OPPORTUNITY, C_TOP_FIRST, C_TOP_LAST, C_VALID, N_VALUES
 from replay.kernel import (
     K_BBO,
@@ -41,7 +42,6 @@ from replay.kernel import (
     K_TRADES,
     NO_KEY,
 )
-from nova.core.pacing import Lateness
 
 BASIS_BIN_BPS = 0.01
 BASIS_LIMIT_BPS = 1000.0

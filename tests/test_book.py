@@ -1,4 +1,9 @@
-"""nova.core.book against a plain-Python dict book: the L2 book both the recorder's live view and replay use."""
+"""nova.core.book against a plain-Python dict book: the L2 book both the recorder's live view and replay use.
+
+The property tests run on both kernels behind the one interface: the sorted book (``L2Book``) and the
+price-indexed book replay uses when the tick is known (nova.core.tick_book's ``TickBook``), on a tick that puts
+most test prices on the grid (0.01) and one that puts many off it (0.25, so that book falls back mid-sequence).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from nova.core.book import (
     new_books,
     side_codes,
 )
+from nova.core.tick_book import TickBook
 
 # A small grid so that sequences revisit levels; 0.1 + 0.2 and 0.3 are different floats and must stay two levels.
 PRICES = [0.1 + 0.2, 0.3, 99.5, 99.75, 100.0, 100.25, 100.5, 101.0, 2500.01, 2500.02, 1e-8, 65000.0]
@@ -34,6 +40,16 @@ AMOUNTS = [0.0, 0.0, 0.001, 0.5, 1.0, 2.0, 17.25]
 rows_strategy = st.lists(st.tuples(st.sampled_from(["bid", "ask"]), st.sampled_from(PRICES),
                                    st.sampled_from(AMOUNTS)), max_size=60)
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+Book = L2Book | TickBook
+KINDS = ("sorted", "tick 0.01", "tick 0.25")
+
+
+def make_book(kind: str, capacity: int) -> Book:
+    """A book of ``kind`` (KINDS) starting at ``capacity`` levels (sorted) or slots (price-indexed)."""
+    if kind == "sorted":
+        return L2Book(capacity)
+    return TickBook(float(kind.split()[1]), capacity)
 
 
 class DictBook:
@@ -67,7 +83,7 @@ class DictBook:
         return (notional / filled, filled) if filled > 0 else (math.nan, 0.0)
 
 
-def apply_rows(book: L2Book, rows: list[tuple[str, float, float]]) -> None:
+def apply_rows(book: Book, rows: list[tuple[str, float, float]]) -> None:
     book.apply([s for s, _, _ in rows], [p for _, p, _ in rows], [a for _, _, a in rows])
 
 
@@ -75,7 +91,7 @@ def same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def assert_matches(book: L2Book, oracle: DictBook) -> None:
+def assert_matches(book: Book, oracle: DictBook) -> None:
     assert book.to_dict() == {"bids": oracle.levels("bid"), "asks": oracle.levels("ask")}
     assert len(book) == len(oracle.sides["bid"]) + len(oracle.sides["ask"])
     for name, got in (("bid", book.best_bid()), ("ask", book.best_ask())):
@@ -83,10 +99,12 @@ def assert_matches(book: L2Book, oracle: DictBook) -> None:
         assert same(got[0], want[0]) and same(got[1], want[1])
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @FAST
 @given(batches=st.lists(rows_strategy, max_size=8), capacity=st.integers(1, 4))
-def test_any_sequence_matches_the_dict_oracle(batches: list[list[tuple[str, float, float]]], capacity: int) -> None:
-    book, oracle = L2Book(capacity), DictBook()
+def test_any_sequence_matches_the_dict_oracle(kind: str, batches: list[list[tuple[str, float, float]]],
+                                              capacity: int) -> None:
+    book, oracle = make_book(kind, capacity), DictBook()
     for rows in batches:
         apply_rows(book, rows)
         oracle.apply(rows)
@@ -112,11 +130,13 @@ def binance_order(rows: list[tuple[str, float, float]]) -> list[tuple[str, float
     return bids + asks
 
 
+@pytest.mark.parametrize("kind", KINDS[:2])  # every price is on the 0.01 grid: the price-indexed path throughout
 @FAST
 @given(messages=st.lists(deep_rows, min_size=1, max_size=12), capacity=st.sampled_from([1, 16, 1024]))
-def test_deep_books_fed_in_binance_order_match_the_dict_oracle(messages: list[list[tuple[str, float, float]]],
+def test_deep_books_fed_in_binance_order_match_the_dict_oracle(kind: str,
+                                                               messages: list[list[tuple[str, float, float]]],
                                                                capacity: int) -> None:
-    book, oracle = L2Book(capacity), DictBook()
+    book, oracle = make_book(kind, capacity), DictBook()
     for rows in messages:
         ordered = binance_order(rows)
         apply_rows(book, ordered)
@@ -124,10 +144,11 @@ def test_deep_books_fed_in_binance_order_match_the_dict_oracle(messages: list[li
         assert_matches(book, oracle)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @FAST
 @given(rows=rows_strategy, size=st.sampled_from([0.0, 0.0005, 0.5, 1.0, 2.5, 20.0, 100.0]))
-def test_vwap_matches_a_plain_walk(rows: list[tuple[str, float, float]], size: float) -> None:
-    book, oracle = L2Book(2), DictBook()
+def test_vwap_matches_a_plain_walk(kind: str, rows: list[tuple[str, float, float]], size: float) -> None:
+    book, oracle = make_book(kind, 2), DictBook()
     apply_rows(book, rows)
     oracle.apply(rows)
     for side in ("bid", "ask"):
@@ -137,8 +158,9 @@ def test_vwap_matches_a_plain_walk(rows: list[tuple[str, float, float]], size: f
         assert (math.isnan(avg) and math.isnan(want_avg)) or math.isclose(avg, want_avg, rel_tol=1e-12)
 
 
-def test_vwap_walks_from_the_best_level_and_reports_a_thin_book() -> None:
-    book = L2Book()
+@pytest.mark.parametrize("kind", KINDS)
+def test_vwap_walks_from_the_best_level_and_reports_a_thin_book(kind: str) -> None:
+    book = make_book(kind, 64)
     apply_rows(book, [("ask", 101.0, 1.0), ("ask", 100.0, 1.0), ("ask", 102.0, 2.0), ("bid", 99.0, 0.5)])
     assert book.vwap("ask", 1.5) == pytest.approx(((100.0 * 1.0 + 101.0 * 0.5) / 1.5, 1.5))
     assert book.vwap("ask", 10.0) == pytest.approx(((100.0 + 101.0 + 2 * 102.0) / 4.0, 4.0))  # thin: filled 4
@@ -147,8 +169,9 @@ def test_vwap_walks_from_the_best_level_and_reports_a_thin_book() -> None:
     assert book.vwap("ask", 0.3)[1] == 0.3
 
 
-def test_an_empty_book_answers_with_nans() -> None:
-    book = L2Book()
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_book_answers_with_nans(kind: str) -> None:
+    book = make_book(kind, 64)
     assert all(math.isnan(x) for x in (*book.best_bid(), *book.best_ask()))
     avg, filled = book.vwap("bid", 1.0)
     assert math.isnan(avg) and filled == 0.0
@@ -168,8 +191,9 @@ def test_capacity_doubles_from_one_level() -> None:
     assert book.capacity & (book.capacity - 1) == 0  # 1, 2, 4, ...: only ever doubled
 
 
-def test_clear_empties_and_the_book_refills() -> None:
-    book = L2Book()
+@pytest.mark.parametrize("kind", KINDS)
+def test_clear_empties_and_the_book_refills(kind: str) -> None:
+    book = make_book(kind, 64)
     apply_rows(book, [("bid", 1.0, 1.0), ("ask", 2.0, 1.0)])
     book.clear()
     assert len(book) == 0 and math.isnan(book.best_ask()[0])
@@ -242,9 +266,10 @@ def test_books_in_one_state_are_independent() -> None:
     assert book_best(px, qty, n, 2, ASK) == (30.0, 3.0)
 
 
-def test_rows_without_a_side_nan_prices_and_non_positive_amounts() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_without_a_side_nan_prices_and_non_positive_amounts(kind: str) -> None:
     """The contract's empty-message row has no side; a masked-out (stale) row is coded NO_SIDE by the caller."""
-    book = L2Book()
+    book = make_book(kind, 64)
     book.apply(np.array([BID, NO_SIDE, BID, ASK], dtype=np.int8), [1.0, 2.0, math.nan, 3.0], [1.0, 1.0, 1.0, 1.0])
     assert book.to_dict() == {"bids": [[1.0, 1.0]], "asks": [[3.0, 1.0]]}
     book.apply(["bid", "ask"], [1.0, 3.0], [-1.0, math.nan])  # not a positive size: the level goes
@@ -270,6 +295,7 @@ def test_side_codes_from_every_column_shape_readers_hold() -> None:
         side_codes(np.array([0, 2]))
 
 
-def test_mismatched_lengths_are_refused() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_mismatched_lengths_are_refused(kind: str) -> None:
     with pytest.raises(ValueError, match="length"):
-        L2Book().apply(["bid"], [1.0, 2.0], [1.0])
+        make_book(kind, 64).apply(["bid"], [1.0, 2.0], [1.0])

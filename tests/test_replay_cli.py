@@ -40,6 +40,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[P
     write_midnight_dataset(good)
     written = base / "written"  # the runs that succeed write into copies; bad input must leave ``good`` alone
     shutil.copytree(good, written)
+    written_sorted = base / "written-sorted"
+    shutil.copytree(good, written_sorted)
     corrupt, corrupt_skipped = base / "corrupt", base / "corrupt-skipped"
     shutil.copytree(good, corrupt)
     victim = sorted((corrupt / "book").rglob("*.parquet"))[0]
@@ -49,6 +51,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[P
     empty.mkdir()
     cases: dict[str, tuple[Path, list[str]]] = {
         "range": (written, ["--date", BEFORE, "--until", AFTER, "--size", "2"]),
+        "sorted book": (written_sorted, ["--date", BEFORE, "--until", AFTER, "--size", "2", "--book", "sorted"]),
         "window to a file": (good, ["--date", BEFORE, "--start", "23:59:50", "--end", "23:59:55", "--speed", "20",
                                     "--out", str(base / "window.parquet")]),
         "skip bad": (corrupt_skipped, ["--date", BEFORE, "--until", AFTER, "--skip-bad"]),
@@ -106,6 +109,19 @@ def test_replaying_again_replaces_the_earlier_output(runs: dict) -> None:
     for path in after:
         assert comparable(pq.read_table(path)) == comparable(before[path])
     assert not [p for p in (data / SPREAD).rglob("*") if p.name.startswith(".")], "no temporary file is left"
+
+
+def test_both_books_write_the_same_spread_tables(runs: dict) -> None:
+    auto, code, out, err = finished(runs, "range")
+    assert code == 0, err
+    # the midnight dataset records no instruments: auto says it keeps the sorted book, for each market
+    assert "sorted book instead of the price-indexed one" in " ".join(out.split())
+    chosen, code, _, err = finished(runs, "sorted book")
+    assert code == 0, err
+    files = sorted(p.relative_to(auto) for p in (auto / SPREAD).rglob("*.parquet"))
+    assert files and files == sorted(p.relative_to(chosen) for p in (chosen / SPREAD).rglob("*.parquet"))
+    for path in files:
+        assert comparable(pq.read_table(auto / path)) == comparable(pq.read_table(chosen / path))
 
 
 def test_a_window_goes_to_one_file(runs: dict) -> None:

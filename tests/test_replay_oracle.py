@@ -50,6 +50,21 @@ PRIORITY = {("book", "spot"): 0, ("book", "perp"): 1, ("bbo", "spot"): 2, ("bbo"
 TOPS = ("spot_bid", "spot_bid_amount", "spot_ask", "spot_ask_amount", "perp_bid", "perp_bid_amount", "perp_ask",
         "perp_ask_amount")
 SIZE = 3.0
+BOOKS = ("auto", "sorted")  # replay.engine.BOOKS: the price-indexed book where ticks are known, and the sorted book
+
+
+@pytest.fixture(params=BOOKS)
+def book(request: pytest.FixtureRequest) -> str:
+    """Every oracle test runs with both book kinds: their readings must be the oracle's, so each other's."""
+    return str(request.param)
+
+
+def assert_book_kind(r: Replay, book: str) -> None:
+    """With ``book='auto'`` on a recording that has its instruments, both books really were price-indexed (the
+    summary's note names any market that fell back to the sorted book)."""
+    if book == "auto":
+        notes = [n for n in r.summary().notes if "sorted book" in n]
+        assert notes == [], notes
 
 
 # ---- the oracle -----------------------------------------------------------------------------------------------------
@@ -313,15 +328,16 @@ def _day_bounds(date: str) -> tuple[int, int]:
 # ---- the tests ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("size", [0.0, SIZE])
-def test_synthetic_recording_with_gaps_disconnect_and_two_runs_equals_the_oracle(synthetic: dict, size: float
-                                                                                 ) -> None:
+def test_synthetic_recording_with_gaps_disconnect_and_two_runs_equals_the_oracle(synthetic: dict, size: float,
+                                                                                 book: str) -> None:
     root, date = synthetic["root"], synthetic["date"]
     events = read_table(root, "events", "spot") + read_table(root, "events", "perp")
     kinds = [(e["stream"], e["kind"]) for e in events]
     assert ("book", "gap") in kinds and ("book", "disconnect") in kinds and kinds.count(("book", "start")) == 4
     params = SpreadParams(size=size, threshold_bps=-20.0)
-    r = Replay(str(root), "ETH/USDT", date, size=size, threshold=-20.0)
+    r = Replay(str(root), "ETH/USDT", date, size=size, threshold=-20.0, book=book)
     got = r.readings_table()
+    assert_book_kind(r, book)
     want = oracle(root, params, *_day_bounds(date))
     assert len(want) > 500
     assert_same_readings(got, want)
@@ -363,22 +379,22 @@ def assert_summary_matches(s: Any, all_readings: list[dict[str, Any]], last_entr
     assert s.basis_p50_bps == pytest.approx(basis[math.ceil(len(basis) / 2) - 1], abs=0.01)
 
 
-def test_a_window_inside_the_day_starts_from_warmed_up_books(synthetic: dict) -> None:
+def test_a_window_inside_the_day_starts_from_warmed_up_books(synthetic: dict, book: str) -> None:
     root, date = synthetic["root"], synthetic["date"]
     entries = merged_entries(root)
     first, last = entries[0][0], entries[-1][0]
     start, end = first + (last - first) // 3, first + 2 * (last - first) // 3
     iso = lambda ns: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"  # noqa: E731
-    r = Replay(str(root), "ETH/USDT", date, start=iso(start), end=iso(end))
+    r = Replay(str(root), "ETH/USDT", date, start=iso(start), end=iso(end), book=book)
     got = r.readings_table()
     want = oracle(root, SpreadParams(), start, end)
     assert_same_readings(got, want)
     assert want[0]["ts"] >= start and want[-1]["ts"] < end
 
 
-def test_exchange_clock_orders_by_event_time(synthetic: dict) -> None:
+def test_exchange_clock_orders_by_event_time(synthetic: dict, book: str) -> None:
     root, date = synthetic["root"], synthetic["date"]
-    r = Replay(str(root), "ETH/USDT", date, clock="event")
+    r = Replay(str(root), "ETH/USDT", date, clock="event", book=book)
     assert_same_readings(r.readings_table(), oracle(root, SpreadParams(), *_day_bounds(date), clock="event"))
 
 
@@ -410,7 +426,8 @@ def test_live_recorder_spread_equals_replay_for_the_same_final_state(synthetic: 
 
 @pytest.mark.slow  # records the real captures through the venue
 @pytest.mark.realdata
-async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_venue: Any, tmp_path: Path) -> None:
+async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_venue: Any, tmp_path: Path
+                                                                        ) -> None:
     spot = [realdata_file("spot_ethusdt_20240808.gz")]
     perp = [realdata_file("usdm_ethusdt_20240808.gz")]
     source = CaptureSource(spot, perp, speed=None)
@@ -423,11 +440,13 @@ async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_ve
     finally:
         await rec.stop()
     date = sorted(p.name[5:] for p in (tmp_path / "book").rglob("date=*"))[0]
-    r = Replay(str(tmp_path), "ETH/USDT", date)
-    got = await asyncio.to_thread(r.readings_table)
     want = oracle(tmp_path, SpreadParams(), *_day_bounds(date))
     assert sum(w["valid"] for w in want) > 5_000
-    assert_same_readings(got, want)
+    for book in BOOKS:  # one recording (the slow part) for both book kinds
+        r = Replay(str(tmp_path), "ETH/USDT", date, book=book)
+        got = await asyncio.to_thread(r.readings_table)
+        assert_same_readings(got, want)
+        assert_book_kind(r, book)
 
 
 # ---- a crafted dataset across UTC midnight ------------------------------------------------------------------------
@@ -436,7 +455,21 @@ async def test_real_captures_recorded_through_the_venue_equal_the_oracle(make_ve
 def midnight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("midnight")
     write_midnight_dataset(root)
+    write_instruments(root, MIDNIGHT - 60 * 10**9)
     return root
+
+
+def write_instruments(root: Path, ts: int, tick: float = 0.01) -> None:
+    """What a recorder writes at its start from exchangeInfo (the crafted dataset's prices are on this tick)."""
+    from recorder.rows import InstrumentRow, table_batch
+    from recorder.writer import DatasetWriter
+
+    writer = DatasetWriter(str(root), rotate_s=900)
+    for market in ("spot", "perp"):
+        row = InstrumentRow(ts_recv=ts, tick_size=tick, step_size=0.0001, min_notional=5.0, status="TRADING",
+                            contract_type=None if market == "spot" else "PERPETUAL", filters="[]")
+        writer.write("instruments", market, ETH, table_batch("instruments", [row]))
+    writer.close()
 
 
 def test_crafted_dataset_really_spans_midnight(midnight: Path) -> None:
@@ -445,28 +478,32 @@ def test_crafted_dataset_really_spans_midnight(midnight: Path) -> None:
         assert dates == {f"date={BEFORE}", f"date={AFTER}"}, (table, dates)
 
 
-def test_a_range_across_midnight_equals_the_oracle(midnight: Path) -> None:
-    r = Replay(str(midnight), "ETH/USDT", BEFORE, until=AFTER)
+def test_a_range_across_midnight_equals_the_oracle(midnight: Path, book: str) -> None:
+    r = Replay(str(midnight), "ETH/USDT", BEFORE, until=AFTER, book=book)
     got = r.readings_table()
     want = oracle(midnight, SpreadParams(), _day_bounds(BEFORE)[0], _day_bounds(AFTER)[1])
     assert_same_readings(got, want)
     ts = [w["ts"] for w in want]
     assert ts[0] < MIDNIGHT < ts[-1] and r.summary().gaps == 1
+    assert_book_kind(r, book)
 
 
-def test_the_day_after_midnight_starts_with_books_from_the_day_before(midnight: Path) -> None:
-    """Replaying only the second date needs the snapshots of the first (the books carry across midnight)."""
-    r = Replay(str(midnight), "ETH/USDT", AFTER)
+def test_the_day_after_midnight_starts_with_books_from_the_day_before(midnight: Path, book: str) -> None:
+    """Replaying only the second date needs the snapshots of the first (the books carry across midnight), and
+    the instruments row recorded on the first."""
+    r = Replay(str(midnight), "ETH/USDT", AFTER, book=book)
     got = plain(r.readings_table())
     want = oracle(midnight, SpreadParams(), *_day_bounds(AFTER))
     assert_same_readings(r.readings_table(), want)
     assert got[0]["ts"] >= MIDNIGHT and got[0]["valid"]
     assert r.summary().warmup_from_ns is not None and r.summary().warmup_from_ns < MIDNIGHT
+    assert_book_kind(r, book)
 
 
-def test_a_window_across_midnight_with_the_exchange_clock(midnight: Path) -> None:
+def test_a_window_across_midnight_with_the_exchange_clock(midnight: Path, book: str) -> None:
     start, end = MIDNIGHT - 5 * 10**9, MIDNIGHT + 5 * 10**9
-    r = Replay(str(midnight), "ETH/USDT", BEFORE, until=AFTER, start="23:59:55", end="00:00:05", clock="event")
+    r = Replay(str(midnight), "ETH/USDT", BEFORE, until=AFTER, start="23:59:55", end="00:00:05", clock="event",
+               book=book)
     assert_same_readings(r.readings_table(), oracle(midnight, SpreadParams(), start, end, clock="event"))
 
 

@@ -5,7 +5,8 @@ Why this shape:
   only numpy arrays; no Python object is created per row. The recorder's live view calls the very same
   kernels, so there is exactly one book update in the project.
 - Prices are kept exactly as the exchange sent them (float64, compared for equality), with no tick-size
-  assumption: a price-indexed array would need the tick of every instrument, and breaks when it changes.
+  assumption, so this book takes any price. Replay uses the faster price-indexed book (nova.core.tick_book)
+  where the recorded instruments give a tick, and falls back to this one when a price is off that grid.
 - State for K books lives in three arrays (``px``, ``qty``: ``float64[K, 2, cap]``, C-contiguous; ``n``:
   ``int64[K, 2]``) so that compiled code elsewhere (the replay loop, the spread kernel) can hold several books
   without objects.

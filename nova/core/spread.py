@@ -1,8 +1,9 @@
 """The spread logic of DESIGN §4: one compiled kernel, called by replay's loop and by the recorder's live view.
 
 Why one kernel: a reading in replay must equal the reading the recorder showed live for the same state, so
-there is exactly one implementation of the formulas (``compute_reading``). Replay calls it from its own
-compiled loop after every message that changes a top of book; ``SpreadLogic`` wraps it for Python callers.
+there is exactly one implementation of the formulas (``write_reading``, fed from the sorted books by
+``compute_reading`` and from price-indexed books by replay's loop). Replay calls it from its own compiled loop
+after every message that changes a top of book; ``SpreadLogic`` wraps it for Python callers.
 
 Inputs per market (SPOT = 0, PERP = 1):
 - the depth book (``nova.core.book`` state: ``px, qty, n`` and the book's index ``k`` in it);
@@ -153,13 +154,13 @@ def new_market_state() -> tuple[FloatArray, IntArray]:
 
 
 @kernel(inline=True)
-def _effective_top(px: FloatArray, qty: FloatArray, n: IntArray, k: int, quotes: FloatArray, stamps: IntArray,
-                   m: int, side: int) -> tuple[float, float]:
+def _effective_top(depth: tuple[float, float], quotes: FloatArray, stamps: IntArray, m: int, side: int
+                   ) -> tuple[float, float]:
     if stamps[m, S_BBO_ID] > stamps[m, S_DEPTH_ID]:
         if side == BID:
             return quotes[m, Q_BID_PX], quotes[m, Q_BID_QTY]
         return quotes[m, Q_ASK_PX], quotes[m, Q_ASK_QTY]
-    return _best(px, qty, n, k, side)
+    return depth
 
 
 @kernel(inline=True)
@@ -172,14 +173,16 @@ def _flag(value: bool) -> float:
     return 1.0 if value else 0.0
 
 
+Pair = tuple[float, float]
+
+
 @kernel(inline=True)
-def _write_tops(s_px: FloatArray, s_qty: FloatArray, s_n: IntArray, s_k: int, p_px: FloatArray,
-                p_qty: FloatArray, p_n: IntArray, p_k: int, quotes: FloatArray, stamps: IntArray,
-                out: FloatArray, row: int) -> None:
-    out[row, C_SPOT_BID], out[row, C_SPOT_BID_AMT] = _effective_top(s_px, s_qty, s_n, s_k, quotes, stamps, SPOT, BID)
-    out[row, C_SPOT_ASK], out[row, C_SPOT_ASK_AMT] = _effective_top(s_px, s_qty, s_n, s_k, quotes, stamps, SPOT, ASK)
-    out[row, C_PERP_BID], out[row, C_PERP_BID_AMT] = _effective_top(p_px, p_qty, p_n, p_k, quotes, stamps, PERP, BID)
-    out[row, C_PERP_ASK], out[row, C_PERP_ASK_AMT] = _effective_top(p_px, p_qty, p_n, p_k, quotes, stamps, PERP, ASK)
+def _write_tops(spot_bid: Pair, spot_ask: Pair, perp_bid: Pair, perp_ask: Pair, quotes: FloatArray,
+                stamps: IntArray, out: FloatArray, row: int) -> None:
+    out[row, C_SPOT_BID], out[row, C_SPOT_BID_AMT] = _effective_top(spot_bid, quotes, stamps, SPOT, BID)
+    out[row, C_SPOT_ASK], out[row, C_SPOT_ASK_AMT] = _effective_top(spot_ask, quotes, stamps, SPOT, ASK)
+    out[row, C_PERP_BID], out[row, C_PERP_BID_AMT] = _effective_top(perp_bid, quotes, stamps, PERP, BID)
+    out[row, C_PERP_ASK], out[row, C_PERP_ASK_AMT] = _effective_top(perp_ask, quotes, stamps, PERP, ASK)
 
 
 @kernel(inline=True)
@@ -195,9 +198,8 @@ def _write_top_spreads(params: FloatArray, out: FloatArray, row: int) -> None:
 
 
 @kernel(inline=True)
-def _write_size_spreads(s_px: FloatArray, s_qty: FloatArray, s_n: IntArray, s_k: int, p_px: FloatArray,
-                        p_qty: FloatArray, p_n: IntArray, p_k: int, params: FloatArray, out: FloatArray,
-                        row: int) -> None:
+def _write_size_spreads(spot_ask_vwap: Pair, perp_bid_vwap: Pair, spot_bid_vwap: Pair, perp_ask_vwap: Pair,
+                        params: FloatArray, out: FloatArray, row: int) -> None:
     size = params[P_SIZE]
     if not size > 0.0:
         for c in (C_SPOT_ASK_VWAP, C_PERP_BID_VWAP, C_SPOT_BID_VWAP, C_PERP_ASK_VWAP, C_OPEN_SIZE, C_CLOSE_SIZE,
@@ -206,10 +208,10 @@ def _write_size_spreads(s_px: FloatArray, s_qty: FloatArray, s_n: IntArray, s_k:
         out[row, C_SIZE_FILLED] = 0.0
         return
     fees = params[P_FEE_SPOT] + params[P_FEE_PERP]
-    spot_ask, spot_ask_filled = _vwap(s_px, s_qty, s_n, s_k, ASK, size)
-    perp_bid, perp_bid_filled = _vwap(p_px, p_qty, p_n, p_k, BID, size)
-    spot_bid, spot_bid_filled = _vwap(s_px, s_qty, s_n, s_k, BID, size)
-    perp_ask, perp_ask_filled = _vwap(p_px, p_qty, p_n, p_k, ASK, size)
+    spot_ask, spot_ask_filled = spot_ask_vwap
+    perp_bid, perp_bid_filled = perp_bid_vwap
+    spot_bid, spot_bid_filled = spot_bid_vwap
+    perp_ask, perp_ask_filled = perp_ask_vwap
     open_filled = spot_ask_filled >= size and perp_bid_filled >= size
     close_filled = spot_bid_filled >= size and perp_ask_filled >= size
     out[row, C_SPOT_ASK_VWAP], out[row, C_PERP_BID_VWAP] = spot_ask, perp_bid
@@ -247,20 +249,40 @@ def _write_flags(stamps: IntArray, params: FloatArray, out: FloatArray, row: int
     out[row, C_OPPORTUNITY] = _flag(valid and not stale and out[row, C_NET_OPEN] > params[P_THRESHOLD])
 
 
+@kernel(inline=True)
+def write_reading(spot_bid: Pair, spot_ask: Pair, perp_bid: Pair, perp_ask: Pair, spot_ask_vwap: Pair,
+                  perp_bid_vwap: Pair, spot_bid_vwap: Pair, perp_ask_vwap: Pair, quotes: FloatArray,
+                  stamps: IntArray, funding_rate: float, params: FloatArray, out: FloatArray, row: int) -> None:
+    """DESIGN §4 from what the depth books say: their best levels and, when ``params[P_SIZE] > 0``, the VWAPs of
+    that size (otherwise ignored). The one implementation of the formulas, for any book kind: the sorted book
+    (``compute_reading``) and replay's price-indexed book (nova.core.tick_book) both feed it. Only for NRT-free
+    (``@kernel``) callers, into which it is inlined."""
+    _write_tops(spot_bid, spot_ask, perp_bid, perp_ask, quotes, stamps, out, row)
+    _write_top_spreads(params, out, row)
+    _write_size_spreads(spot_ask_vwap, perp_bid_vwap, spot_bid_vwap, perp_ask_vwap, params, out, row)
+    _write_funding(funding_rate, out, row)
+    _write_flags(stamps, params, out, row)
+
+
 @kernel()
 def compute_reading(s_px: FloatArray, s_qty: FloatArray, s_n: IntArray, s_k: int, p_px: FloatArray,
                     p_qty: FloatArray, p_n: IntArray, p_k: int, quotes: FloatArray, stamps: IntArray,
                     funding_rate: float, params: FloatArray, out: FloatArray, row: int) -> None:
     """Write one reading into ``out[row, :]`` (columns VALUE_COLUMNS, flags as 0/1); the caller keeps its time.
 
-    Spot is book ``s_k`` of ``(s_px, s_qty, s_n)`` and perp book ``p_k`` of ``(p_px, p_qty, p_n)``; replay
-    passes one multi-book state twice (``s_k=0, p_k=1``), the live view two separate ``L2Book`` states.
+    Spot is book ``s_k`` of ``(s_px, s_qty, s_n)`` and perp book ``p_k`` of ``(p_px, p_qty, p_n)``; the live
+    view passes two separate ``L2Book`` states.
     """
-    _write_tops(s_px, s_qty, s_n, s_k, p_px, p_qty, p_n, p_k, quotes, stamps, out, row)
-    _write_top_spreads(params, out, row)
-    _write_size_spreads(s_px, s_qty, s_n, s_k, p_px, p_qty, p_n, p_k, params, out, row)
-    _write_funding(funding_rate, out, row)
-    _write_flags(stamps, params, out, row)
+    size = params[P_SIZE]
+    none = (math.nan, 0.0)
+    spot_ask_vwap = _vwap(s_px, s_qty, s_n, s_k, ASK, size) if size > 0.0 else none
+    perp_bid_vwap = _vwap(p_px, p_qty, p_n, p_k, BID, size) if size > 0.0 else none
+    spot_bid_vwap = _vwap(s_px, s_qty, s_n, s_k, BID, size) if size > 0.0 else none
+    perp_ask_vwap = _vwap(p_px, p_qty, p_n, p_k, ASK, size) if size > 0.0 else none
+    write_reading(_best(s_px, s_qty, s_n, s_k, BID), _best(s_px, s_qty, s_n, s_k, ASK),
+                  _best(p_px, p_qty, p_n, p_k, BID), _best(p_px, p_qty, p_n, p_k, ASK),
+                  spot_ask_vwap, perp_bid_vwap, spot_bid_vwap, perp_ask_vwap, quotes, stamps, funding_rate, params,
+                  out, row)
 
 
 @kernel()
@@ -280,15 +302,17 @@ def same_top(out: FloatArray, row: int, other: int) -> bool:
 
 
 @kernel()
-def _transpose(values: np.ndarray, out: np.ndarray) -> None:
-    """``out[c, i] = values[i, c]`` a block of readings at a time, so both sides stay in cache (numpy's strided
-    copy of the same runs ~3x slower, and this runs once per reading written)."""
-    rows, cols = values.shape
+def _transpose(values: np.ndarray, columns: np.ndarray, out: np.ndarray) -> None:
+    """``out[j, i] = values[i, columns[j]]`` a block of readings at a time, so both sides stay in cache (numpy's
+    strided copy of the same runs ~3x slower, and this runs once per reading written). Only the columns the
+    table keeps are copied (a replay without a size drops 9 of 28)."""
+    rows = values.shape[0]
     for first in range(0, rows, 256):
         last = min(first + 256, rows)
-        for c in range(cols):
+        for j in range(columns.shape[0]):
+            c = columns[j]
             for i in range(first, last):
-                out[c, i] = values[i, c]
+                out[j, i] = values[i, c]
 
 
 def readings_table(ts: np.ndarray, values: np.ndarray, schema: pa.Schema = READING_SCHEMA) -> pa.Table:
@@ -298,15 +322,13 @@ def readings_table(ts: np.ndarray, values: np.ndarray, schema: pa.Schema = READI
     if values.ndim != 2 or values.shape[1] != N_VALUES or values.shape[0] != len(ts):
         raise ValueError(f"expected {len(ts)} rows of {N_VALUES} values, got shape {values.shape}")
     index = {name: i for i, name in enumerate(VALUE_COLUMNS)}
-    columns = np.empty((values.shape[1], values.shape[0]))
-    _transpose(np.ascontiguousarray(values), columns)
+    names = [f.name for f in schema if f.name != "ts"]
+    columns = np.empty((len(names), values.shape[0]))
+    _transpose(np.ascontiguousarray(values), np.array([index[name] for name in names], dtype=np.int64), columns)
     arrays: list[pa.Array] = [pa.array(np.array(ts, dtype=np.int64), READING_SCHEMA.field("ts").type)]
-    for f in schema:
-        if f.name == "ts":
-            continue
-        column = columns[index[f.name]]
+    for name, column in zip(names, columns, strict=True):
         # the kernel marks a missing value with NaN; the table says NULL, as every SQL tool expects
-        arrays.append(pa.array(column != 0.0) if f.name in FLAG_COLUMNS else pa.array(column, mask=np.isnan(column)))
+        arrays.append(pa.array(column != 0.0) if name in FLAG_COLUMNS else pa.array(column, mask=np.isnan(column)))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
