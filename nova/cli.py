@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from nova.core.errors import NovaError
 from nova.core.markets import Symbol
+from nova.core.secrets import redact
 from nova.core.units import BadValue, check_positive, check_speed, parse_date, parse_duration, parse_speed, shown
 
 T = TypeVar("T")
@@ -278,8 +279,9 @@ def out_console(**kwargs: Any) -> Console:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence saying what is wrong and what to do, and return the Exit to raise."""
-    # one line, however narrow the terminal; the message is text, never markup ("[...]" in it stays)
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    # one line, however narrow the terminal; the message is text, never markup ("[...]" in it stays); a URL's
+    # credentials never reach the terminal (nova.core.secrets)
+    err.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
     return typer.Exit(code)
 
 

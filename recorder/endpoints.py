@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from nova.core.errors import NovaError
 from nova.core.limits import STREAMS_PER_CONNECTION
 from nova.core.markets import Market
+from nova.core.secrets import redact, redact_url
 
 Endpoint = Literal["binance", "testnet"] | str
 
@@ -21,7 +22,7 @@ def check_venue_url(url: str) -> str:
     """Normalize ``--venue``; raise NovaError with a hint if it is not an http(s) base URL."""
     parsed = urlparse(url.strip())
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise NovaError(f"--venue '{url}' is not a base URL; write it like http://127.0.0.1:8765")
+        raise NovaError(f"--venue '{redact(url)}' is not a base URL; write it like http://127.0.0.1:8765")
     return f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
 
 
@@ -75,7 +76,7 @@ def describe_source(endpoint: Endpoint, server: str | None) -> tuple[str, str]:
         return "Binance", "Binance (api.binance.com, fapi.binance.com)"
     if endpoint == "testnet":
         return "Binance testnet", "the Binance testnet (ccxt's sandbox URLs)"
-    where = check_venue_url(endpoint)
+    where = redact_url(check_venue_url(endpoint))  # the ledger keeps where data came from, never a password
     if server and "(" in server and server.rstrip().endswith(")"):
         return server.strip(), where
     return where + (f" (server {server.strip()})" if server else ""), where

@@ -33,6 +33,7 @@ from nova.core.dataset import BadRecorderId, Dataset, NotWritable, file_id
 from nova.core.errors import NovaError
 from nova.core.lock import Claims, Holder, StreamBusy
 from nova.core.markets import MARKETS, Market, Symbol
+from nova.core.secrets import redact_url
 from nova.core.spool import Spool
 from nova.core.spread import SpreadLogic, SpreadParams
 from nova.core.stores import StoreUnavailable, is_object_store
@@ -440,8 +441,8 @@ class Recorder:
             except ccxt.BaseError as exc:
                 if attempt == self.config.connect_attempts:
                     api = session.exchange.urls["api"]["public" if session.market == "spot" else "fapiPublic"]
-                    raise NovaError(f"cannot reach the Binance {name} API at {api} after {attempt} attempts "
-                                    f"({_reason(exc)}); check --venue or your network") from None
+                    raise NovaError(f"cannot reach the Binance {name} API at {redact_url(api)} after {attempt} "
+                                    f"attempts ({_reason(exc)}); check --venue or your network") from None
                 await asyncio.sleep(backoff.next())
 
     def _check_symbols(self) -> None:
