@@ -5,7 +5,8 @@
 The recording: the real ETHUSDT captures (spot 2024-08-08 23:54 to 00:05 UTC, USDⓈ-M 23:54 to 24:00) played by
 the venue at their own pace and recorded by Nova's recorder (book, bbo, trades) into ``--data``; built once (about
 11 minutes, ``--rebuild`` to redo it) and reused. Then, each against a `nova serve` subprocess of that recording:
-- decode: in this process, how fast DatasetSource reads and formats every message with no socket (the floor);
+- decode: in this process, how fast DatasetSource reads and formats every message with no socket (the floor),
+  and the event loop thread's CPU per message (reading and printing run on the reader thread);
 - bare: ``--speed max`` to a bare aiohttp client per market (depth, bookTicker, trade) that only counts frames;
 - ccxt: ``--speed max`` to one ccxt.pro binance client per market calling ``watch_order_book`` (depth only);
 - pacing: ``--speed 1`` (the first minute) and ``--speed 10`` (the whole range) to the bare client, the lateness
@@ -87,13 +88,14 @@ async def _decode(root: Path, date: str) -> dict[str, Any]:
         nonlocal published
         published += 1
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.thread_time()
     task = asyncio.create_task(source.run(publish))
     while not source.finished:
         await asyncio.sleep(0.01)
-    took = time.perf_counter() - began
+    took, cpu = time.perf_counter() - began, time.thread_time() - cpu
     task.cancel()
-    return {"messages": published, "depth": source.sent, "seconds": took}
+    # the event loop's own CPU per message: what a burst of messages due together queues behind when paced
+    return {"messages": published, "depth": source.sent, "seconds": took, "loop_cpu_us": cpu / published * 1e6}
 
 
 # ---- a nova serve process --------------------------------------------------------------------------------------
@@ -231,9 +233,11 @@ def main() -> None:
 
     decode = asyncio.run(_decode(root, date))
     out: dict[str, Any] = {"decode_msg_s": round(decode["messages"] / decode["seconds"]),
-                           "decode_depth_msg_s": round(decode["depth"] / decode["seconds"])}
+                           "decode_depth_msg_s": round(decode["depth"] / decode["seconds"]),
+                           "loop_cpu_us_per_msg": round(decode["loop_cpu_us"], 2)}
     print(f"decode floor (no socket):  {decode['messages']:,} messages ({decode['depth']:,} depth) in "
-          f"{decode['seconds']:.2f} s = {out['decode_msg_s']:,} msg/s", flush=True)
+          f"{decode['seconds']:.2f} s = {out['decode_msg_s']:,} msg/s; the event loop's CPU "
+          f"{out['loop_cpu_us_per_msg']} µs per message", flush=True)
 
     result, rss_long = run(root, date, "max", bare)
     out["bare_msg_s"] = round(result["frames"] / result["seconds"])
