@@ -36,6 +36,7 @@ import ccxt.pro as ccxtpro
 
 from nova.core.limits import depth_weight, weight_limits
 from nova.core.markets import Market
+from recorder.intake import Intake
 from recorder.throttle import Throttled, WeightBudget, retry_after_s
 
 # Events the recorder subscribes to; ccxt routes them to the hooks below (spot's bookTicker has no "e").
@@ -76,10 +77,11 @@ class Sink(Protocol):
 class RecordingBinance(ccxtpro.binance):
     """One market (spot or USDT-M) of Binance, with every message handed to ``sink``."""
 
-    def __init__(self, config: dict[str, Any], market: Market, sink: Sink) -> None:
+    def __init__(self, config: dict[str, Any], market: Market, sink: Sink, intake: Intake | None = None) -> None:
         super().__init__(config)
         self.nova_market: Market = market
         self.nova_sink = sink
+        self.nova_intake = intake  # back-pressure (recorder.intake): each connection reads on only when it allows
         self.nova_hook_calls: dict[str, int] = {}  # for the tests that pin the hooks to the ccxt version
         # REST weight pacing (recorder.throttle): snapshots and open interest wait for room in the window
         self.nova_budget = WeightBudget(market)
@@ -108,6 +110,11 @@ class RecordingBinance(ccxtpro.binance):
                                        f"{type(exc).__name__}: {str(exc)[:100]}", False)
 
             client.handle_text_or_binary_message = keep_raw
+            if self.nova_intake is not None:
+                # ccxt schedules ``self.receive_loop`` after every message: one read, then the next call. Gating
+                # that call holds the connection back without touching ccxt's loop or losing a frame.
+                gate, receive_loop = self.nova_intake.gate, client.receive_loop
+                client.receive_loop = lambda _gate=gate, _receive_loop=receive_loop: _gate(_receive_loop)
             client.nova_raw = None
             client.nova_wrapped = True
         return client

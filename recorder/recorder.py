@@ -40,6 +40,7 @@ from nova.core.stores import StoreUnavailable, is_object_store
 from nova.core.units import BadValue, check_at_least, check_count, check_positive, check_subset
 from recorder.endpoints import ccxt_options, check_venue_url, configure, describe_source, versions
 from recorder.exchange import RecordingBinance
+from recorder.intake import Intake
 from recorder.recovery import CRASH_DETAIL, missing_stops
 from recorder.rows import Levels, book_batch, event_row, malformed_details, table_batch
 from recorder.sequencer import SNAPSHOT, STALE
@@ -75,6 +76,8 @@ class RecorderConfig:
     connections: int | None = None  # WebSocket connections per market at most (None: ccxt's default, 50)
     spool: str | None = None  # an object-store root's local spool (nova.core.spool); None: the default place
     upload_wait_s: float = 60.0  # how long a clean stop waits for the spool's uploads
+    queue_bytes: int = 16 << 20  # back-pressure (recorder.intake): held between receiving and the journal, at most
+    zstd_level: int | None = None  # of the finished Parquet files; None: the contract's (nova.core.contract)
 
     DEPTH_SPEEDS_MS: ClassVar[dict[str, tuple[int, ...]]] = {"spot": (100, 1000), "perp": (0, 100, 250, 500)}
     """Binance's diff-depth stream speeds per market (``@depth@100ms``; perp 0 is ``@depth@0ms``, every update)."""
@@ -92,6 +95,9 @@ class RecorderConfig:
             raise BadValue("backoff_cap_s", f"must be at least backoff_base_s ({self.backoff_base_s})",
                            self.backoff_cap_s)
         check_count("connect_attempts", self.connect_attempts, 1, "attempts")
+        check_count("queue_bytes", self.queue_bytes, 1 << 16, "bytes")
+        if self.zstd_level is not None and (check_count("zstd_level", self.zstd_level, 1, "levels") > 22):
+            raise BadValue("zstd_level", "must be one of zstd's levels, 1 to 22", self.zstd_level)
         if not isinstance(self.weight_share, int | float) or not 0 < self.weight_share <= 1:
             raise BadValue("weight_share", "must be a fraction above 0 and at most 1", self.weight_share)
         if self.connections is not None:
@@ -178,6 +184,8 @@ class Recorder:
         self.writer: DatasetWriter | None = None
         self.live: dict[Symbol, SpreadLogic] = {s: SpreadLogic(config.spread) for s in config.symbols}
         self.live_lock = threading.Lock()  # the worker updates live books; the status view reads them
+        self.keep_live_books = config.live_spread  # until a view says it shows no depth book (drop_live_books)
+        self.intake = Intake(config.queue_bytes)  # what is held for the writer; connections wait when it is full
         self.recovered: list[str] = []
         self.started_ns = 0
         self.fatal: str | None = None
@@ -200,9 +208,11 @@ class Recorder:
         loop = self._loop = asyncio.get_running_loop()
         self.writer = await loop.run_in_executor(self._executor, self._prepare_data_dir)
         for market in self.config.markets:
-            session = MarketSession(market, self.config.symbols, {}, self._request_resync, self._server_shutdown)
+            session = MarketSession(market, self.config.symbols, {}, self._request_resync, self._server_shutdown,
+                                    self.intake)
             options = ccxt_options(market, self.config.depth_ms[market], self.config.connections)
-            session.exchange = RecordingBinance({"options": options, "enableRateLimit": False}, market, session)
+            session.exchange = RecordingBinance({"options": options, "enableRateLimit": False}, market, session,
+                                                self.intake)
             session.exchange.nova_budget.share = self.config.weight_share
             configure(session.exchange, self.config.endpoint)
             self.sessions[market] = session
@@ -247,6 +257,7 @@ class Recorder:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.intake.drop()  # connections held back by the intake are closed below, not read on
         await self._close_exchanges()  # nothing arrives after this, so the final flush holds everything
         try:
             if self.writer is not None and self.fatal is None:
@@ -316,7 +327,8 @@ class Recorder:
         except NotWritable as exc:
             raise NovaError(f"cannot write to the data directory {self.config.data} ({exc.reason}); choose "
                             "a writable --data directory") from None
-        return DatasetWriter(dataset, self.config.rotate_s, file_id(self.recorder_id))
+        return DatasetWriter(dataset, self.config.rotate_s, file_id(self.recorder_id),
+                             zstd_level=self.config.zstd_level)
 
     def _prepare_spool(self, store: Dataset) -> DatasetWriter:
         """An object-store root: record into its local spool (nova.core.spool), uploaded by ``self.uploader``. A
@@ -344,7 +356,7 @@ class Recorder:
         self.uploader = Uploader(spool, self.config.backoff_base_s, self.config.backoff_cap_s,
                                  streams=set(self._claimed_streams()))
         return DatasetWriter(spool.local, self.config.rotate_s, file_id(self.recorder_id),
-                             on_finished=self.uploader.add)
+                             on_finished=self.uploader.add, zstd_level=self.config.zstd_level)
 
     @property
     def _history(self) -> Dataset | Spool:
@@ -628,8 +640,19 @@ class Recorder:
 
     # ---- flushing ----------------------------------------------------------------------------------------------------
     async def _flusher(self) -> None:
+        """Flush every ``flush_s``, or as soon as half the intake's bound waits (the writer is then busy all the
+        time and the connections read on while it writes: two halves, one filling, one being written)."""
+        wake = self.intake.wake
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.config.flush_s)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that lands as the event is set
+            # (frequent at saturation), and stop() then waited forever for this task.
+            timer = loop.call_later(self.config.flush_s, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
+            wake.clear()
             await self._flush()
 
     async def _flush(self, final: bool = False) -> None:
@@ -641,6 +664,7 @@ class Recorder:
         loop = asyncio.get_running_loop()
         self._inflight = loop.run_in_executor(self._executor, self._write, taken, time.time_ns(), final)
         inflight = self._inflight
+        inflight.add_done_callback(lambda _: self.intake.written())  # written or failed: the bytes are free
         # A stop() cancelling us must not lose the counts of what was written; a failed write (a full disk)
         # is reported by _settle, not raised here, or the flusher would die without stopping the recording.
         with contextlib.suppress(Exception):
@@ -699,7 +723,7 @@ class Recorder:
                     malformed = malformed_details(t.book, positions)
                 self.writer.write("book", t.market, t.symbol, batch)
                 rows["book"] = batch.num_rows
-                if self.config.live_spread:
+                if self.keep_live_books:
                     self._update_live_book(t.market, t.symbol, levels)
             for table, buffer in t.small().items():
                 if buffer:
@@ -711,6 +735,16 @@ class Recorder:
         else:
             self.writer.close_due(now_ns)
         return results
+
+    def drop_live_books(self) -> None:
+        """No view shows the depth books (the plain log line takes the spread from bookTicker): stop keeping
+        them, which saves the worker about 4 µs per 65-level message. The books are marked unusable, so a
+        reading never shows a book that stopped moving."""
+        with self.live_lock:
+            self.keep_live_books = False
+            for logic in self.live.values():
+                for market in self.sessions:
+                    logic.invalidate(market)
 
     def _update_live_book(self, market: Market, symbol: Symbol, levels: Levels) -> None:
         """Rebuild the live book by the contract's rule, as every reader does (nova.core.book): stale messages

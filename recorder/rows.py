@@ -177,25 +177,34 @@ def book_batch(cols: BookColumns) -> tuple[pa.RecordBatch, list[int], Levels]:
     else:
         mask = None
 
+    # Everything per message is computed once per message, then repeated to its rows (65 on average): nulls,
+    # ms -> ns and the flag bits, one pass each over the messages instead of over the rows.
     def per_row(values: np.ndarray) -> np.ndarray:
         return np.repeat(values, rows)
 
-    def repeated(values: array) -> np.ndarray:  # one per message -> one per row
-        return per_row(np.frombuffer(values, dtype=np.int64))
+    def ints(values: array) -> np.ndarray:
+        return np.frombuffer(values, dtype=np.int64)
 
-    event, trade, prev = repeated(cols.ts_event), repeated(cols.ts_trade), repeated(cols.prev_id)
-    row_flags = per_row(flags)
+    def ns_or_null(values: array) -> pa.Array:  # a time in ms, NULL for none
+        ms = ints(values)
+        null = ms == NULL
+        if null.any():
+            return pa.array(per_row(np.where(null, 0, ms * 1_000_000)), ts_type, mask=per_row(null))
+        return pa.array(per_row(ms * 1_000_000), ts_type)
+
     ts_type = BOOK.field("ts_recv").type
+    prev = ints(cols.prev_id)
+    prev_null = prev == NULL
     columns = {
-        "ts_recv": pa.array(repeated(cols.ts_recv), ts_type),
-        "ts_event": pa.array(np.where(event == NULL, 0, event * 1_000_000), ts_type, mask=event == NULL),
-        "ts_trade": pa.array(np.where(trade == NULL, 0, trade * 1_000_000), ts_type, mask=trade == NULL),
-        "first_id": pa.array(repeated(cols.first_id), pa.int64()),
-        "last_id": pa.array(repeated(cols.last_id), pa.int64()),
-        "prev_id": pa.array(prev, pa.int64(), mask=prev == NULL),
-        "msg": pa.array(repeated(cols.msg), pa.int64()),
-        "snapshot": pa.array((row_flags & SNAPSHOT) != 0, pa.bool_()),
-        "stale": pa.array((row_flags & STALE) != 0, pa.bool_()),
+        "ts_recv": pa.array(per_row(ints(cols.ts_recv)), ts_type),
+        "ts_event": ns_or_null(cols.ts_event),
+        "ts_trade": ns_or_null(cols.ts_trade),
+        "first_id": pa.array(per_row(ints(cols.first_id)), pa.int64()),
+        "last_id": pa.array(per_row(ints(cols.last_id)), pa.int64()),
+        "prev_id": pa.array(per_row(prev), pa.int64(), mask=per_row(prev_null) if prev_null.any() else None),
+        "msg": pa.array(per_row(ints(cols.msg)), pa.int64()),
+        "snapshot": pa.array(per_row((flags & SNAPSHOT) != 0), pa.bool_()),
+        "stale": pa.array(per_row((flags & STALE) != 0), pa.bool_()),
         "side": pa.DictionaryArray.from_arrays(pa.array(side_codes, pa.int8(), mask=mask), _SIDES),
         "price": pa.array(prices, pa.float64(), mask=mask),
         "amount": pa.array(amounts, pa.float64(), mask=mask),

@@ -4,7 +4,8 @@ A session is the ``Sink`` of its exchange's hooks. Everything here runs on the e
 per message: each message is read as its typed shape (recorder.wire: msgspec checks fields, types and ranges
 in C), its row is made by column name (recorder.rows), the frame text of a diff is kept, and the heavy
 conversion is left to the writer's worker thread. A message that does not fit its shape is one ``error`` in
-the ledger naming the field, and never a row. Row buffers are swapped out at each flush (``take``).
+the ledger naming the field, and never a row. Row buffers are swapped out at each flush (``take``); what they
+hold is counted in the recorder's ``Intake``, which holds the connections back when the writer falls behind.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 
 from nova.core.markets import Market, Symbol
 from recorder import wire
+from recorder.intake import ROW_BYTES, Intake
 from recorder.rows import (
     BboRow,
     EventRow,
@@ -102,8 +104,10 @@ class MarketSession:
 
     def __init__(self, market: Market, symbols: list[Symbol], next_msg: dict[Symbol, int],
                  request_resync: Callable[[Market, Symbol], None],
-                 server_shutdown: Callable[[Market, Any, int], None] | None = None) -> None:
+                 server_shutdown: Callable[[Market, Any, int], None] | None = None,
+                 intake: Intake | None = None) -> None:
         self.market = market
+        self.intake = intake if intake is not None else Intake(1 << 62)  # a session alone (tests): unbounded
         self.server_shutdown = server_shutdown
         self.exchange: Any = None  # set by the recorder once the instance exists
         self.states: dict[str, SymbolState] = {}
@@ -207,7 +211,9 @@ class MarketSession:
         if state.down:
             self._back(state, "book", ts)
         prev = diff.pu if market == "perp" else NULL  # type: ignore[attr-defined]
-        state.seq.on_diff((ts, diff.E, diff.T, diff.U, diff.u, prev, raw if raw is not None else _levels_text(diff)))
+        text = raw if raw is not None else _levels_text(diff)
+        self.intake.pending += len(text)
+        state.seq.on_diff((ts, diff.E, diff.T, diff.U, diff.u, prev, text))
 
     def on_snapshot(self, market: Market, symbol: str, response: dict, ts: int) -> None:
         state = self.states.get(symbol)
@@ -219,6 +225,7 @@ class MarketSession:
             self._bad(state, "book", ts, response, str(exc))
             return
         text = orjson.dumps({"b": snap.bids, "a": snap.asks}).decode()
+        self.intake.pending += len(text)
         state.seq.on_snapshot(ts, snap.event_ms, snap.trade_ms, snap.lastUpdateId, text,
                               len(snap.bids) + len(snap.asks))
 
@@ -239,6 +246,7 @@ class MarketSession:
             self._bad(state, "bbo", ts, message, str(exc))
             return
         state.bbo.append(row)
+        self.intake.pending += ROW_BYTES
         state.latest_bbo = row
         stats = state.stats["bbo"]
         stats.messages += 1
@@ -259,6 +267,7 @@ class MarketSession:
             self._bad(state, "trades", ts, message, str(exc))
             return
         state.trades.append(row)
+        self.intake.pending += ROW_BYTES
         stats = state.stats["trades"]
         stats.messages += 1
         stats.last_recv_ns = ts
@@ -280,6 +289,7 @@ class MarketSession:
             self._bad(state, "funding", ts, message, str(exc))
             return
         state.funding.append(row)
+        self.intake.pending += ROW_BYTES
         state.latest_funding = row.funding_rate
         stats = state.stats["funding"]
         stats.messages += 1
@@ -308,6 +318,7 @@ class MarketSession:
             self._bad(state, "liquidations", ts, message, str(exc))
             return
         state.liquidations.append(row)
+        self.intake.pending += ROW_BYTES
         self._received(state, "liquidations", ts)
 
     def on_open_interest(self, state: SymbolState, response: Any, ts: int) -> bool:
@@ -388,13 +399,18 @@ class MarketSession:
 
     # ---- flushing -------------------------------------------------------------------------------------------------
     def take(self) -> list[Taken]:
+        """Every symbol's buffers, swapped for empty ones; the intake counts their bytes as being written."""
         out = []
+        nbytes = 0
         for state in self.states.values():
             taken = Taken(self.market, state.symbol, state.seq.take(), state.bbo, state.trades, state.funding,
                           state.liquidations, state.open_interest, state.instruments, state.events)
             state.bbo, state.trades, state.funding, state.events = [], [], [], []
             state.liquidations, state.open_interest, state.instruments = [], [], []
+            nbytes += sum(map(len, taken.book.texts)) + ROW_BYTES * (
+                len(taken.bbo) + len(taken.trades) + len(taken.funding) + len(taken.liquidations))
             out.append(taken)
+        self.intake.taken(nbytes)
         return out
 
 

@@ -1,7 +1,8 @@
 """What the recorder shows while it runs: a live rich table on a terminal, a periodic log line otherwise.
 
 The spread shown is computed by ``nova.core.spread.SpreadLogic`` (the kernel replay uses) from the recorder's own
-live books and the latest bookTicker and funding of each symbol.
+live books and the latest bookTicker and funding of each symbol. The plain log line (no terminal) shows it from
+bookTicker alone: keeping depth books costs the recorder about 4 µs per 65-level message, for nobody to see.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ class StatusView:
         return "nova record: " + "; ".join(parts)
 
     async def run(self) -> None:
+        if not self.live:  # a log line every 10 s shows the spread from bookTicker: no depth book is needed
+            self.recorder.drop_live_books()
         if self.live:
             with Live(self.render(), console=self.console, refresh_per_second=4, transient=False) as live:
                 while True:
