@@ -150,17 +150,21 @@ def date_of(ts_ns: int) -> str:
 
 
 def parquet_options(table: str, archival: bool = False) -> dict:
-    """Writer settings per table, chosen for size and replay read speed (BENCHMARKS.md has the figures).
+    """Writer settings per table, chosen for size and replay read speed (bench/storage.py measures them).
 
-    Ids and times grow by small steps, so DELTA_BINARY_PACKED stores them in a few bits; prices and sizes
-    repeat, so dictionaries plus zstd beat BYTE_STREAM_SPLIT on them (measured 1.5-2x worse here). The
-    recorder writes at zstd 7: on the tiled real capture 3.96-4.00 bytes per book row against 4.10 at zstd 3
-    (DESIGN's target is 4), for ~20% more CPU in the Parquet write, which only runs when a file is finished
-    (rotation, stop), outside the per-message path. ``archival`` (``nova compact`` of closed days) uses zstd 9
-    (about 1% smaller again, and merged files share dictionaries); ``nova compact --zstd-level 19`` gets 4.04
-    on the real USDT-M capture alone for another 15x the CPU.
+    Prices and sizes repeat, so dictionaries plus zstd beat BYTE_STREAM_SPLIT (2.6x larger) and PLAIN (1.3x)
+    on them. Ids and times that change on every row grow by small steps, so DELTA_BINARY_PACKED stores them in
+    a few bits. The book's per-message columns are constant over a message's rows: there PLAIN lets zstd see
+    each message as one long repeat (on the real capture 0.28 bytes per row for ts_recv, first_id, last_id and
+    prev_id against 0.36 delta-packed), while ts_event, ts_trade and msg, whose steps are small and regular,
+    stay delta-packed; PLAIN also decodes faster. zstd compresses each page on its own, and pyarrow closes a
+    page every 20,000 rows unless told otherwise: pages only bounded by their 1 MiB size (up to ~600 k rows of
+    price indices) let it find the repeats a short page cannot see (on the real capture -3.6% in total,
+    -5% on price, for no more CPU). The recorder writes at zstd 7 (about 4% smaller than 3 for up to twice
+    the CPU in the write, which only runs when a file is finished: rotation, stop); levels above 9 gain under
+    1% for 2-20x the CPU. ``archival`` (``nova compact`` of closed days) uses zstd 9.
     """
-    delta = {"book": ["ts_recv", "ts_event", "ts_trade", "first_id", "last_id", "prev_id", "msg"],
+    delta = {"book": ["ts_event", "ts_trade", "msg"],
              "bbo": ["ts_recv", "ts_event", "update_id"],
              "trades": ["ts_recv", "ts_event", "trade_id"],
              "funding": ["ts_recv", "ts_event", "next_funding_time"],
@@ -170,14 +174,16 @@ def parquet_options(table: str, archival: bool = False) -> dict:
              "events": ["ts_recv"],
              "spread": ["ts"],
              "snapshots": ["ts", "ts_recv", "last_id"]}.get(table, [])
+    plain = {"book": ["ts_recv", "first_id", "last_id", "prev_id"]}.get(table, [])
     schema = SCHEMAS.get(table)
     names = [f.name for f in schema] if schema is not None else []
     return {
         "compression": "zstd",
         "compression_level": 9 if archival else RECORDER_ZSTD_LEVEL,
-        "use_dictionary": [n for n in names if n not in delta],
-        "column_encoding": {n: "DELTA_BINARY_PACKED" for n in delta},
+        "use_dictionary": [n for n in names if n not in delta and n not in plain],
+        "column_encoding": {n: "DELTA_BINARY_PACKED" for n in delta} | {n: "PLAIN" for n in plain},
         "write_statistics": True,
+        "max_rows_per_page": ROW_GROUP_ROWS,
     }
 
 
