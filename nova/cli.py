@@ -573,7 +573,7 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
 
     def backlog() -> tuple[int, int] | None:
         if recorder.uploader is None:
-            return None
+            return 0, 0  # a local root: nothing ever waits to be uploaded
         waiting = recorder.uploader.backlog()
         return waiting.files, waiting.bytes
 

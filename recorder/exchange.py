@@ -126,6 +126,8 @@ class RecordingBinance(ccxtpro.binance):
 
     def handle_order_book_subscription(self, client: Any, message: Any, subscription: dict) -> None:
         self._count("handle_order_book_subscription")
+        if getattr(self, "nova_successor", False):
+            return  # a handover's new connection: no snapshot, the old connection's book goes on (recorder.handover)
         symbols = self.safe_list(subscription, "symbols") or [self.safe_string(subscription, "symbol")]
         self.nova_sink.on_subscribed(self.nova_market, [s for s in symbols if s], time.time_ns())
         super().handle_order_book_subscription(client, message, subscription)

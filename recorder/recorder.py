@@ -31,6 +31,7 @@ import numpy as np
 from nova.core.book import usable
 from nova.core.dataset import BadRecorderId, Dataset, NotWritable, file_id
 from nova.core.errors import NovaError
+from nova.core.limits import CONNECTION_MAX_AGE_S
 from nova.core.lock import Claims, Holder, StreamBusy
 from nova.core.markets import MARKETS, Market, Symbol
 from nova.core.secrets import redact_url
@@ -40,6 +41,7 @@ from nova.core.stores import StoreUnavailable, is_object_store
 from nova.core.units import BadValue, check_at_least, check_count, check_positive, check_subset
 from recorder.endpoints import ccxt_options, check_venue_url, configure, describe_source, versions
 from recorder.exchange import RecordingBinance
+from recorder.handover import Closed, Gate
 from recorder.intake import Intake
 from recorder.recovery import CRASH_DETAIL, missing_stops
 from recorder.rows import Levels, book_batch, event_row, malformed_details, table_batch
@@ -49,6 +51,7 @@ from recorder.upload import UPLOAD_STREAM, Backlog, Uploader
 from recorder.writer import DatasetWriter
 
 MARKET_NAME = {"spot": "spot", "perp": "USDT-M"}
+HANDOVER_WAIT_S = 30.0  # a new connection that shows no overlap with the old one in this long is given up
 _WATCHED_FOR_STALLS = ("book", "bbo", "funding")  # trades can be legitimately quiet for minutes
 
 
@@ -76,6 +79,10 @@ class RecorderConfig:
     connections: int | None = None  # WebSocket connections per market at most (None: ccxt's default, 50)
     spool: str | None = None  # an object-store root's local spool (nova.core.spool); None: the default place
     upload_wait_s: float = 60.0  # how long a clean stop waits for the spool's uploads
+    # make-before-break (recorder.handover): Binance closes a connection this long after it opened; the recorder
+    # hands each market over to a new connection handover_lead_s before that (tests shorten both to seconds)
+    max_connection_age_s: float = CONNECTION_MAX_AGE_S
+    handover_lead_s: float = 600.0
     queue_bytes: int = 16 << 20  # back-pressure (recorder.intake): held between receiving and the journal, at most
     zstd_level: int | None = None  # of the finished Parquet files; None: the contract's (nova.core.contract)
 
@@ -88,7 +95,7 @@ class RecorderConfig:
         venue URL its canonical spelling."""
         self._check_what()
         for name in ("flush_s", "stall_s", "oi_every_s", "instruments_every_s", "backoff_base_s", "backoff_cap_s",
-                     "upload_wait_s"):
+                     "upload_wait_s", "max_connection_age_s", "handover_lead_s"):
             check_positive(name, getattr(self, name), "seconds")
         check_at_least("rotate_s", self.rotate_s, 1, "seconds")
         if self.backoff_cap_s < self.backoff_base_s:
@@ -201,6 +208,8 @@ class Recorder:
         self._stopping = False
         self._inflight: asyncio.Future | None = None
         self._sources: dict[Market, tuple[str, str]] = {}  # market -> (source identity, where), for the ledger
+        self._watches: dict[tuple[Market, str, str], asyncio.Task] = {}  # (market, symbol, stream) -> its watch
+        self._handing_over: dict[Market, asyncio.Task | None] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -210,11 +219,8 @@ class Recorder:
         for market in self.config.markets:
             session = MarketSession(market, self.config.symbols, {}, self._request_resync, self._server_shutdown,
                                     self.intake)
-            options = ccxt_options(market, self.config.depth_ms[market], self.config.connections)
-            session.exchange = RecordingBinance({"options": options, "enableRateLimit": False}, market, session,
-                                                self.intake)
+            session.exchange = self._exchange(market, session)
             session.exchange.nova_budget.share = self.config.weight_share
-            configure(session.exchange, self.config.endpoint)
             self.sessions[market] = session
         try:
             await asyncio.gather(*(self._load_markets(s) for s in self.sessions.values()))
@@ -243,10 +249,21 @@ class Recorder:
                     if stream == "open_interest":
                         self._spawn(self._poll_open_interest(session, state))
                     elif stream not in POLLED:
-                        self._spawn(self._watch(session, state, stream))
+                        self._watches[(market, state.symbol.exchange_id, stream)] = self._spawn(
+                            self._watch(session, state, stream))
             self._spawn(self._poll_instruments(session))
+            self._spawn(self._age_watch(session))
         self._spawn(self._flusher())
         self._spawn(self._watchdog())
+
+    def _exchange(self, market: Market, sink: Any) -> RecordingBinance:
+        """A ccxt.pro client of one market, pointed at the configured endpoint (one per connection set: a handover
+        makes a second one)."""
+        options = ccxt_options(market, self.config.depth_ms[market], self.config.connections)
+        exchange = RecordingBinance({"options": options, "enableRateLimit": False}, market, sink, self.intake)
+        configure(exchange, self.config.endpoint)
+        exchange.nova_opened = time.monotonic()
+        return exchange
 
     async def stop(self) -> dict[str, Any]:
         """Stop cleanly: stop the streams, flush everything received, finish every file, close the sessions."""
@@ -479,9 +496,10 @@ class Recorder:
                     await session.exchange.close()
 
     # ---- streams ---------------------------------------------------------------------------------------------
-    async def _watch(self, session: MarketSession, state: SymbolState, stream: str) -> None:
-        """Keep one stream subscribed; a dropped connection is ledgered, backed off and re-established."""
-        exchange, market = session.exchange, session.market
+    async def _watch(self, session: MarketSession, state: SymbolState, stream: str, exchange: Any = None) -> None:
+        """Keep one stream subscribed; a dropped connection is ledgered, backed off and re-established.
+        ``exchange``: the client to subscribe on (a handover's new one; default the market's)."""
+        exchange, market = exchange or session.exchange, session.market
         symbol = state.symbol.ccxt_symbol(market)
         backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
         key = (market, state.symbol.exchange_id, stream)
@@ -609,8 +627,16 @@ class Recorder:
         return True
 
     def _server_shutdown(self, market: Market, client: Any, ts: int) -> None:
-        """Binance announced a server shutdown on this connection: reconnect now rather than be cut off."""
+        """Binance announced a server shutdown on this connection: hand the market over to a new connection
+        (make-before-break); if that cannot be started, reconnect now rather than be cut off."""
         session = self.sessions[market]
+        if client not in (session.exchange.clients or {}).values():
+            return  # a connection already handed over: the notice is for the one that is going anyway
+        if self._handing_over.get(market) is not None:
+            return  # the market's connections are being replaced (each of them may get the notice)
+        if not self._stopping:
+            self._handing_over[market] = self._spawn(self._handover(session, "serverShutdown notice"))
+            return
         for state in session.states.values():
             for stream in self._streams(market):
                 if self._stream_client(session, state, stream) is client:
@@ -618,6 +644,90 @@ class Recorder:
                                    "serverShutdown notice from the exchange; reconnecting")
                     client.on_error(ccxt.NetworkError("serverShutdown notice"))
                     return
+
+    async def _age_watch(self, session: MarketSession) -> None:
+        """Hand the market over to a new connection ``handover_lead_s`` before the exchange's age limit."""
+        lead = min(self.config.handover_lead_s, self.config.max_connection_age_s / 2)
+        while True:
+            opened = getattr(session.exchange, "nova_opened", time.monotonic())
+            due = opened + self.config.max_connection_age_s - lead
+            await asyncio.sleep(max(0.05, due - time.monotonic()))
+            if time.monotonic() >= due and self._handing_over.get(session.market) is None and not self._stopping:
+                task = self._handing_over[session.market] = self._spawn(self._handover(
+                    session, f"the connection's age limit, {self.config.max_connection_age_s:g} s"))
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _handover(self, session: MarketSession, why: str) -> None:
+        """Make-before-break (recorder.handover): a new client subscribes every stream of the market; once its
+        books overlap the old connection's by ids, it takes over and the old one is closed. Nothing is lost and
+        the books stay valid; the ledger says ``handover``. Without an overlap in HANDOVER_WAIT_S the new client
+        is dropped and the old connection is left to its fate (a cut is then a disconnect, resynced as ever)."""
+        market, old = session.market, session.exchange
+        streams = [s for s in self._streams(market) if s not in POLLED]
+        gate = Gate(session, market, streams)
+        new = self._exchange(market, gate.successor)
+        new.nova_successor = True  # its subscriptions fetch no snapshot: the old connection's book goes on
+        new.nova_budget = old.nova_budget  # one IP, one weight budget
+        new.set_markets(old.markets, old.currencies)
+        old.nova_sink = gate.primary
+        symbols = list(session.states)
+        switched = False
+        watches = {(market, sid, stream): self._spawn(self._watch(session, state, stream, new))
+                   for sid, state in session.states.items() for stream in streams}
+        try:
+            began = time.monotonic()
+            cut = False
+            down_before = {sid: set(state.down) for sid, state in session.states.items()}
+            while not gate.ready(symbols) and time.monotonic() - began < HANDOVER_WAIT_S and not self._stopping:
+                if any(set(state.down) - down_before[sid] for sid, state in session.states.items()):
+                    cut = True  # the old connection went before the new one overlapped it: a cut like any other
+                    break
+                await asyncio.sleep(0.02)
+            if cut or not gate.ready(symbols):  # the new client is dropped below (finally)
+                reason = ("the old connection was cut before the new one overlapped it; reconnecting as after any "
+                          "cut") if cut else (f"no overlap with the new connection for "
+                                              f"{', '.join(gate.missing(symbols)) or 'every stream'} in "
+                                              f"{HANDOVER_WAIT_S:.0f} s; keeping the old connection")
+                for state in session.states.values():
+                    session.ledger(state, "book", time.time_ns(), "error", None, None,
+                                   f"handover ({why}) abandoned: {reason}")
+                if why.startswith("serverShutdown") and not cut:
+                    self._reconnect_now(session)
+                return
+            passed = gate.switch()  # what only the new connection delivered, in order, then it is the market's
+            switched = True
+            new.nova_sink, old.nova_sink = session, Closed()
+            new.nova_successor = False
+            session.exchange = new
+            for key, task in watches.items():
+                old_watch = self._watches.get(key)
+                if old_watch is not None:
+                    old_watch.cancel()
+                self._watches[key] = task
+            ts = time.time_ns()
+            for state in session.states.values():
+                for stream in self._streams(market):
+                    session.ledger(state, stream, ts, "handover", None,
+                                   state.seq.last_id if stream == "book" else None,
+                                   f"handed over to a new connection before a planned cut ({why}); overlapped "
+                                   f"by ids, nothing lost ({passed} messages came only on the new one)")
+                    state.stats[stream].handovers += 1
+            with contextlib.suppress(Exception):
+                await old.close()
+        finally:
+            self._handing_over[market] = None
+            if not switched and session.exchange is not new:  # cancelled (a stop) or given up: drop the new one
+                for task in watches.values():
+                    task.cancel()
+                old.nova_sink = session
+                new.nova_sink = Closed()
+                with contextlib.suppress(Exception):
+                    await new.close()
+
+    def _reconnect_now(self, session: MarketSession) -> None:
+        """Drop every connection of the market the way ccxt's keep-alive does, so its watches reconnect."""
+        for client in list((session.exchange.clients or {}).values()):
+            client.on_error(ccxt.NetworkError("serverShutdown notice"))
 
     async def _watchdog(self) -> None:
         """Restart streams that went silent for longer than ``stall_s``."""
@@ -774,7 +884,8 @@ class Recorder:
                     s = state.stats[stream]
                     out[f"{market}/{state.symbol.dashed}/{stream}"] = {
                         "messages": s.messages, "rows": s.rows, "gaps": s.gaps, "reconnects": s.reconnects,
-                        "errors": s.errors, "last_recv_ns": s.last_recv_ns}
+                        "errors": s.errors, "handovers": s.handovers, "last_recv_ns": s.last_recv_ns,
+                        "last_event_ns": s.last_event_ms * 1_000_000}
         return out
 
 

@@ -54,6 +54,8 @@ class StreamStats:
     last_recv_ns: int = 0
     gaps: int = 0
     reconnects: int = 0
+    handovers: int = 0  # planned reconnects made before the cut (recorder.handover)
+    last_event_ms: int = 0  # the exchange's time of the last message (E), for the metrics' lag
     errors: int = 0
 
 
@@ -208,6 +210,7 @@ class MarketSession:
         stats = state.stats["book"]
         stats.messages += 1
         stats.last_recv_ns = ts
+        stats.last_event_ms = diff.E
         if state.down:
             self._back(state, "book", ts)
         prev = diff.pu if market == "perp" else NULL  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ SLOW_MODULES = {
     "test_serve",  # record, serve and record again, real captures too (~45 s)
     "test_serve_clients",  # python-binance and cryptofeed against nova serve (~40 s)
     "test_pieces",  # batches on process pools, a Dask cluster and an object store, nova scan (~60 s)
+    "test_recorder_handover",  # make-before-break across the age limit and serverShutdown (~15 s each run)
     "test_recorder_backpressure",  # a recorder flooded at max speed with a writer slowed on purpose (~20 s)
     "test_secrets",  # a recorder to an object store with planted keys, its every output searched (~40 s)
     "test_metrics",  # recorders with --metrics-port, one a fleet, scraped (~25 s)

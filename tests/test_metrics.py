@@ -7,6 +7,7 @@ silent, which `/health` must report (503, the reason) and then clear.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -16,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ENV, NOVA, nova, one_sentence, stop, venue_process
+from tests.helpers import ENV, NOVA, REPO, nova, one_sentence, stop, venue_process
+
+OPS = REPO / "docs" / "ops"  # the example Grafana dashboard and alert rules: they may use only served metrics
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +82,22 @@ def test_metrics_and_health_follow_the_streams(venue_url: str, tmp_path: Path) -
         assert got[("nova_stream_rows_total", book)] > 0
         assert got[("nova_stream_gaps_total", book)] == 0
         assert 0 <= got[("nova_stream_last_message_age_seconds", book)] < 3
+        assert abs(got[("nova_stream_ws_lag_seconds", book)]) < 3  # the venue stamps E with its own clock
+        assert got[("nova_stream_handovers_total", book)] == 0
         assert got[("nova_rows_written_total", ())] > 0
         assert got[("nova_healthy", ())] == 1
         assert got[("nova_disk_free_bytes", ())] > 0
         perp = (("market", "perp"), ("stream", "book"), ("symbol", "ETH-USDT"))
         assert got[("nova_stream_messages_total", perp)] > 0
+
+        served = {name for name, _ in got}
+        for path in (OPS / "grafana-dashboard.json", OPS / "alerts.yml"):
+            used = set(re.findall(r"\bnova_[a-z_]+", path.read_text()))
+            assert used and used <= served, (path.name, sorted(used - served))
+        rules = yaml.safe_load((OPS / "alerts.yml").read_text())["groups"][0]["rules"]
+        assert {r["alert"] for r in rules} >= {"NovaStreamSilent", "NovaGapsRising", "NovaDiskNearlyFull"}
+        panels = json.loads((OPS / "grafana-dashboard.json").read_text())["panels"]
+        assert all(t["expr"] for p in panels for t in p["targets"])
 
         urllib.request.urlopen(urllib.request.Request(venue_url + "/_venue/pause?market=spot", method="POST"))
         body = json.loads(wait_for(base + "/health", 503))

@@ -163,31 +163,28 @@ async def test_stalled_streams_are_detected_and_restarted(make_venue: Any, tmp_p
         assert_reconnected(events[market], market, t_stall, ("book", "bbo"))
 
 
-async def test_server_shutdown_notice_reconnects_early_through_a_slow_failing_snapshot(
+async def test_server_shutdown_without_an_overlap_falls_back_to_a_resync_through_a_slow_failing_snapshot(
         make_venue: Any, tmp_path: Path) -> None:
-    """The recorder reconnects on the notice, before the venue closes the connections (break before make).
-
-    Frames the venue writes between the notice and the recorder's own close are discarded by ccxt's close
-    handshake: a real but ledgered interruption, which would make the exact count below racy. So the feed is
-    paused across the notice (everything published before it is delivered first, on the same connection).
-    """
+    """On the notice the recorder starts a handover (make-before-break, tests/test_recorder_handover.py); here the
+    feed is paused across the notice and the cut, so the new connection can show no overlap before the old one
+    goes. The handover is abandoned and the cut is what any cut is: ledgered disconnects, a reconnect, and a
+    resync, through a snapshot that is slow and fails once."""
     async with recording(make_venue, tmp_path) as (venue, rec):
         t_notice = time.time_ns()
-        # ccxt fetches the snapshot itself when it resubscribes: make that one slow, and fail once.
         venue.snapshot_fault("spot", delay=0.5, fail=1)
         venue.snapshot_fault("perp", fail=1)
         venue.pause()
         await asyncio.gather(*(venue.server_shutdown(m, grace_s=1.0) for m in MARKETS))
+        await asyncio.sleep(0.3)  # the cut is seen and the handover abandoned before the feed resumes
         venue.resume()
         await flowing(rec, time.time_ns())
         _, events = await finish(venue, rec, tmp_path)
 
     for market in MARKETS:
-        notices = [e for e in entries(events[market], "error", None, t_notice) if "serverShutdown" in e["detail"]]
-        assert notices, (market, "the serverShutdown notice is ledgered as an error")
+        abandoned = [e for e in entries(events[market], "error", "book", t_notice) if "abandoned" in e["detail"]]
+        assert abandoned and "serverShutdown" in abandoned[0]["detail"], (market, "the handover said why it stopped")
+        assert not entries(events[market], "handover", None, t_notice)
         assert_reconnected(events[market], market, t_notice)
-        early = [e for e in entries(events[market], "disconnect", None, t_notice) if "serverShutdown" in e["detail"]]
-        assert {e["stream"] for e in early} == set(STREAMS[market]), "every stream left on the notice"
         failed = [e for e in entries(events[market], "error", "book", t_notice)
                   if "snapshot request failed" in e["detail"]]
         assert len(failed) == 1, failed

@@ -96,7 +96,8 @@ INSTRUMENTS = pa.schema([  # what exchangeInfo said about the market, at every s
 ])
 
 EVENT_KINDS = ("start", "subscribed", "snapshot", "gap", "resync", "disconnect", "reconnect", "error", "stop",
-               "covered")  # covered: nova merge, which source watched a stream over which interval
+               "covered", "handover")  # covered: nova merge, which source watched a stream over which interval;
+# handover: a planned reconnect made before the cut, overlapping by ids (not a break: recorder.handover)
 
 EVENTS = pa.schema([
     pa.field("ts_recv", TS, nullable=False),
