@@ -4,6 +4,7 @@ fault every minute in rotation, and account for every message.
     python bench/soak.py --minutes 30            # the report in RELIABILITY.md
     python bench/soak.py --minutes 2             # a quick look
     python bench/soak.py --redundant --minutes 4 # two recorders killed in turn, then nova merge
+    python bench/soak.py --handovers --minutes 10 # planned cuts only: every one must be a lossless handover
 
 The venue runs in its own process (`nova venue --rate 10`); the recorder runs in a child process of this
 script, which samples its RSS and CPU from /proc. Faults rotate every minute through: sequence gap on both
@@ -14,6 +15,11 @@ recorder received, messages on disk, and the unaccounted ones (received but not 
 but not received are the frames in flight when a connection was dropped, each inside a ledgered
 disconnect). Also: RSS over time (first 10% vs last 10%, and the peak), reconnect and resync times
 p50/p99, CPU per symbol. The last line is one JSON object.
+
+``--handovers``: no faults but the planned cuts a long run meets: the venue closes every connection 60 s after it
+opened (Binance's 24 hours, shortened) and sends ``serverShutdown`` (5 s grace) to one market every minute; the
+recorder hands over before each (make-before-break). Reports handovers, and what was lost at the cuts: book
+chain breaks (``nova check``) and missing trade ids (target 0 for both), besides the usual accounting.
 
 ``--redundant``: two recorders (`nova record --recorder-id a|b`) of the same venue into two roots, each
 killed (-9) and restarted in turn every --kill-every seconds (3 s away, then the restart), no venue faults;
@@ -42,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SYMBOLS = ["ETH/USDT", "BTC/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
+PLANNED_AGE_S = 60.0  # --handovers: the venue's connection age limit
 FAULTS = [
     ("gap", "/_venue/fault/drop?market={m}&symbol={s}"),
     ("close", "/_venue/fault/close?market=all"),
@@ -71,15 +78,18 @@ def proc_sample(pid: int) -> tuple[float, float, float]:
     return rss, cpu, peak
 
 
-async def child(url: str, data: str, result: str) -> None:
-    """The recorder, in-process in this child: records until SIGTERM, then writes its counts."""
+async def child(url: str, data: str, result: str, age_s: str) -> None:
+    """The recorder, in-process in this child: records until SIGTERM, then writes its counts. ``age_s`` > 0:
+    the connections' age limit it hands over before (a quarter of it ahead)."""
     from nova.core.markets import Symbol
     from recorder.recorder import Recorder, RecorderConfig
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    age = float(age_s)
+    planned = {"max_connection_age_s": age, "handover_lead_s": age / 4} if age > 0 else {}
     rec = Recorder(RecorderConfig(symbols=[Symbol.parse(s) for s in SYMBOLS], data=data, endpoint=url,
-                                  stall_s=5.0, live_spread=False))
+                                  stall_s=5.0, live_spread=False, **planned))
     summary = await rec.run(stop)
     Path(result).write_text(json.dumps(summary))
 
@@ -246,7 +256,10 @@ def main() -> None:
                         help="two recorders, each killed and restarted in turn, then nova merge (RELIABILITY.md)")
     parser.add_argument("--kill-every", type=float, default=30.0, help="with --redundant: seconds between kills")
     parser.add_argument("--keep", help="with --redundant: record into this folder and keep it")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--handovers", action="store_true",
+                        help="planned cuts only: the venue closes connections 60 s after they open and sends "
+                        "serverShutdown every minute; the recorder must hand over with nothing lost")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         asyncio.run(child(*args.child))
@@ -257,12 +270,14 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         data, result = Path(tmp) / "data", Path(tmp) / "summary.json"
+        age = ["--max-connection-age", f"{PLANNED_AGE_S:g}s"] if args.handovers else []
         venue = subprocess.Popen([nova, "venue", "--port", "0", "--symbols", ",".join(SYMBOLS), "--rate",
-                                  str(args.rate), "--seed", "11"], stdout=subprocess.PIPE,
+                                  str(args.rate), "--seed", "11", *age], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, text=True)
         assert venue.stdout is not None
         url = venue.stdout.readline().strip()
-        rec = subprocess.Popen([sys.executable, __file__, "--child", url, str(data), str(result)])
+        rec = subprocess.Popen([sys.executable, __file__, "--child", url, str(data), str(result),
+                                str(PLANNED_AGE_S if args.handovers else 0)])
         samples: list[tuple[float, float, float]] = []
         peak_rss = 0.0
         faults: list[str] = []
@@ -274,7 +289,14 @@ def main() -> None:
                 time.sleep(2)
                 rss, cpu, peak_rss = proc_sample(rec.pid)
                 samples.append((time.monotonic() - started, rss, cpu))
-                if time.monotonic() >= next_fault:
+                if time.monotonic() >= next_fault and args.handovers:
+                    market = markets[len(faults) % 2]
+                    post(url + f"/_venue/fault/shutdown?market={market}&grace=5")
+                    faults.append(f"serverShutdown:{market}")
+                    next_fault += 60
+                    print(f"{time.monotonic() - started:6.0f} s  serverShutdown ({market})  RSS {rss:.0f} MB",
+                          flush=True)
+                elif time.monotonic() >= next_fault:
                     name, path = FAULTS[len(faults) % len(FAULTS)]
                     market = markets[len(faults) % 2]
                     for sym in SYMBOLS:
@@ -309,7 +331,8 @@ def main() -> None:
                            if k.startswith(m + "/") and k.rsplit("/", 1)[1] in STREAMED) for m in markets}
         stored = on_disk(data)
         times = ledger_times(data)
-        events = {k: sum(v[k] for v in summary.values()) for k in ("gaps", "reconnects", "errors")}
+        events = {k: sum(v.get(k, 0) for v in summary.values()) for k in ("gaps", "reconnects", "handovers", "errors")}
+        breaks = merged_breaks(data) if args.handovers else None
     tenth = max(1, len(samples) // 10)
     first = statistics.mean(s[1] for s in samples[:tenth])
     last = statistics.mean(s[1] for s in samples[-tenth:])
@@ -318,7 +341,10 @@ def main() -> None:
         "minutes": args.minutes, "rate": args.rate, "symbols": len(SYMBOLS), "faults": faults,
         "venue_sent": sent, "recorder_received": received, "on_disk": stored,
         "unaccounted_received_not_on_disk": {m: received[m] - stored[m] for m in markets},
-        "in_flight_lost_at_ledgered_disconnects": {m: sent[m] - received[m] for m in markets},
+        # with handovers the venue writes the overlap to both connections: the difference is duplicates dropped
+        ("duplicates_dropped_in_handovers" if args.handovers else "in_flight_lost_at_ledgered_disconnects"):
+            {m: sent[m] - received[m] for m in markets},
+        **({"lost_at_planned_cuts": breaks} if breaks is not None else {}),
         "ledger": events,
         "rss_mb_first_10pct": round(first, 1), "rss_mb_last_10pct": round(last, 1),
         "rss_growth_pct": round((last / first - 1) * 100, 1) if first else None,

@@ -232,7 +232,8 @@ RECORD_OPTIONS = {"symbols": "SYMBOL", "endpoint": "--venue", "markets": "--mark
                   "flush_s": "--flush", "rotate_s": "--rotate", "stall_s": "--stall",
                   "depth_ms['spot']": "--spot-depth", "depth_ms['perp']": "--perp-depth", "oi_every_s": "--oi-every",
                   "recorder_id": "--recorder-id", "fee_spot_bps": "--fee-spot", "fee_perp_bps": "--fee-perp",
-                  "spool": "--spool", "upload_wait_s": "--upload-wait"}
+                  "spool": "--spool", "upload_wait_s": "--upload-wait",
+                  "max_connection_age_s": "--max-connection-age"}
 """RecorderConfig's (and its SpreadParams') fields, by the ``nova record`` option that fills them."""
 REPLAY_OPTIONS = {"clock": "--clock", "speed": "--speed", "size": "--size", "fee_spot": "--fee-spot",
                   "fee_perp": "--fee-perp", "threshold": "--threshold", "stale_ms": "--stale-ms"}
@@ -750,6 +751,11 @@ def record(
                                                help="With an s3:// --data: how long a stop waits for the last "
                                                "uploads before leaving them to the next start.")] = "60s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status and no summary.")] = False,
+    max_connection_age: Annotated[float, typer.Option(parser=POSITIVE_DURATION, metavar="DURATION",
+                                                      help="The exchange closes a connection this long after it "
+                                                      "opened (Binance: 24h); the recorder hands each market over "
+                                                      "to a new connection before that, losing nothing.")]
+    = "24h",  # type: ignore[assignment]
     metrics_port: Annotated[int | None, typer.Option(min=0, max=65535, metavar="PORT",
                                                      help="Serve Prometheus metrics on http://HOST:PORT/metrics "
                                                      "and a health check on /health (200 while every book "
@@ -791,7 +797,8 @@ def record(
                             tables=tables, flush_s=flush, rotate_s=rotate, stall_s=stall,
                             depth_ms={"spot": spot_depth, "perp": perp_depth}, oi_every_s=oi_every,
                             recorder_id=recorder_id, fee_spot=fee_spot, fee_perp=fee_perp, spool=spool,
-                            upload_wait_s=upload_wait)
+                            upload_wait_s=upload_wait, max_connection_age_s=max_connection_age,
+                            handover_lead_s=min(600.0, max_connection_age / 4))
     metrics = (metrics_port, metrics_host) if metrics_port is not None else None
     raise typer.Exit(run_async(lambda stop: _record_many(config, stop, duration, quiet, every, quote, shard,
                                                          workers, metrics)))
