@@ -52,6 +52,7 @@ class Gate:
         self.waiting: dict[tuple[str, str], list[tuple[str, tuple]]] = defaultdict(list)  # the new one's
         self.overlapped: set[tuple[str, str]] = set()  # (symbol, stream) the new one delivered in overlap
         self.started = time.monotonic()
+        self.switched = False
         self.primary = _Side(self, primary=True)
         self.successor = _Side(self, primary=False)
 
@@ -69,7 +70,11 @@ class Gate:
                 and (st == "book" or (s, st) in self.passed) and (s, st) not in self.overlapped]
 
     def switch(self) -> int:
-        """Pass on what only the new connection delivered, in its order; returns how many messages that was."""
+        """Pass on what only the new connection delivered, in its order; returns how many messages that was.
+        From here on the new connection's messages go straight to the session, except those the old one had
+        delivered already (the new one may lag behind it by a few messages at the switch): ``_from_successor``
+        drops them until each stream has moved past the old one's last id."""
+        self.switched = True
         sent = 0
         for (symbol, stream), queued in self.waiting.items():
             last = self.passed.get((symbol, stream))
@@ -98,10 +103,24 @@ class Gate:
                     self.overlapped.add(key)
         getattr(self.session, method)(*args)
 
+    def caught_up(self) -> bool:
+        """After the switch: the new connection has moved past everything the old one delivered."""
+        return self.switched and not self.passed
+
     def _from_successor(self, method: str, args: tuple) -> None:
         stream = SINK_STREAM[method]
         message = args[1]
         symbol = _symbol(message)
+        if self.switched:
+            key = (symbol or "", stream)
+            last = self.passed.get(key)
+            if last is not None:
+                order = _order(message, stream)
+                if order is not None and order <= last:
+                    return  # the old connection delivered it before the switch
+                del self.passed[key]
+            getattr(self.session, method)(*args)
+            return
         if symbol is None:
             return
         key = (symbol, stream)
@@ -122,7 +141,7 @@ class _Side:
         if name in SINK_STREAM:
             route = self._gate._from_primary if self._primary else self._gate._from_successor
             return lambda *args: route(name, args)
-        if self._primary:
+        if self._primary or self._gate.switched:
             return getattr(self._gate.session, name)
         return _ignore  # the new connection's snapshots, subscriptions, notices: the old one still rules
 

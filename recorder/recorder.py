@@ -696,7 +696,7 @@ class Recorder:
                 return
             passed = gate.switch()  # what only the new connection delivered, in order, then it is the market's
             switched = True
-            new.nova_sink, old.nova_sink = session, Closed()
+            old.nova_sink = Closed()  # the new one keeps the gate until it has moved past the old one's last ids
             new.nova_successor = False
             session.exchange = new
             for key, task in watches.items():
@@ -712,8 +712,14 @@ class Recorder:
                                    f"handed over to a new connection before a planned cut ({why}); overlapped "
                                    f"by ids, nothing lost ({passed} messages came only on the new one)")
                     state.stats[stream].handovers += 1
+            self._handing_over[market] = None  # done: a notice on the new connection starts the next one
             with contextlib.suppress(Exception):
                 await old.close()
+            began = time.monotonic()
+            while not gate.caught_up() and time.monotonic() - began < HANDOVER_WAIT_S and not self._stopping:
+                await asyncio.sleep(0.05)
+            if new.nova_sink is gate.successor:
+                new.nova_sink = session  # no check per message any more
         finally:
             self._handing_over[market] = None
             if not switched and session.exchange is not new:  # cancelled (a stop) or given up: drop the new one

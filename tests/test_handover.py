@@ -57,6 +57,23 @@ def test_the_new_connections_messages_wait_and_fill_in_after_the_old_ones() -> N
     assert session.got == [("book", u) for u in range(1, 9)]
 
 
+def test_after_the_switch_what_the_old_one_delivered_is_not_recorded_twice() -> None:
+    session = FakeSession()
+    gate = Gate(session, "perp", ["book", "trades"])
+    for u in range(1, 11):
+        gate.primary.on_depth("perp", depth(u), None, u)
+        gate.primary.on_trade("perp", {"s": SYM, "t": u}, u)
+    for u in range(4, 9):  # the new connection lags behind the old one at the switch
+        gate.successor.on_depth("perp", depth(u), None, u)
+    assert gate.ready([SYM]) and gate.switch() == 0
+    for u in range(9, 13):  # 9 and 10 came on the old one already
+        gate.successor.on_depth("perp", depth(u), None, u)
+        gate.successor.on_trade("perp", {"s": SYM, "t": u}, u)
+    assert [n for s, n in session.got if s == "book"] == list(range(1, 13))
+    assert [n for s, n in session.got if s == "trades"] == list(range(1, 13))
+    assert gate.caught_up()
+
+
 def test_no_overlap_is_not_ready() -> None:
     gate = Gate(FakeSession(), "perp", ["book"])
     gate.primary.on_depth("perp", depth(10), None, 1)
