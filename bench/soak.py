@@ -128,6 +128,17 @@ def ledger_times(data: Path) -> dict[str, list[float]]:
     return out
 
 
+def ledger_errors(data: Path) -> dict[str, int]:
+    """The ledger's error rows by what they say (their first words), most frequent first."""
+    import duckdb
+
+    pattern = str(data / "events" / "**" / "*.parquet")
+    rows = duckdb.connect().execute(f"SELECT regexp_extract(detail, '^[^:;(]*') AS what, count(*) FROM read_parquet("
+                                    f"'{pattern}', hive_partitioning = true) WHERE kind = 'error' GROUP BY what "
+                                    "ORDER BY 2 DESC LIMIT 8").fetchall()
+    return {what: n for what, n in rows}
+
+
 STREAMED = ("bbo", "trades", "funding", "liquidations")  # with the book: the WebSocket streams
 
 
@@ -333,6 +344,7 @@ def main() -> None:
         times = ledger_times(data)
         events = {k: sum(v.get(k, 0) for v in summary.values()) for k in ("gaps", "reconnects", "handovers", "errors")}
         breaks = merged_breaks(data) if args.handovers else None
+        said = ledger_errors(data) if args.handovers else None
     tenth = max(1, len(samples) // 10)
     first = statistics.mean(s[1] for s in samples[:tenth])
     last = statistics.mean(s[1] for s in samples[-tenth:])
@@ -344,7 +356,7 @@ def main() -> None:
         # with handovers the venue writes the overlap to both connections: the difference is duplicates dropped
         ("duplicates_dropped_in_handovers" if args.handovers else "in_flight_lost_at_ledgered_disconnects"):
             {m: sent[m] - received[m] for m in markets},
-        **({"lost_at_planned_cuts": breaks} if breaks is not None else {}),
+        **({"lost_at_planned_cuts": breaks, "ledger_errors": said} if breaks is not None else {}),
         "ledger": events,
         "rss_mb_first_10pct": round(first, 1), "rss_mb_last_10pct": round(last, 1),
         "rss_growth_pct": round((last / first - 1) * 100, 1) if first else None,
