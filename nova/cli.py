@@ -230,7 +230,8 @@ class SqlFormat(StrEnum):
 
 RECORD_OPTIONS = {"symbols": "SYMBOL", "endpoint": "--venue", "markets": "--markets", "tables": "--tables",
                   "flush_s": "--flush", "rotate_s": "--rotate", "stall_s": "--stall",
-                  "depth_ms['spot']": "--spot-depth", "depth_ms['perp']": "--perp-depth", "oi_every_s": "--oi-every",
+                  "listing_every_s": "--listing-every", "depth_ms['spot']": "--spot-depth",
+                  "depth_ms['perp']": "--perp-depth", "oi_every_s": "--oi-every",
                   "recorder_id": "--recorder-id", "fee_spot_bps": "--fee-spot", "fee_perp_bps": "--fee-perp",
                   "spool": "--spool", "upload_wait_s": "--upload-wait",
                   "max_connection_age_s": "--max-connection-age"}
@@ -598,6 +599,8 @@ async def _record(config: Any, stop: asyncio.Event, duration_s: float | None, qu
         if server is not None:
             await server.stop()
         summary = await recorder.stop()
+    for notice in recorder.notices:
+        err.print(f"[bold yellow]warning:[/] {notice}", soft_wrap=True)
     if recorder.fatal:
         raise NovaError(recorder.fatal)
     if not quiet:
@@ -610,6 +613,7 @@ async def _record_many(config: Any, stop: asyncio.Event, duration_s: float | Non
                        metrics: tuple[int, str] | None = None) -> int:
     """``--all``, ``--shard`` and ``--workers`` (recorder.fleet) around ``_record``."""
     from recorder import fleet
+    from recorder.listings import Universe
 
     if every:
         config.symbols = await fleet.listed_symbols(config.endpoint, config.markets, quote)
@@ -617,6 +621,7 @@ async def _record_many(config: Any, stop: asyncio.Event, duration_s: float | Non
             where = f" quoted in {quote.upper()}" if quote else ""
             raise NovaError(f"no symbol{where} is listed and trading on every recorded market; check --quote "
                             "and --markets")
+        config.listing = Universe(quote, shard)  # new listings are picked up by the same rule while it runs
     if shard is not None:
         listed = len(config.symbols)
         config.symbols = fleet.shard(config.symbols, *shard)
@@ -624,8 +629,14 @@ async def _record_many(config: Any, stop: asyncio.Event, duration_s: float | Non
             raise NovaError(f"shard {shard[0]}/{shard[1]} of the {listed} symbols is empty; use fewer shards")
     if workers == 1:
         return await _record(config, stop, duration_s, quiet, metrics)
-    parts = [p for p in fleet.split(config.symbols, workers, shard[1] if shard else 1) if p]
-    if len(parts) < workers:
+    parts = fleet.split(config.symbols, workers, shard[1] if shard else 1)
+    empty = sum(1 for p in parts if not p)
+    if empty and every:  # each worker owns its hash slice of the listings to come: all of them start
+        count = len(config.symbols)
+        err.print(f"{count} symbol{'s' if count != 1 else ''} leave{'s' if count == 1 else ''} {empty} of the "
+                  f"{workers} workers without a symbol for now; they record the new listings that fall to them")
+    elif empty:
+        parts = [p for p in parts if p]
         err.print(f"{len(config.symbols)} symbols fill {len(parts)} of the {workers} workers; starting {len(parts)}")
     return await _record_fleet(fleet.Fleet(config, parts), config, stop, duration_s, quiet, metrics)
 
@@ -761,6 +772,10 @@ def record(
                                                      "and a health check on /health (200 while every book "
                                                      "stream is live, 503 with the reasons).")] = None,
     metrics_host: Annotated[str, typer.Option(help="Interface the metrics listen on.")] = "0.0.0.0",
+    listing_every: Annotated[float | None, typer.Option(
+        parser=POSITIVE_DURATION, metavar="DURATION",
+        help="With --all: read exchangeInfo this often (default 5m) and start the new listings, stop the "
+        "symbols delisted or halted (each ledgered); tick and step changes are recorded as they come.")] = None,
     config: Annotated[Path | None, typer.Option(metavar="FILE", is_eager=True, callback=_config_defaults,
                                                 help="Read options from this TOML file (keys: the long options "
                                                 "without dashes, e.g. symbols = [\"ETH/USDT\"], flush = \"1s\"); "
@@ -793,12 +808,15 @@ def record(
         raise fail("give at least one symbol to record, like ETH/USDT, or --all for every listed symbol")
     if quote is not None and not every:
         raise fail("--quote filters the symbols of --all; add --all or drop --quote")
+    if listing_every is not None and not every:
+        raise fail("--listing-every is how often --all looks for listing changes; add --all or drop --listing-every")
     config = _record_config(chosen or [Symbol("BTC", "USDT")], data, venue, testnet, markets=markets.markets,
                             tables=tables, flush_s=flush, rotate_s=rotate, stall_s=stall,
                             depth_ms={"spot": spot_depth, "perp": perp_depth}, oi_every_s=oi_every,
                             recorder_id=recorder_id, fee_spot=fee_spot, fee_perp=fee_perp, spool=spool,
                             upload_wait_s=upload_wait, max_connection_age_s=max_connection_age,
-                            handover_lead_s=min(600.0, max_connection_age / 4))
+                            handover_lead_s=min(600.0, max_connection_age / 4),
+                            **({} if listing_every is None else {"listing_every_s": listing_every}))
     metrics = (metrics_port, metrics_host) if metrics_port is not None else None
     raise typer.Exit(run_async(lambda stop: _record_many(config, stop, duration, quiet, every, quote, shard,
                                                          workers, metrics)))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import multiprocessing as mp
 import os
 import queue
@@ -33,7 +32,8 @@ from typing import Any
 
 from nova.core.errors import NovaError
 from nova.core.limits import connections_per_process
-from nova.core.markets import Market, Symbol
+from nova.core.markets import Market, Symbol, listed, tradable
+from recorder.listings import symbol_hash
 
 REPORT_S = 1.0
 _NAMES = {"spot": "spot", "perp": "USDT-M"}
@@ -52,11 +52,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= index <= count:
         raise ValueError(f"'{text}' names shard {index} of {count}; I must be between 1 and {count}, like 1/{count}")
     return index, count
-
-
-def symbol_hash(symbol: Symbol) -> int:
-    """A stable hash of a symbol's exchange name (the same on every machine and every run)."""
-    return int.from_bytes(hashlib.blake2b(symbol.exchange_id.encode(), digest_size=8).digest(), "big")
 
 
 def shard(symbols: list[Symbol], index: int, count: int) -> list[Symbol]:
@@ -81,7 +76,7 @@ async def listed_symbols(endpoint: str, markets: tuple[Market, ...], quote: str 
 
     from recorder.endpoints import ccxt_options, configure
 
-    found: list[set[Symbol]] = []
+    statuses: dict[Market, dict[Symbol, str]] = {}
     for market in markets:
         exchange = ccxtpro.binance({"options": ccxt_options(market, 100), "enableRateLimit": False})
         configure(exchange, endpoint)
@@ -94,10 +89,8 @@ async def listed_symbols(endpoint: str, markets: tuple[Market, ...], quote: str 
         finally:
             with contextlib.suppress(Exception):
                 await exchange.close()
-        found.append({Symbol(m["base"], m["quote"]) for m in exchange.markets.values()
-                      if m.get("active") is not False and (
-                          m.get("spot") if market == "spot" else (m.get("swap") and m.get("linear")))})
-    common = set.intersection(*found) if found else set()
+        statuses[market] = listed(market, [m.get("info") for m in exchange.markets.values()])
+    common = tradable(statuses)
     if quote:
         common = {s for s in common if s.quote == quote.upper()}
     return sorted(common, key=lambda s: s.unified)
@@ -129,8 +122,9 @@ def worker_configs(config: Any, parts: list[list[Symbol]]) -> list[Any]:
     connections = connections_per_process(workers, len(config.markets))
     return [dataclasses.replace(config, symbols=part, weight_share=1 / workers,
                                 connections=min(config.connections or connections, connections),
-                                live_spread=False)
-            for part in parts]
+                                live_spread=False,
+                                listing=None if config.listing is None else config.listing.for_worker(i, workers))
+            for i, part in enumerate(parts)]
 
 
 def _worker_main(index: int, config: Any, reports: Any, stop_flag: Any, report_s: float) -> None:

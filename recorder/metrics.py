@@ -53,7 +53,8 @@ class Probe:
     def health(self) -> tuple[bool, list[str]]:
         """(every book stream live, why not): a stream that never sent, or has been silent beyond the limit."""
         now, why = self.clock(), []
-        books = [(labels, counts) for labels, counts in self.streams() if labels[2] == HEALTH_STREAM]
+        books = [(labels, counts) for labels, counts in self.streams()
+                 if labels[2] == HEALTH_STREAM and not counts.get("stopped")]  # a delisted symbol is not down
         if not books:
             why.append("no book stream is being recorded yet")
         for (market, symbol, _), counts in books:

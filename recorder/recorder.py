@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import difflib
 import errno
+import functools
 import itertools
 import random
 import socket
@@ -33,7 +34,7 @@ from nova.core.dataset import BadRecorderId, Dataset, NotWritable, file_id
 from nova.core.errors import NovaError
 from nova.core.limits import CONNECTION_MAX_AGE_S
 from nova.core.lock import Claims, Holder, StreamBusy
-from nova.core.markets import MARKETS, Market, Symbol
+from nova.core.markets import MARKETS, Market, Symbol, listed
 from nova.core.secrets import redact_url
 from nova.core.spool import Spool
 from nova.core.spread import SpreadLogic, SpreadParams
@@ -43,6 +44,7 @@ from recorder.endpoints import ccxt_options, check_venue_url, configure, describ
 from recorder.exchange import RecordingBinance
 from recorder.handover import Closed, Gate
 from recorder.intake import Intake
+from recorder.listings import Changes, Universe, changes
 from recorder.recovery import CRASH_DETAIL, missing_stops
 from recorder.rows import Levels, book_batch, event_row, malformed_details, table_batch
 from recorder.sequencer import SNAPSHOT, STALE
@@ -51,6 +53,7 @@ from recorder.upload import UPLOAD_STREAM, Backlog, Uploader
 from recorder.writer import DatasetWriter
 
 MARKET_NAME = {"spot": "spot", "perp": "USDT-M"}
+UNSUBSCRIBE_WAIT_S = 5.0  # for the exchange's reply to an unsubscribe (a stopped symbol); then it is left be
 HANDOVER_WAIT_S = 30.0  # a new connection that shows no overlap with the old one in this long is given up
 _WATCHED_FOR_STALLS = ("book", "bbo", "funding")  # trades can be legitimately quiet for minutes
 
@@ -85,6 +88,10 @@ class RecorderConfig:
     handover_lead_s: float = 600.0
     queue_bytes: int = 16 << 20  # back-pressure (recorder.intake): held between receiving and the journal, at most
     zstd_level: int | None = None  # of the finished Parquet files; None: the contract's (nova.core.contract)
+    # --all (recorder.listings): the rule of which listed symbols are this recorder's; exchangeInfo is then read
+    # every listing_every_s, new listings of ours started, delisted or halted symbols stopped (None: fixed symbols)
+    listing: Universe | None = None
+    listing_every_s: float = 300.0
 
     DEPTH_SPEEDS_MS: ClassVar[dict[str, tuple[int, ...]]] = {"spot": (100, 1000), "perp": (0, 100, 250, 500)}
     """Binance's diff-depth stream speeds per market (``@depth@100ms``; perp 0 is ``@depth@0ms``, every update)."""
@@ -95,7 +102,7 @@ class RecorderConfig:
         venue URL its canonical spelling."""
         self._check_what()
         for name in ("flush_s", "stall_s", "oi_every_s", "instruments_every_s", "backoff_base_s", "backoff_cap_s",
-                     "upload_wait_s", "max_connection_age_s", "handover_lead_s"):
+                     "upload_wait_s", "max_connection_age_s", "handover_lead_s", "listing_every_s"):
             check_positive(name, getattr(self, name), "seconds")
         check_at_least("rotate_s", self.rotate_s, 1, "seconds")
         if self.backoff_cap_s < self.backoff_base_s:
@@ -114,7 +121,10 @@ class RecorderConfig:
 
     def _check_what(self) -> None:
         """Symbols, markets and tables: what to record."""
-        if (not isinstance(self.symbols, list | tuple) or not self.symbols
+        if self.listing is not None and not isinstance(self.listing, Universe):
+            raise BadValue("listing", "must be a recorder.listings.Universe (the symbols of --all that are ours), "
+                           "or None", self.listing)
+        if (not isinstance(self.symbols, list | tuple) or (not self.symbols and self.listing is None)
                 or not all(isinstance(s, Symbol) for s in self.symbols) or len(set(self.symbols)) != len(self.symbols)):
             raise BadValue("symbols", "must list one or more nova.core.markets.Symbol, each once, for example "
                            "[Symbol.parse('ETH/USDT')]", self.symbols)
@@ -184,7 +194,7 @@ class Backoff:
 
 class Recorder:
     def __init__(self, config: RecorderConfig) -> None:
-        if not config.symbols:
+        if not config.symbols and config.listing is None:
             raise NovaError("give at least one symbol to record, for example ETH/USDT")
         self.config = config
         self.sessions: dict[Market, MarketSession] = {}
@@ -210,6 +220,10 @@ class Recorder:
         self._sources: dict[Market, tuple[str, str]] = {}  # market -> (source identity, where), for the ledger
         self._watches: dict[tuple[Market, str, str], asyncio.Task] = {}  # (market, symbol, stream) -> its watch
         self._handing_over: dict[Market, asyncio.Task | None] = {}
+        self._market_locks: dict[Market, asyncio.Lock] = {}
+        self._listing_wake = asyncio.Event()  # --all: read exchangeInfo now (a stream stalled: delisted?)
+        self._refused: set[Symbol] = set()  # listings another recorder records already: not tried again
+        self.notices: list[str] = []  # what the user should hear at the end (a listing left to another recorder)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -236,25 +250,36 @@ class Recorder:
         if self.uploader is not None:  # after the spool's files were counted above: from here they may leave it
             self.uploader.start()
         self.started_ns = time.time_ns()
-        recorder_id = self.recorder_id
-        software = versions()
-        for market, session in self.sessions.items():
-            source, where = self._sources[market]
+        for session in self.sessions.values():
             for state in session.states.values():
-                for stream in self._streams(market):
-                    session.ledger(state, stream, self.started_ns, "start", None, None,
-                                   f"recording {state.symbol.ccxt_symbol(market)} from {where}",
-                                   (source, recorder_id, software))
-                    self._stream_started[(market, state.symbol.exchange_id, stream)] = self.started_ns
-                    if stream == "open_interest":
-                        self._spawn(self._poll_open_interest(session, state))
-                    elif stream not in POLLED:
-                        self._watches[(market, state.symbol.exchange_id, stream)] = self._spawn(
-                            self._watch(session, state, stream))
-            self._spawn(self._poll_instruments(session))
+                self._begin(session, state, self.started_ns, "")
+            if self.config.listing is None:  # with --all, the listing watch reads exchangeInfo (more often)
+                self._spawn(self._poll_instruments(session))
             self._spawn(self._age_watch(session))
         self._spawn(self._flusher())
         self._spawn(self._watchdog())
+        if self.config.listing is not None:
+            self._spawn(self._listing_watch())
+
+    def _begin(self, session: MarketSession, state: SymbolState, ts: int, why: str) -> None:
+        """Ledger the start of every stream of a symbol on a market (with who records it, from where, with
+        what software) and start watching and polling it."""
+        market = session.market
+        source, where = self._sources[market]
+        for stream in self._streams(market):
+            session.ledger(state, stream, ts, "start", None, None,
+                           f"recording {state.symbol.ccxt_symbol(market)} from {where}{why}",
+                           (source, self.recorder_id, self._software))
+            key = (market, state.symbol.exchange_id, stream)
+            self._stream_started[key] = ts
+            if stream == "open_interest":
+                self._watches[key] = self._spawn(self._poll_open_interest(session, state))
+            elif stream not in POLLED:
+                self._watches[key] = self._spawn(self._watch(session, state, stream))
+
+    @functools.cached_property
+    def _software(self) -> str:
+        return versions()
 
     def _exchange(self, market: Market, sink: Any) -> RecordingBinance:
         """A ccxt.pro client of one market, pointed at the configured endpoint (one per connection set: a handover
@@ -281,6 +306,8 @@ class Recorder:
                 ts = time.time_ns()
                 for market, session in self.sessions.items():
                     for state in session.states.values():
+                        if state.retired:
+                            continue  # its stop is ledgered already
                         state.seq.on_stop()
                         for stream in self._streams(market):
                             session.ledger(state, stream, ts, "stop", None, None, "recorder stopped")
@@ -586,9 +613,158 @@ class Recorder:
                     session.ledger(state, "instruments", time.time_ns(), "error", None, None,
                                    f"exchangeInfo request failed: {type(exc).__name__}: {str(exc)[:200]}")
 
+    # ---- listings that change (--all: recorder.listings) ---------------------------------------------------------
+    async def _listing_watch(self) -> None:
+        """Read exchangeInfo every ``listing_every_s`` (sooner when a stream stalls: a delisted symbol falls
+        silent): start the new listings that are ours, stop the symbols delisted or not trading, each ledgered.
+        The same answer records every instruments change (tick, step, status) of the recorded symbols."""
+        assert self.config.listing is not None
+        wake, loop = self._listing_wake, asyncio.get_running_loop()
+        while True:
+            timer = loop.call_later(self.config.listing_every_s, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
+            wake.clear()
+            try:
+                statuses = {market: await self._listed(session) for market, session in self.sessions.items()}
+                found = changes(statuses, self.recording, self.config.listing)
+                if found:
+                    await self._apply_listing(found)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                ts = time.time_ns()
+                for session in self.sessions.values():
+                    for state in session.states.values():
+                        session.ledger(state, "instruments", ts, "error", None, None,
+                                       f"exchangeInfo request failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                                       "listing changes are picked up when it answers again")
+
+    async def _listed(self, session: MarketSession) -> dict[Symbol, str]:
+        """Symbol -> status on one market, from a whole exchangeInfo (through the hook, which records the
+        recorded symbols' instruments rows when they changed). An answer that lists nothing is refused: it must
+        not stop every symbol."""
+        exchange = session.exchange
+        response = await (exchange.publicGetExchangeInfo() if session.market == "spot"
+                          else exchange.fapiPublicGetExchangeInfo())
+        statuses = listed(session.market, response.get("symbols") if isinstance(response, dict) else None)
+        if not statuses:
+            raise NovaError("exchangeInfo listed no symbol")
+        return statuses
+
+    @property
+    def recording(self) -> list[Symbol]:
+        """The symbols being recorded now (at start, plus listings picked up, minus those stopped)."""
+        return list(dict.fromkeys(state.symbol for session in self.sessions.values()
+                                  for state in session.states.values() if not state.retired))
+
+    async def _apply_listing(self, found: Changes) -> None:
+        for symbol, why in found.stop.items():
+            await self._stop_symbol(symbol, why)
+        if not found.start:
+            return
+        for market, session in self.sessions.items():  # ccxt subscribes only to markets it knows
+            async with self._market_lock(market):
+                await session.exchange.load_markets(reload=True)
+        for symbol in found.start:
+            if symbol not in self._refused:
+                await self._start_symbol(symbol)
+
+    def _market_lock(self, market: Market) -> asyncio.Lock:
+        """Held while a market's connections or symbols change (a handover, a listing): one at a time."""
+        return self._market_locks.setdefault(market, asyncio.Lock())
+
+    async def _start_symbol(self, symbol: Symbol) -> None:
+        """Claim a symbol's streams (finishing what a crashed run left of them), then record it on every market."""
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await loop.run_in_executor(self._executor, self._claim_more, symbol)
+        except StreamBusy as exc:
+            who = f"recorder {exc.holder.recorder_id} on {exc.holder.host}" if exc.holder else "another recorder"
+            self._refused.add(symbol)
+            self.notices.append(f"{symbol} was listed, but {who} records {exc.market} {exc.symbol} into "
+                                f"{self.config.data} already; left to it")
+            return
+        again = any(symbol.exchange_id in session.stopped for session in self.sessions.values())
+        why = " (trading again; found by --all)" if again else " (a new listing; found by --all)"
+        for market, session in self.sessions.items():
+            next_msg, stops = prepared[market]
+            async with self._market_lock(market):
+                state = session.add(symbol, next_msg)
+                for ts, stream in stops:
+                    session.ledger(state, stream, ts, "stop", None, None, CRASH_DETAIL)
+                self._begin(session, state, time.time_ns(), why)
+        with self.live_lock:
+            self.live[symbol] = SpreadLogic(self.config.spread)
+
+    def _claim_more(self, symbol: Symbol) -> dict[Market, tuple[int, list[tuple[int, str]]]]:
+        """On the writer's thread: claim the symbol's streams not claimed yet in this run, finish their
+        crashed journals (never ours: a symbol stopped and started again in this run kept its claim and its
+        files), and find where its message numbers go on and which stops a crash left out."""
+        assert self._claims is not None and self.writer is not None
+        keys = [(market, symbol.dashed) for market in self.sessions]
+        fresh = [key for key in keys if key not in self._claims.held]
+        self._claims.acquire(fresh)
+        if fresh:
+            self.recovered += self.writer.dataset.recover(fresh)
+        return {market: (self._history.max_msg(market, symbol.dashed) + 1,
+                         missing_stops(self._history, market, symbol, self._streams(market))
+                         if (market, symbol.dashed) in fresh else [])
+                for market in self.sessions}
+
+    async def _stop_symbol(self, symbol: Symbol, why: str) -> None:
+        """Stop recording a symbol that stopped trading: its streams are ledgered ``stop`` with the reason and
+        unsubscribed; what it received up to here is written at the next flush."""
+        for market, session in self.sessions.items():
+            state = session.states.get(symbol.exchange_id)
+            if state is None or state.retired:
+                continue
+            async with self._market_lock(market):
+                session.retire(state)
+                state.seq.on_stop()
+                ts = time.time_ns()
+                for stream in self._streams(market):
+                    task = self._watches.pop((market, symbol.exchange_id, stream), None)
+                    if task is not None:
+                        task.cancel()
+                    session.ledger(state, stream, ts, "stop", None, None,
+                                   f"stopped recording {symbol.ccxt_symbol(market)}: {why} (--all)")
+                state.down.clear()
+                await self._unsubscribe(session, state)
+        with self.live_lock:
+            self.live.pop(symbol, None)
+
+    async def _unsubscribe(self, session: MarketSession, state: SymbolState) -> None:
+        """Tell the exchange to stop sending a symbol's streams (ccxt's un_watch; liquidations by hand, ccxt has
+        none). Whatever still arrives is counted as late (MarketSession.late), never a row."""
+        exchange, symbol = session.exchange, state.symbol.ccxt_symbol(session.market)
+        calls = {"book": lambda: exchange.un_watch_order_book(symbol),
+                 "bbo": lambda: exchange.un_watch_bids_asks([symbol]),
+                 "trades": lambda: exchange.un_watch_trades(symbol),
+                 "funding": lambda: exchange.un_watch_mark_price(symbol, {"use1sFreq": True}),
+                 "liquidations": lambda: self._unsubscribe_liquidations(session, state)}
+        for stream in self._streams(session.market):
+            if stream in calls:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(calls[stream](), UNSUBSCRIBE_WAIT_S)
+
+    async def _unsubscribe_liquidations(self, session: MarketSession, state: SymbolState) -> None:
+        client = self._stream_client(session, state, "liquidations")
+        if client is None:
+            return
+        for key in [k for k in client.subscriptions if isinstance(k, str) and k.endswith(
+                STREAM_MARKERS["liquidations"] + state.symbol.ccxt_symbol(session.market))]:
+            del client.subscriptions[key]
+        await client.send({"method": "UNSUBSCRIBE", "params": [f"{state.symbol.stream_id}@forceOrder"],
+                           "id": random.randrange(1 << 30)})
+
     def _request_resync(self, market: Market, symbol: Symbol) -> None:
         session = self.sessions[market]
-        state = session.states[symbol.exchange_id]
+        state = session.states.get(symbol.exchange_id)
+        if state is None or state.retired:
+            return  # stopped since (recorder.listings): nothing to resync
         with self.live_lock:
             self.live[symbol].invalidate(market)
         if not state.resyncing and not self._stopping:
@@ -658,6 +834,10 @@ class Recorder:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _handover(self, session: MarketSession, why: str) -> None:
+        async with self._market_lock(session.market):  # not while a listing changes the market's symbols
+            await self._hand_over(session, why)
+
+    async def _hand_over(self, session: MarketSession, why: str) -> None:
         """Make-before-break (recorder.handover): a new client subscribes every stream of the market; once its
         books overlap the old connection's by ids, it takes over and the old one is closed. Nothing is lost and
         the books stay valid; the ledger says ``handover``. Without an overlap in HANDOVER_WAIT_S the new client
@@ -670,16 +850,17 @@ class Recorder:
         new.nova_budget = old.nova_budget  # one IP, one weight budget
         new.set_markets(old.markets, old.currencies)
         old.nova_sink = gate.primary
-        symbols = list(session.states)
+        states = {sid: state for sid, state in session.states.items() if not state.retired}
+        symbols = list(states)
         switched = False
         watches = {(market, sid, stream): self._spawn(self._watch(session, state, stream, new))
-                   for sid, state in session.states.items() for stream in streams}
+                   for sid, state in states.items() for stream in streams}
         try:
             began = time.monotonic()
             cut = False
-            down_before = {sid: set(state.down) for sid, state in session.states.items()}
+            down_before = {sid: set(state.down) for sid, state in states.items()}
             while not gate.ready(symbols) and time.monotonic() - began < HANDOVER_WAIT_S and not self._stopping:
-                if any(set(state.down) - down_before[sid] for sid, state in session.states.items()):
+                if any(set(state.down) - down_before[sid] for sid, state in states.items()):
                     cut = True  # the old connection went before the new one overlapped it: a cut like any other
                     break
                 await asyncio.sleep(0.02)
@@ -688,7 +869,7 @@ class Recorder:
                           "cut") if cut else (f"no overlap with the new connection for "
                                               f"{', '.join(gate.missing(symbols)) or 'every stream'} in "
                                               f"{HANDOVER_WAIT_S:.0f} s; keeping the old connection")
-                for state in session.states.values():
+                for state in states.values():
                     session.ledger(state, "book", time.time_ns(), "error", None, None,
                                    f"handover ({why}) abandoned: {reason}")
                 if why.startswith("serverShutdown") and not cut:
@@ -705,7 +886,7 @@ class Recorder:
                     old_watch.cancel()
                 self._watches[key] = task
             ts = time.time_ns()
-            for state in session.states.values():
+            for state in states.values():
                 for stream in self._streams(market):
                     session.ledger(state, stream, ts, "handover", None,
                                    state.seq.last_id if stream == "book" else None,
@@ -744,12 +925,13 @@ class Recorder:
             for market, session in self.sessions.items():
                 for state in session.states.values():
                     for stream in self._streams(market):
-                        if stream not in _WATCHED_FOR_STALLS or stream in state.down:
+                        if stream not in _WATCHED_FOR_STALLS or stream in state.down or state.retired:
                             continue  # a stream waiting to reconnect is not stalled, it is down
                         key = (market, state.symbol.exchange_id, stream)
                         last = max(state.stats[stream].last_recv_ns, self._stream_started[key])
                         if now - last > stall_ns:
                             self._stream_started[key] = now
+                            self._listing_wake.set()  # with --all: delisted? (exchangeInfo is read now)
                             session.ledger(state, stream, now, "error", None, None,
                                            f"stalled: no message for {(now - last) / 1e9:.0f} s; reconnecting")
                             self._restart_stream(session, state, stream, "stalled stream")
@@ -806,7 +988,7 @@ class Recorder:
             return
         for market, symbol, rows, (malformed, broken) in results:
             session = self.sessions[market]
-            state = session.states[symbol.exchange_id]
+            state = session.state_of(symbol.exchange_id)
             for table, count in rows.items():
                 if table in state.stats:
                     state.stats[table].rows += count
@@ -870,7 +1052,9 @@ class Recorder:
         offsets = np.concatenate([[0], np.cumsum(levels.per_message)])
         sides = usable(levels.sides, np.repeat(stale, levels.per_message))
         snapshots = np.flatnonzero(((flags & SNAPSHOT) != 0) & ~stale)
-        logic = self.live[symbol]
+        logic = self.live.get(symbol)
+        if logic is None:
+            return  # a symbol stopped since (recorder.listings)
         with self.live_lock:
             for start, end in itertools.pairwise([0, *snapshots.tolist(), len(flags)]):
                 snapshot = start < len(flags) and bool(flags[start] & SNAPSHOT) and not stale[start]
@@ -885,13 +1069,14 @@ class Recorder:
         """Counts per market, symbol and stream: messages received, rows written, gaps, reconnects, errors."""
         out: dict[str, Any] = {}
         for market, session in self.sessions.items():
-            for state in session.states.values():
+            for state in [*session.states.values(), *session.stopped.values()]:
                 for stream in self._streams(market):
                     s = state.stats[stream]
                     out[f"{market}/{state.symbol.dashed}/{stream}"] = {
                         "messages": s.messages, "rows": s.rows, "gaps": s.gaps, "reconnects": s.reconnects,
                         "errors": s.errors, "handovers": s.handovers, "last_recv_ns": s.last_recv_ns,
-                        "last_event_ns": s.last_event_ms * 1_000_000}
+                        "last_event_ns": s.last_event_ms * 1_000_000,
+                        "stopped": state.retired}  # a delisted or halted symbol (--all): not expected to move
         return out
 
 

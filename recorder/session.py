@@ -78,6 +78,7 @@ class SymbolState:
     latest_funding: float = float("nan")
     down: dict[str, int] = field(default_factory=dict)  # stream -> when it disconnected (until it is back)
     resyncing: bool = False
+    retired: bool = False  # stopped while running (MarketSession.retire): takes no message, leaves at the next take
 
 
 @dataclass
@@ -113,15 +114,39 @@ class MarketSession:
         self.server_shutdown = server_shutdown
         self.exchange: Any = None  # set by the recorder once the instance exists
         self.states: dict[str, SymbolState] = {}
+        # symbols stopped while the recorder runs (a delisting, recorder.listings), kept for their counts and for
+        # the messages still on their way: those are counted in ``late`` and never rows
+        self.stopped: dict[str, SymbolState] = {}
+        self.late = 0
+        self._request_resync = request_resync
         for sym in symbols:
-            state = SymbolState(sym, market, None)  # type: ignore[arg-type]
-            state.seq = BookSequencer(
-                market, next_msg.get(sym, 1),
-                ledger=lambda ts, kind, exp, rec, detail, st=state: self.ledger(st, "book", ts, kind, exp, rec,
-                                                                               detail),
-                request_resync=lambda s=sym: request_resync(market, s))
-            self.states[sym.exchange_id] = state
+            self.add(sym, next_msg.get(sym, 1))
         self._depth_shape = wire.PerpDepthUpdate if market == "perp" else wire.SpotDepthUpdate
+
+    def add(self, sym: Symbol, next_msg: int) -> SymbolState:
+        """Start keeping a symbol's state (at start, or a listing picked up while running); a symbol stopped
+        earlier in this run comes back with its counters, and its message numbers go on from where they were."""
+        market, request_resync = self.market, self._request_resync
+        earlier = self.stopped.pop(sym.exchange_id, None)
+        state = SymbolState(sym, market, None)  # type: ignore[arg-type]
+        if earlier is not None:
+            state.stats, state.last_instrument = earlier.stats, earlier.last_instrument
+            next_msg = max(next_msg, earlier.seq.next_msg)
+        state.seq = BookSequencer(
+            market, next_msg,
+            ledger=lambda ts, kind, exp, rec, detail, st=state: self.ledger(st, "book", ts, kind, exp, rec, detail),
+            request_resync=lambda s=sym: request_resync(market, s))
+        self.states[sym.exchange_id] = state
+        return state
+
+    def retire(self, state: SymbolState) -> None:
+        """Stop a symbol: no message of it is taken from now on; its buffers (with the ``stop`` the caller
+        ledgered) leave at the next ``take``, after which it is kept in ``stopped`` only."""
+        state.retired = True
+
+    def state_of(self, exchange_id: str) -> SymbolState:
+        """A symbol's state, recording or stopped (the writer's results may come back after a stop)."""
+        return self.states.get(exchange_id) or self.stopped[exchange_id]
 
     # ---- the ledger ----------------------------------------------------------------------------------------
     def ledger(self, state: SymbolState, stream: str, ts: int, kind: str, expected: int | None = None,
@@ -146,7 +171,10 @@ class MarketSession:
         """The symbol a message is for; a message without one we record is ledgered (and never a row)."""
         symbol = message.get("s") if isinstance(message, dict) else None
         state = self.states.get(symbol) if type(symbol) is str else None
-        if state is None:
+        if state is None or state.retired:
+            if state is not None or symbol in self.stopped:
+                self.late += 1  # a stopped symbol's message, sent before the exchange took the unsubscribe
+                return None
             if type(symbol) is str:
                 self._bad(None, stream, ts, message, f"symbol {symbol[:20]!r} is not recorded here")
             else:
@@ -220,7 +248,7 @@ class MarketSession:
 
     def on_snapshot(self, market: Market, symbol: str, response: dict, ts: int) -> None:
         state = self.states.get(symbol)
-        if state is None:
+        if state is None or state.retired:
             return
         try:
             snap = read(wire.DepthSnapshot, response)
@@ -405,7 +433,7 @@ class MarketSession:
         """Every symbol's buffers, swapped for empty ones; the intake counts their bytes as being written."""
         out = []
         nbytes = 0
-        for state in self.states.values():
+        for state in list(self.states.values()):
             taken = Taken(self.market, state.symbol, state.seq.take(), state.bbo, state.trades, state.funding,
                           state.liquidations, state.open_interest, state.instruments, state.events)
             state.bbo, state.trades, state.funding, state.events = [], [], [], []
@@ -413,6 +441,8 @@ class MarketSession:
             nbytes += sum(map(len, taken.book.texts)) + ROW_BYTES * (
                 len(taken.bbo) + len(taken.trades) + len(taken.funding) + len(taken.liquidations))
             out.append(taken)
+            if state.retired:
+                self.stopped[state.symbol.exchange_id] = self.states.pop(state.symbol.exchange_id)
         self.intake.taken(nbytes)
         return out
 

@@ -26,7 +26,9 @@ def take_readings(recorder: Recorder, now_ns: int) -> dict[Any, Reading]:
     with recorder.live_lock:
         for symbol, logic in recorder.live.items():
             for market, session in recorder.sessions.items():
-                state = session.states[symbol.exchange_id]
+                state = session.states.get(symbol.exchange_id)
+                if state is None:
+                    continue  # started or stopped this moment (a listing, recorder.listings)
                 bbo = state.latest_bbo
                 if bbo is not None:
                     logic.on_bbo(market, update_id=bbo.update_id, bid_price=bbo.bid_price, bid_amount=bbo.bid_amount,
@@ -69,9 +71,8 @@ class StatusView:
             streams.add_column(col, justify="left" if col == "stream" else "right", no_wrap=True)
         for key, counts in self.recorder.summary().items():
             market, symbol, stream = key.split("/")
-            state = self.recorder.sessions[market].states[symbol.replace("-", "")]  # type: ignore[index]
-            last = state.stats[stream].last_recv_ns
-            age = f"{(now - last) / 1e9:.1f}s" if last else "-"
+            last = counts["last_recv_ns"]
+            age = "stopped" if counts.get("stopped") else f"{(now - last) / 1e9:.1f}s" if last else "-"
             streams.add_row(f"{market} {symbol} {stream}", f"{rates.get(key, 0):,.1f}", f"{counts['messages']:,}",
                             f"{counts['rows']:,}", age, str(counts["gaps"]), str(counts["reconnects"]),
                             str(counts["errors"]))

@@ -66,3 +66,32 @@ class Symbol:
 
     def __str__(self) -> str:
         return self.unified
+
+
+# ---- what exchangeInfo lists (the recorder's --all, at start and while it runs) ------------------------------------
+TRADING = "TRADING"  # a symbol's exchangeInfo status while it trades; anything else (BREAK, HALT, SETTLING ...) not
+PERPETUAL = "PERPETUAL"  # USDT-M's contractType of a perpetual (the others are dated deliveries)
+
+
+def listed(market: Market, entries: object) -> dict[Symbol, str]:
+    """Symbol -> exchangeInfo status of every entry of ``market`` that Nova can record: spot pairs, and USDT-M
+    perpetuals (settled in their quote asset). Entries without the fields are left out (the recorder ledgers a
+    malformed exchangeInfo where it records instruments)."""
+    out: dict[Symbol, str] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        base, quote, status = entry.get("baseAsset"), entry.get("quoteAsset"), entry.get("status")
+        if not (isinstance(base, str) and isinstance(quote, str) and isinstance(status, str) and base and quote):
+            continue
+        if market == "perp" and (entry.get("contractType") != PERPETUAL
+                                 or entry.get("marginAsset", quote) != quote):
+            continue
+        out[Symbol(base.upper(), quote.upper())] = status
+    return out
+
+
+def tradable(statuses: dict[Market, dict[Symbol, str]]) -> set[Symbol]:
+    """The symbols TRADING on every given market (with both: a spot pair that has a USDT-M perpetual)."""
+    found = [{s for s, status in by_symbol.items() if status == TRADING} for by_symbol in statuses.values()]
+    return set.intersection(*found) if found else set()
