@@ -5,6 +5,7 @@ fault every minute in rotation, and account for every message.
     python bench/soak.py --minutes 2             # a quick look
     python bench/soak.py --redundant --minutes 4 # two recorders killed in turn, then nova merge
     python bench/soak.py --handovers --minutes 10 # planned cuts only: every one must be a lossless handover
+    python bench/soak.py --handovers --listings --minutes 10  # and listings that change under --all
 
 The venue runs in its own process (`nova venue --rate 10`); the recorder runs in a child process of this
 script, which samples its RSS and CPU from /proc. Faults rotate every minute through: sequence gap on both
@@ -20,6 +21,11 @@ p50/p99, CPU per symbol. The last line is one JSON object.
 opened (Binance's 24 hours, shortened) and sends ``serverShutdown`` (5 s grace) to one market every minute; the
 recorder hands over before each (make-before-break). Reports handovers, and what was lost at the cuts: book
 chain breaks (``nova check``) and missing trade ids (target 0 for both), besides the usual accounting.
+
+``--listings`` (with or without ``--handovers``): the recorder records ``--all`` (every USDT pair, reading
+exchangeInfo every 10 s) and every 30 s the venue's listings change, in rotation: a new pair listed, a recorded
+one halted, resumed, the new one delisted. Reports each change and how long the recorder took to start or stop the
+symbol (from the ledger), and the same losses: a halt or a delisting is a ledgered stop, not a break.
 
 ``--redundant``: two recorders (`nova record --recorder-id a|b`) of the same venue into two roots, each
 killed (-9) and restarted in turn every --kill-every seconds (3 s away, then the restart), no venue faults;
@@ -49,6 +55,8 @@ sys.path.insert(0, str(REPO))
 
 SYMBOLS = ["ETH/USDT", "BTC/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
 PLANNED_AGE_S = 60.0  # --handovers: the venue's connection age limit
+LISTING_EVERY_S = 10.0  # --listings: how often the recorder reads exchangeInfo
+LISTING_CHANGES = [("list", "ADA/USDT"), ("halt", "SOL/USDT"), ("resume", "SOL/USDT"), ("delist", "ADA/USDT")]
 FAULTS = [
     ("gap", "/_venue/fault/drop?market={m}&symbol={s}"),
     ("close", "/_venue/fault/close?market=all"),
@@ -78,16 +86,20 @@ def proc_sample(pid: int) -> tuple[float, float, float]:
     return rss, cpu, peak
 
 
-async def child(url: str, data: str, result: str, age_s: str) -> None:
+async def child(url: str, data: str, result: str, age_s: str, listing_s: str) -> None:
     """The recorder, in-process in this child: records until SIGTERM, then writes its counts. ``age_s`` > 0:
-    the connections' age limit it hands over before (a quarter of it ahead)."""
+    the connections' age limit it hands over before (a quarter of it ahead); ``listing_s`` > 0: ``--all`` (USDT),
+    reading exchangeInfo this often."""
     from nova.core.markets import Symbol
+    from recorder.listings import Universe
     from recorder.recorder import Recorder, RecorderConfig
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    age = float(age_s)
-    planned = {"max_connection_age_s": age, "handover_lead_s": age / 4} if age > 0 else {}
+    age, every = float(age_s), float(listing_s)
+    planned: dict[str, Any] = {"max_connection_age_s": age, "handover_lead_s": age / 4} if age > 0 else {}
+    if every > 0:
+        planned.update(listing=Universe("USDT"), listing_every_s=every)
     rec = Recorder(RecorderConfig(symbols=[Symbol.parse(s) for s in SYMBOLS], data=data, endpoint=url,
                                   stall_s=5.0, live_spread=False, **planned))
     summary = await rec.run(stop)
@@ -183,7 +195,9 @@ def missing_against(data: Path, union: Path) -> dict[str, dict[str, int]]:
 
 
 def merged_breaks(data: Path) -> dict[str, dict[str, int]]:
-    """Per market of a merged recording: book chain breaks (nova check) and gaps in the trade ids."""
+    """Per market: book chain breaks (nova check; of them, those the ledger does not explain) and gaps in the trade
+    ids while the symbol was recorded (from each ledgered start of its trades to the next; a symbol stopped by a
+    halt or a delisting is not recorded until it starts again, by design)."""
     import duckdb
 
     from nova.analysis.check import check
@@ -192,13 +206,20 @@ def merged_breaks(data: Path) -> dict[str, dict[str, int]]:
     con = duckdb.connect()
     out = {}
     for market in ("spot", "perp"):
-        trades = con.execute(f"SELECT coalesce(sum(n), 0) FROM (SELECT max(trade_id) - min(trade_id) + 1 - "
-                         f"count(DISTINCT trade_id) AS n FROM read_parquet('{data}/trades/exchange=binance/"
-                         f"market={market}/**/*.parquet', hive_partitioning = true) GROUP BY symbol)").fetchone()[0]
-        out[market] = {"book_chain_breaks": sum(r.breaks for r in reports if r.table == "book" and r.market == market),
+        where = f"exchange=binance/market={market}/**/*.parquet', hive_partitioning = true)"
+        trades = con.execute(
+            f"WITH t AS (SELECT symbol, trade_id, ts_recv FROM read_parquet('{data}/trades/{where}), "
+            f"s AS (SELECT symbol, ts_recv AS started FROM read_parquet('{data}/events/{where} "
+            "WHERE stream = 'trades' AND kind = 'start'), "
+            "seg AS (SELECT t.symbol, s.started, t.trade_id FROM t ASOF JOIN s ON t.symbol = s.symbol "
+            "AND t.ts_recv >= s.started) "
+            "SELECT coalesce(sum(n), 0) FROM (SELECT max(trade_id) - min(trade_id) + 1 - count(DISTINCT trade_id) "
+            "AS n FROM seg GROUP BY symbol, started)").fetchall()[0][0]
+        books = [r for r in reports if r.table == "book" and r.market == market]
+        out[market] = {"book_chain_breaks": sum(r.breaks for r in books),
+                       "unexplained_breaks": sum(r.breaks - r.explained for r in books),
                        "trade_ids_missing": int(trades),
-                       "book_watched_s": round(sum(r.watched_s or 0 for r in reports
-                                                   if r.table == "book" and r.market == market), 1)}
+                       "book_watched_s": round(sum(r.watched_s or 0 for r in books), 1)}
     return out
 
 
@@ -259,6 +280,27 @@ def redundant(args: argparse.Namespace, nova: str) -> None:
     print(json.dumps(report))
 
 
+def listing_reactions(data: Path, changes: list[tuple[float, str, str]]) -> list[dict[str, Any]]:
+    """Each listing change of the venue and the recorder's answer in the ledger: the first ``start`` (list,
+    resume) or ``stop`` (halt, delist) of the symbol's book on each market after it, and how long after."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(data / "events"), partitioning="hive").to_table(
+        columns=["ts_recv", "market", "symbol", "stream", "kind", "detail"]).to_pylist()
+    out = []
+    for wall, action, symbol in changes:
+        kind = "start" if action in ("list", "resume") else "stop"
+        answers = {}
+        for market in ("spot", "perp"):
+            rows = [r for r in table if r["market"] == market and r["symbol"] == symbol.replace("/", "-")
+                    and r["stream"] == "book" and r["kind"] == kind and r["ts_recv"].timestamp() >= wall]
+            first = min(rows, key=lambda r: r["ts_recv"], default=None)
+            answers[market] = None if first is None else round(first["ts_recv"].timestamp() - wall, 1)
+        said = "started_after_s" if kind == "start" else "stopped_after_s"
+        out.append({"action": action, "symbol": symbol, said: answers})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0)
@@ -266,11 +308,14 @@ def main() -> None:
     parser.add_argument("--redundant", action="store_true",
                         help="two recorders, each killed and restarted in turn, then nova merge (RELIABILITY.md)")
     parser.add_argument("--kill-every", type=float, default=30.0, help="with --redundant: seconds between kills")
-    parser.add_argument("--keep", help="with --redundant: record into this folder and keep it")
+    parser.add_argument("--keep", help="record into this folder and keep it")
     parser.add_argument("--handovers", action="store_true",
                         help="planned cuts only: the venue closes connections 60 s after they open and sends "
                         "serverShutdown every minute; the recorder must hand over with nothing lost")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--listings", action="store_true",
+                        help="record --all (USDT pairs) while the venue lists, halts, resumes and delists symbols "
+                        "every 30 s; reports how fast each change was followed")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         asyncio.run(child(*args.child))
@@ -280,7 +325,7 @@ def main() -> None:
         redundant(args, nova)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data, result = Path(tmp) / "data", Path(tmp) / "summary.json"
+        data, result = Path(args.keep or tmp) / "data", Path(tmp) / "summary.json"
         age = ["--max-connection-age", f"{PLANNED_AGE_S:g}s"] if args.handovers else []
         venue = subprocess.Popen([nova, "venue", "--port", "0", "--symbols", ",".join(SYMBOLS), "--rate",
                                   str(args.rate), "--seed", "11", *age], stdout=subprocess.PIPE,
@@ -288,7 +333,10 @@ def main() -> None:
         assert venue.stdout is not None
         url = venue.stdout.readline().strip()
         rec = subprocess.Popen([sys.executable, __file__, "--child", url, str(data), str(result),
-                                str(PLANNED_AGE_S if args.handovers else 0)])
+                                str(PLANNED_AGE_S if args.handovers else 0),
+                                str(LISTING_EVERY_S if args.listings else 0)])
+        changes: list[tuple[float, str, str]] = []  # (wall time, action, symbol)
+        next_change = time.monotonic() + 30
         samples: list[tuple[float, float, float]] = []
         peak_rss = 0.0
         faults: list[str] = []
@@ -300,6 +348,12 @@ def main() -> None:
                 time.sleep(2)
                 rss, cpu, peak_rss = proc_sample(rec.pid)
                 samples.append((time.monotonic() - started, rss, cpu))
+                if args.listings and time.monotonic() >= next_change:
+                    action, symbol = LISTING_CHANGES[len(changes) % len(LISTING_CHANGES)]
+                    post(url + f"/_venue/listing/{action}?symbol={symbol}")
+                    changes.append((time.time(), action, symbol))
+                    next_change += 60 if action == "delist" else 30  # a minute between a delisting and a relisting
+                    print(f"{time.monotonic() - started:6.0f} s  {action} {symbol}", flush=True)
                 if time.monotonic() >= next_fault and args.handovers:
                     market = markets[len(faults) % 2]
                     post(url + f"/_venue/fault/shutdown?market={market}&grace=5")
@@ -343,8 +397,10 @@ def main() -> None:
         stored = on_disk(data)
         times = ledger_times(data)
         events = {k: sum(v.get(k, 0) for v in summary.values()) for k in ("gaps", "reconnects", "handovers", "errors")}
-        breaks = merged_breaks(data) if args.handovers else None
-        said = ledger_errors(data) if args.handovers else None
+        planned = args.handovers or args.listings
+        breaks = merged_breaks(data) if planned else None
+        said = ledger_errors(data) if planned else None
+        followed = listing_reactions(data, changes) if args.listings else None
     tenth = max(1, len(samples) // 10)
     first = statistics.mean(s[1] for s in samples[:tenth])
     last = statistics.mean(s[1] for s in samples[-tenth:])
@@ -357,6 +413,7 @@ def main() -> None:
         ("duplicates_dropped_in_handovers" if args.handovers else "in_flight_lost_at_ledgered_disconnects"):
             {m: sent[m] - received[m] for m in markets},
         **({"lost_at_planned_cuts": breaks, "ledger_errors": said} if breaks is not None else {}),
+        **({"listing_changes": followed} if followed is not None else {}),
         "ledger": events,
         "rss_mb_first_10pct": round(first, 1), "rss_mb_last_10pct": round(last, 1),
         "rss_growth_pct": round((last / first - 1) * 100, 1) if first else None,

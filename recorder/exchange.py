@@ -85,6 +85,9 @@ class RecordingBinance(ccxtpro.binance):
         self.nova_hook_calls: dict[str, int] = {}  # for the tests that pin the hooks to the ccxt version
         # REST weight pacing (recorder.throttle): snapshots and open interest wait for room in the window
         self.nova_budget = WeightBudget(market)
+        # a handover's new connection: the exchange ids whose book subscription it has settled (acknowledged, or
+        # refused as unknown), so that a quiet symbol need not overlap (recorder.handover.Gate.missing)
+        self.nova_settled: set[str] = set()
 
     def _count(self, hook: str) -> None:
         self.nova_hook_calls[hook] = self.nova_hook_calls.get(hook, 0) + 1
@@ -126,9 +129,11 @@ class RecordingBinance(ccxtpro.binance):
 
     def handle_order_book_subscription(self, client: Any, message: Any, subscription: dict) -> None:
         self._count("handle_order_book_subscription")
-        if getattr(self, "nova_successor", False):
-            return  # a handover's new connection: no snapshot, the old connection's book goes on (recorder.handover)
         symbols = self.safe_list(subscription, "symbols") or [self.safe_string(subscription, "symbol")]
+        if getattr(self, "nova_successor", False):
+            # a handover's new connection: no snapshot, the old connection's book goes on (recorder.handover)
+            self.nova_settled.update(self.markets[s]["id"] for s in symbols if s in (self.markets or {}))
+            return
         self.nova_sink.on_subscribed(self.nova_market, [s for s in symbols if s], time.time_ns())
         super().handle_order_book_subscription(client, message, subscription)
 

@@ -22,6 +22,7 @@ from nova.core.markets import Market
 # The message field that orders each stream, as Binance sends it (a diff's last id, bookTicker's update id, the
 # trade id, and the event time for the streams without an id).
 ORDER_KEY = {"book": "u", "bbo": "u", "trades": "t", "funding": "E", "liquidations": "E"}
+QUIET_S = 1.0  # a symbol with no book message on the old connection this long into a handover is not waited for
 SINK_STREAM = {"on_depth": "book", "on_bbo": "bbo", "on_trade": "trades", "on_funding": "funding",
                "on_liquidation": "liquidations"}
 
@@ -56,18 +57,24 @@ class Gate:
         self.primary = _Side(self, primary=True)
         self.successor = _Side(self, primary=False)
 
-    def ready(self, symbols: list[str]) -> bool:
-        """Every symbol's book (and, where the old one carried any, its bookTickers) overlapped."""
-        for symbol in symbols:
-            if "book" in self.streams and (symbol, "book") not in self.overlapped:
-                return False
-            if "bbo" in self.streams and (symbol, "bbo") in self.passed and (symbol, "bbo") not in self.overlapped:
-                return False
-        return True
+    def ready(self, symbols: list[str], settled: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Every symbol's book (and, where the old one carried any, its bookTickers) overlapped, or quiet."""
+        return not self.missing(symbols, settled)
 
-    def missing(self, symbols: list[str]) -> list[str]:
-        return [f"{s} {st}" for s in symbols for st in ("book", "bbo") if st in self.streams
-                and (st == "book" or (s, st) in self.passed) and (s, st) not in self.overlapped]
+    def missing(self, symbols: list[str], settled: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """What the switch still waits for. A symbol whose book the old connection delivered nothing of since the
+        gate opened (QUIET_S at least: halted, delisted, or just still) cannot overlap and needs not: once the
+        new connection has ``settled`` its subscription (acknowledged, or refused as unknown), whatever comes
+        next comes on the new one."""
+        quiet = time.monotonic() - self.started >= QUIET_S
+        out = []
+        for s in symbols:
+            for st in ("book", "bbo"):
+                if st not in self.streams or (s, st) in self.overlapped:
+                    continue
+                if (s, st) in self.passed or (st == "book" and not (quiet and s in settled)):
+                    out.append(f"{s} {st}")
+        return out
 
     def switch(self) -> int:
         """Pass on what only the new connection delivered, in its order; returns how many messages that was.

@@ -222,6 +222,7 @@ class Recorder:
         self._handing_over: dict[Market, asyncio.Task | None] = {}
         self._market_locks: dict[Market, asyncio.Lock] = {}
         self._listing_wake = asyncio.Event()  # --all: read exchangeInfo now (a stream stalled: delisted?)
+        self._listing_looked_ns = 0  # when the listing watch last looked (or failed to)
         self._refused: set[Symbol] = set()  # listings another recorder records already: not tried again
         self.notices: list[str] = []  # what the user should hear at the end (a listing left to another recorder)
 
@@ -567,6 +568,9 @@ class Recorder:
             except Exception as exc:
                 session.ledger(state, stream, time.time_ns(), "error", None, None,
                                f"{type(exc).__name__}: {str(exc)[:200]}")
+                if stream == "book" and getattr(exchange, "nova_successor", False):
+                    exchange.nova_settled.add(state.symbol.exchange_id)  # refused: the handover needs not wait
+                self._listing_wake.set()  # refused: delisted? (with --all, exchangeInfo is read now)
                 await asyncio.sleep(backoff.next())
                 self._stream_started[key] = time.time_ns()
 
@@ -632,9 +636,11 @@ class Recorder:
                 found = changes(statuses, self.recording, self.config.listing)
                 if found:
                     await self._apply_listing(found)
+                self._listing_looked_ns = time.time_ns()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._listing_looked_ns = time.time_ns()  # no answer: the watchdog restarts what is silent
                 ts = time.time_ns()
                 for session in self.sessions.values():
                     for state in session.states.values():
@@ -859,15 +865,17 @@ class Recorder:
             began = time.monotonic()
             cut = False
             down_before = {sid: set(state.down) for sid, state in states.items()}
-            while not gate.ready(symbols) and time.monotonic() - began < HANDOVER_WAIT_S and not self._stopping:
+            settled = new.nova_settled
+            while (not gate.ready(symbols, settled) and time.monotonic() - began < HANDOVER_WAIT_S
+                   and not self._stopping):
                 if any(set(state.down) - down_before[sid] for sid, state in states.items()):
                     cut = True  # the old connection went before the new one overlapped it: a cut like any other
                     break
                 await asyncio.sleep(0.02)
-            if cut or not gate.ready(symbols):  # the new client is dropped below (finally)
+            if cut or not gate.ready(symbols, settled):  # the new client is dropped below (finally)
                 reason = ("the old connection was cut before the new one overlapped it; reconnecting as after any "
                           "cut") if cut else (f"no overlap with the new connection for "
-                                              f"{', '.join(gate.missing(symbols)) or 'every stream'} in "
+                                              f"{', '.join(gate.missing(symbols, settled)) or 'every stream'} in "
                                               f"{HANDOVER_WAIT_S:.0f} s; keeping the old connection")
                 for state in states.values():
                     session.ledger(state, "book", time.time_ns(), "error", None, None,
@@ -930,8 +938,12 @@ class Recorder:
                         key = (market, state.symbol.exchange_id, stream)
                         last = max(state.stats[stream].last_recv_ns, self._stream_started[key])
                         if now - last > stall_ns:
+                            if self.config.listing is not None and self._listing_looked_ns < last + stall_ns:
+                                # A halted or delisted symbol falls silent: ask exchangeInfo before restarting a
+                                # connection that carries other symbols' streams (it would cost them a resync).
+                                self._listing_wake.set()
+                                continue
                             self._stream_started[key] = now
-                            self._listing_wake.set()  # with --all: delisted? (exchangeInfo is read now)
                             session.ledger(state, stream, now, "error", None, None,
                                            f"stalled: no message for {(now - last) / 1e9:.0f} s; reconnecting")
                             self._restart_stream(session, state, stream, "stalled stream")

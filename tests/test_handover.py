@@ -128,3 +128,26 @@ def test_the_new_connections_other_calls_are_not_the_sessions_and_a_closed_one_r
     assert session.other == ["snapshot"]
     Closed().on_depth("spot", depth(1), None, 1)
     assert session.got == []
+
+
+def test_a_quiet_symbol_is_not_waited_for_once_the_new_connection_settled_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A halted or delisted symbol sends nothing on either connection: it cannot overlap, and need not. It is left
+    out of the wait once the old connection has delivered none of its book since the gate opened (QUIET_S) and
+    the new connection has acknowledged (or been refused) its subscription; a symbol that moves must still
+    overlap, and a quiet one that starts moving must too."""
+    import recorder.handover as handover
+
+    clock = [100.0]
+    monkeypatch.setattr(handover.time, "monotonic", lambda: clock[0])
+    session = FakeSession()
+    gate = Gate(session, "spot", ["book", "bbo"])
+    gate.primary.on_depth("spot", depth(1), None, 1)
+    gate.successor.on_depth("spot", depth(1), None, 1)  # ETHUSDT overlapped
+    assert gate.missing([SYM, "SOLUSDT"], {"SOLUSDT"}) == ["SOLUSDT book"], "quiet, but only just"
+    clock[0] += handover.QUIET_S
+    assert gate.missing([SYM, "SOLUSDT"], set()) == ["SOLUSDT book"], "not settled on the new connection yet"
+    assert gate.ready([SYM, "SOLUSDT"], {"SOLUSDT"})
+    gate.primary.on_depth("spot", {**depth(7), "s": "SOLUSDT"}, None, 7)  # it moves again on the old one
+    assert gate.missing([SYM, "SOLUSDT"], {"SOLUSDT"}) == ["SOLUSDT book"]
+    gate.successor.on_depth("spot", {**depth(7), "s": "SOLUSDT"}, None, 7)
+    assert gate.ready([SYM, "SOLUSDT"], {"SOLUSDT"})

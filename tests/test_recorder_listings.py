@@ -129,6 +129,31 @@ async def test_listings_are_started_halted_resumed_and_delisted_while_recording(
         assert report.ok, report.as_dict()
 
 
+async def test_a_halted_symbol_falls_silent_and_is_stopped_without_cutting_the_others(make_venue: Any,
+                                                                                     tmp_path: Path) -> None:
+    """The watchdog finds the halted symbol's streams silent long before the next look at exchangeInfo (an
+    hour away here): it asks exchangeInfo first instead of restarting the connection, which carries ETH's streams
+    too and would cost them a reconnect and a resync."""
+    venue = await make_venue(SyntheticSource([ETH, SOL], seed=37, rate=4.0))
+    rec = Recorder(RecorderConfig(symbols=[ETH, SOL], data=str(tmp_path), endpoint=venue.url, flush_s=0.2,
+                                  tables=STREAMS["perp"], listing=Universe("USDT"), listing_every_s=3600,
+                                  stall_s=2.5))
+    await rec.start()
+    try:
+        await flowing(rec, 0)
+        await await_until(lambda: _live(rec, SOL), lambda: rec.recording)
+        async with aiohttp.ClientSession() as http:
+            await _listing(http, venue.url, "halt", SOL)
+        await await_until(lambda: _stopped(rec, SOL), lambda: rec.recording, timeout=15)
+        await asyncio.sleep(1.5)  # ETH goes on, untouched
+    finally:
+        await rec.stop()
+    for market in MARKETS:
+        assert "status BREAK" in entries(_events(tmp_path, market, SOL), "stop", "book")[0]["detail"]
+        eth = _events(tmp_path, market, ETH)
+        assert [e for e in eth if e["kind"] in ("error", "disconnect", "reconnect", "gap")] == []
+
+
 def test_a_universe_is_the_same_split_as_the_fleets() -> None:
     symbols = [Symbol(f"C{i}", q) for i in range(60) for q in ("USDT", "USDC")]
     for shards, workers in ((1, 3), (2, 2), (3, 4)):
