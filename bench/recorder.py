@@ -7,14 +7,16 @@ The feed is the real USDT-M ETHUSDT capture tiled to --messages diff-depth messa
 played by `nova venue --speed max` in its own process. Each variant runs in a fresh process of its own:
 (a) baseline: a ccxt.pro binance whose handle_order_book only counts; (b) the full recorder (book table,
 perp) writing Parquet and keeping live books for the status view, as `nova record` does; (c) the same
-without live books, as `nova record -q` runs. Prints messages/s of each (best and median of --repeat), the
-ratios to the baseline, the time the recorder adds per message beyond the baseline (1/rate - 1/baseline rate,
-in µs), the CPU time of the client process per message (and beyond the baseline's) while streaming, the CPU
-of finishing the files at stop (the Parquet encode a rotation pays) per message, bytes per book row on disk,
-the raw gzip bytes per row of the same feed, peak RSS, and the most the recorder held for its writer
-(recorder.intake's back-pressure bound) with how often it held the connection back. Then (d) pairs per
-core: `nova record --all -q` against a synthetic `nova venue` of 2 pairs at its default realistic rates
-(bench/fleet.py's measurement, --realistic-seconds; 0 skips it). The last line is one JSON object.
+without live books, as `nova record -q` runs; (e) (c) with ccxt parsing every diff's JSON, as before the
+recorder read diff frames itself (the same-run measure of that change). Prints messages/s of each (best and
+median of --repeat), the ratios to the baseline, the time the recorder adds per message beyond the baseline
+(1/rate - 1/baseline rate, in µs), the CPU time of the client process per message (and beyond the
+baseline's) while streaming, the CPU of finishing the files at stop (the Parquet encode a rotation pays) per
+message, bytes per book row on disk, the raw gzip bytes per row of the same feed, peak RSS, and the most the
+recorder held for its writer (recorder.intake's back-pressure bound) with how often it held the connection
+back. Then (d) pairs per core: `nova record --all -q` against a synthetic `nova venue` of 2 pairs at its
+default realistic rates (bench/fleet.py's measurement, --realistic-seconds; 0 skips it). The last line is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ async def measure(variant: str, feed: Path, total: int, data: Path, zstd_level: 
             def count() -> int:
                 return exchange.count
         else:
+            if variant == "recorder-q-ccxt":  # as before the frame path: ccxt parses every diff's JSON
+                from recorder.session import MarketSession
+
+                MarketSession.on_depth_frame = lambda *args: False  # type: ignore[method-assign]
             bound: dict[str, Any] = {} if queue_mb is None else {"queue_bytes": int(queue_mb * 2**20)}
             rec = Recorder(RecorderConfig(symbols=[Symbol("ETH", "USDT")], data=str(data), endpoint=url,
                                           markets=("perp",), tables=("book",),
@@ -93,6 +99,7 @@ async def measure(variant: str, feed: Path, total: int, data: Path, zstd_level: 
     return out
 
 
+VARIANTS = ("baseline", "recorder", "recorder-q", "recorder-q-ccxt")
 REALISTIC_PAIRS = 2  # a venue this small keeps up with its clock (bench/fleet.py's calibration)
 
 
@@ -144,7 +151,7 @@ def main() -> None:
         cpus: dict[str, list[float]] = {}
         seen: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeat):
-            for variant in ("baseline", "recorder", "recorder-q"):
+            for variant in VARIANTS:
                 result = run_variant(variant, feed, total, args.zstd_level, args.queue_mb)
                 extra = "" if variant == "baseline" else (
                     f" (streaming {result['streaming_peak_rss_mb']:.0f})  held at most "
@@ -174,6 +181,7 @@ def main() -> None:
             "ratio": round(best["recorder"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
             "recorder_quiet_msgs_per_s": round(best["recorder-q"]["msgs_per_s"]),
             "ratio_quiet": round(best["recorder-q"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
+            "ratio_quiet_ccxt_parse": round(best["recorder-q-ccxt"]["msgs_per_s"] / best["baseline"]["msgs_per_s"], 3),
             "median_msgs_per_s": {variant: round(value) for variant, value in median.items()},
             "median_ratio": round(median["recorder"] / median["baseline"], 3),
             "median_ratio_quiet": round(median["recorder-q"] / median["baseline"], 3),
@@ -186,18 +194,18 @@ def main() -> None:
             "cpu_us_per_msg_beyond_baseline": {
                 variant: {"best": round(min(cpus[variant]) - min(cpus["baseline"]), 2),
                           "median": round(statistics.median(cpus[variant]) - statistics.median(cpus["baseline"]), 2)}
-                for variant in ("recorder", "recorder-q")},
+                for variant in VARIANTS[1:]},
             "book_rows": rows,
             "bytes_per_book_row": round(best["recorder"]["bytes_per_row"], 3),
             "raw_gzip_bytes_per_book_row": round(gz.stat().st_size / rows, 3),
             "peak_rss_mb": {variant: round(max(seen[(variant, "peak_rss_mb")])) for variant in rates},
             "streaming_peak_rss_mb": {variant: round(max(seen[(variant, "streaming_peak_rss_mb")]))
-                                      for variant in ("recorder", "recorder-q")},
+                                      for variant in VARIANTS[1:]},
             "queued_peak_mb": {variant: round(max(seen[(variant, "queued_peak_mb")]), 1)
-                               for variant in ("recorder", "recorder-q")},
+                               for variant in VARIANTS[1:]},
             "queue_bound_mb": best["recorder"]["queue_bound_mb"],
             "finish_cpu_us_per_msg": {variant: round(statistics.median(seen[(variant, "finish_cpu_us_per_msg")]), 2)
-                                      for variant in ("recorder", "recorder-q")},
+                                      for variant in VARIANTS[1:]},
         }
         # everything the recorder costs per message beyond ccxt, the Parquet encode at rotation included
         report["cpu_us_per_msg_beyond_baseline_with_finish"] = {
@@ -208,7 +216,8 @@ def main() -> None:
     added = report["cpu_us_per_msg_beyond_baseline"]
     live, quiet = added["recorder"]["median"], added["recorder-q"]["median"]
     print(f"ratio recorder/baseline: best {report['ratio']:.3f}, median {report['median_ratio']:.3f}; -q: best "
-          f"{report['ratio_quiet']:.3f}, median {report['median_ratio_quiet']:.3f} (target >= 0.85); CPU beyond the "
+          f"{report['ratio_quiet']:.3f}, median {report['median_ratio_quiet']:.3f} (target >= 0.85; -q with ccxt "
+          f"parsing the diffs, as before: {report['ratio_quiet_ccxt_parse']:.3f}); CPU beyond the "
           f"baseline (median) {live} µs per message, -q {quiet} "
           f"(target <= 10), with the Parquet encode at stop {report['cpu_us_per_msg_beyond_baseline_with_finish']}; "
           f"peak RSS {report['peak_rss_mb']} MB, held for the writer at most {report['queued_peak_mb']} MB "

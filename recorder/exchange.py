@@ -10,6 +10,12 @@ Letting ccxt merge every diff into its float book would cost more than the rest 
 rows come from the raw message strings. ccxt still does what it is good at: connecting, subscribing,
 re-subscribing after reconnects, answering pings, and fetching the REST snapshot after each subscription.
 
+Why diff frames skip ccxt's JSON parse too: a diff carries ~65 levels, and parsing them into Python lists was the
+largest cost of a message, for lists nobody reads (the writer parses the levels from the frame text). A text
+frame that begins as Binance's diffs do goes to the session's ``on_depth_frame``, which decodes only the header
+before the level arrays (into the same checked shape); anything else, or anything it refuses, takes ccxt's path
+as before, so every malformed frame is still ledgered the same way.
+
 The hook names are ccxt internals of the pinned version (4.5.x): ``handle_order_book`` (snake_case; a
 camelCase override is ignored), the implicit REST methods ``fetch_order_book`` calls, hooked as
 ``public_get_depth`` (spot, snake_case) and ``fapiPublicGetDepth`` (USDT-M, camelCase), ``handle_bids_asks``,
@@ -38,6 +44,7 @@ from nova.core.limits import depth_weight, weight_limits
 from nova.core.markets import Market
 from recorder.intake import Intake
 from recorder.throttle import Throttled, WeightBudget, retry_after_s
+from recorder.wire import DEPTH_FRAME_START, LEVELS_START
 
 # Events the recorder subscribes to; ccxt routes them to the hooks below (spot's bookTicker has no "e").
 _ROUTED_EVENTS = frozenset({"depthUpdate", "bookTicker", "trade", "aggTrade", "markPriceUpdate", "forceOrder"})
@@ -74,6 +81,15 @@ class Sink(Protocol):
                       decoded: bool) -> None: ...
 
 
+class TakesFrames:
+    """A sink that reads diff-depth frames itself (``on_depth_frame(market, frame, cut, ts) -> bool``): the
+    recorder's MarketSession. A handover's gate is not one: its messages go through ccxt's path, as parsed dicts
+    it orders by id."""
+
+    def on_depth_frame(self, market: Market, frame: str, cut: int, ts: int) -> bool:
+        raise NotImplementedError
+
+
 class RecordingBinance(ccxtpro.binance):
     """One market (spot or USDT-M) of Binance, with every message handed to ``sink``."""
 
@@ -105,6 +121,12 @@ class RecordingBinance(ccxtpro.binance):
                     sink.on_unexpected(market, _client, data, time.time_ns(),
                                        f"binary frame of {len(data)} bytes", False)
                     return
+                if (data.startswith(DEPTH_FRAME_START) and data.endswith("]}")  # whole: not cut short
+                        and isinstance(self.nova_sink, TakesFrames)):
+                    # a diff: its header read without ccxt's parse of the whole frame (MarketSession.on_depth_frame)
+                    cut = data.find(LEVELS_START)
+                    if cut > 0 and self.nova_sink.on_depth_frame(market, data, cut, time.time_ns()):
+                        return
                 _client.nova_raw = data
                 try:
                     _parse(data)

@@ -109,6 +109,24 @@ class PerpDepthUpdate(SpotDepthUpdate, kw_only=True):
     RULES: ClassVar[dict[str, str]] = {**SpotDepthUpdate.RULES, "pu": _DEPTH}
 
 
+class SpotDepthHead(SpotDepthUpdate, kw_only=True):
+    """A spot diff's frame up to its levels, plus the symbol: what the recorder reads of a diff on the event loop
+    (recorder.exchange's frame path; the levels are parsed from the frame text by the writer)."""
+
+    s: str
+
+
+class PerpDepthHead(PerpDepthUpdate, kw_only=True):
+    """A USDT-M diff's frame up to its levels, plus the symbol (see SpotDepthHead)."""
+
+    s: str
+
+
+DEPTH_FRAME_START = '{"e":"depthUpdate"'  # how Binance's diff frames begin (raw streams, not combined)
+LEVELS_START = ',"b":['  # where a diff frame's level arrays begin: the header before it is read alone
+HEAD_END = ',"b":[],"a":[]}'  # closes a header cut at LEVELS_START into a complete message of its shape
+
+
 class SpotBookTicker(Shape, kw_only=True):
     """Spot ``<symbol>@bookTicker``: ``{"u":..,"s":..,"b":..,"B":..,"a":..,"A":..}`` (no event time)."""
 

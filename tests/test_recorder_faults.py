@@ -20,6 +20,7 @@ from typing import Any
 import ccxt
 
 from nova.venue import Venue
+from recorder.handover import QUIET_S
 from recorder.recorder import Recorder
 from tests.helpers import (
     MARKETS,
@@ -166,16 +167,17 @@ async def test_stalled_streams_are_detected_and_restarted(make_venue: Any, tmp_p
 async def test_server_shutdown_without_an_overlap_falls_back_to_a_resync_through_a_slow_failing_snapshot(
         make_venue: Any, tmp_path: Path) -> None:
     """On the notice the recorder starts a handover (make-before-break, tests/test_recorder_handover.py); here the
-    feed is paused across the notice and the cut, so the new connection can show no overlap before the old one
-    goes. The handover is abandoned and the cut is what any cut is: ledgered disconnects, a reconnect, and a
-    resync, through a snapshot that is slow and fails once."""
+    feed is paused across the notice and the cut, which comes sooner than a still feed counts as quiet
+    (recorder.handover.QUIET_S), so the new connection can show no overlap before the old one goes. The handover
+    is abandoned and the cut is what any cut is: ledgered disconnects, a reconnect, and a resync, through a
+    snapshot that is slow and fails once."""
     async with recording(make_venue, tmp_path) as (venue, rec):
         t_notice = time.time_ns()
         venue.snapshot_fault("spot", delay=0.5, fail=1)
         venue.snapshot_fault("perp", fail=1)
         venue.pause()
-        await asyncio.gather(*(venue.server_shutdown(m, grace_s=1.0) for m in MARKETS))
-        await asyncio.sleep(0.3)  # the cut is seen and the handover abandoned before the feed resumes
+        await asyncio.gather(*(venue.server_shutdown(m, grace_s=QUIET_S / 4) for m in MARKETS))
+        await asyncio.sleep(QUIET_S / 2)  # the cut is seen and the handover abandoned before the feed resumes
         venue.resume()
         await flowing(rec, time.time_ns())
         _, events = await finish(venue, rec, tmp_path)
@@ -189,6 +191,27 @@ async def test_server_shutdown_without_an_overlap_falls_back_to_a_resync_through
                   if "snapshot request failed" in e["detail"]]
         assert len(failed) == 1, failed
         assert entries(events[market], "resync", "book", failed[0]["ts_recv"])
+
+
+async def test_a_still_feed_across_server_shutdown_is_handed_over_not_cut(make_venue: Any, tmp_path: Path) -> None:
+    """Nothing moves between the notice and the cut (a halted market, or a still one): no message can overlap, and
+    none needs to. Once the new connection has acknowledged every book subscription and the old one has been
+    silent for QUIET_S, the recorder switches: a handover, no disconnect, no resync; what comes after the pause
+    comes on the new connection and chains on."""
+    async with recording(make_venue, tmp_path) as (venue, rec):
+        t_notice = time.time_ns()
+        venue.pause()
+        await asyncio.gather(*(venue.server_shutdown(m, grace_s=QUIET_S * 4) for m in MARKETS))
+        await await_until(lambda: all(s.stats["book"].handovers for s in book_states(rec).values()),
+                          lambda: {m: s.stats["book"].handovers for m, s in book_states(rec).items()})
+        await asyncio.sleep(QUIET_S * 4)  # past the old connections' cut
+        venue.resume()
+        await flowing(rec, time.time_ns())
+        _, events = await finish(venue, rec, tmp_path)
+    for market in MARKETS:
+        assert entries(events[market], "handover", "book", t_notice), market
+        for kind in ("disconnect", "gap", "resync"):
+            assert not entries(events[market], kind, None, t_notice), (market, kind)
 
 
 async def test_recorder_hooks_are_called_on_the_pinned_ccxt(make_venue: Any, tmp_path: Path) -> None:
