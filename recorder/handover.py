@@ -148,9 +148,9 @@ class _Side:
         if name in SINK_STREAM:
             route = self._gate._from_primary if self._primary else self._gate._from_successor
             return lambda *args: route(name, args)
-        if self._primary or self._gate.switched:
-            return getattr(self._gate.session, name)
-        return _ignore  # the new connection's snapshots, subscriptions, notices: the old one still rules
+        if self._primary or self._gate.switched or name == "on_server_shutdown":
+            return getattr(self._gate.session, name)  # a notice on the new connection: the recorder decides
+        return _ignore  # the new connection's snapshots, subscriptions, errors: the old one still rules
 
 
 def _ignore(*_: Any, **__: Any) -> None:

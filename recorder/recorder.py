@@ -55,6 +55,7 @@ from recorder.writer import DatasetWriter
 MARKET_NAME = {"spot": "spot", "perp": "USDT-M"}
 UNSUBSCRIBE_WAIT_S = 5.0  # for the exchange's reply to an unsubscribe (a stopped symbol); then it is left be
 HANDOVER_WAIT_S = 30.0  # a new connection that shows no overlap with the old one in this long is given up
+CAUGHT_UP_WAIT_S = 1.0  # after a switch, when the new connection is to be cut too: its own handover starts this soon
 _WATCHED_FOR_STALLS = ("book", "bbo", "funding")  # trades can be legitimately quiet for minutes
 
 
@@ -221,6 +222,7 @@ class Recorder:
         self._watches: dict[tuple[Market, str, str], asyncio.Task] = {}  # (market, symbol, stream) -> its watch
         self._handing_over: dict[Market, asyncio.Task | None] = {}
         self._market_locks: dict[Market, asyncio.Lock] = {}
+        self._shutdown_after_handover: set[Market] = set()  # a serverShutdown reached a handover's new connection
         self._listing_wake = asyncio.Event()  # --all: read exchangeInfo now (a stream stalled: delisted?)
         self._listing_looked_ns = 0  # when the listing watch last looked (or failed to)
         self._refused: set[Symbol] = set()  # listings another recorder records already: not tried again
@@ -813,7 +815,11 @@ class Recorder:
         (make-before-break); if that cannot be started, reconnect now rather than be cut off."""
         session = self.sessions[market]
         if client not in (session.exchange.clients or {}).values():
-            return  # a connection already handed over: the notice is for the one that is going anyway
+            # Not the market's connection: one already handed over (going anyway), or the new one of a handover
+            # under way, which will be cut too: it gets a handover of its own once it is the market's.
+            if self._handing_over.get(market) is not None:
+                self._shutdown_after_handover.add(market)
+            return
         if self._handing_over.get(market) is not None:
             return  # the market's connections are being replaced (each of them may get the notice)
         if not self._stopping:
@@ -905,12 +911,21 @@ class Recorder:
             with contextlib.suppress(Exception):
                 await old.close()
             began = time.monotonic()
-            while not gate.caught_up() and time.monotonic() - began < HANDOVER_WAIT_S and not self._stopping:
+            while not gate.caught_up() and not self._stopping and time.monotonic() - began < (
+                    CAUGHT_UP_WAIT_S if market in self._shutdown_after_handover else HANDOVER_WAIT_S):
                 await asyncio.sleep(0.05)
             if new.nova_sink is gate.successor:
                 new.nova_sink = session  # no check per message any more
+            if (market in self._shutdown_after_handover and not self._stopping
+                    and self._handing_over.get(market) is None):
+                self._shutdown_after_handover.discard(market)  # the new connection had the notice too: go on
+                self._handing_over[market] = self._spawn(self._handover(session, "serverShutdown notice"))
+                return
         finally:
-            self._handing_over[market] = None
+            if not switched:
+                self._shutdown_after_handover.discard(market)  # the new connection is dropped with its notice
+            if self._handing_over.get(market) is asyncio.current_task():
+                self._handing_over[market] = None
             if not switched and session.exchange is not new:  # cancelled (a stop) or given up: drop the new one
                 for task in watches.values():
                     task.cancel()

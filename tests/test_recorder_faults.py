@@ -214,6 +214,30 @@ async def test_a_still_feed_across_server_shutdown_is_handed_over_not_cut(make_v
             assert not entries(events[market], kind, None, t_notice), (market, kind)
 
 
+async def test_a_server_shutdown_that_reaches_a_handovers_new_connection_too_gets_a_second_handover(
+        make_venue: Any, tmp_path: Path) -> None:
+    """A notice that arrives while a handover is under way reaches its new connection as well, which will be cut
+    with the old one: once the new connection is the market's it is handed over in turn, before that cut. (The
+    feed is still, so each switch waits recorder.handover.QUIET_S: the second notice lands inside the first.)"""
+    async with recording(make_venue, tmp_path) as (venue, rec):
+        t_first = time.time_ns()
+        venue.pause()
+        first = asyncio.ensure_future(venue.server_shutdown("perp", grace_s=QUIET_S * 8))
+        await await_until(lambda: rec._handing_over.get("perp") is not None, lambda: "no handover started")
+        await asyncio.sleep(QUIET_S / 3)  # the new connection is open and subscribing
+        second = asyncio.ensure_future(venue.server_shutdown("perp", grace_s=QUIET_S * 4))
+        await await_until(lambda: book_states(rec)["perp"].stats["book"].handovers >= 2,
+                          lambda: book_states(rec)["perp"].stats["book"].handovers, timeout=15)
+        await asyncio.gather(first, second)  # both cuts have happened
+        venue.resume()
+        await flowing(rec, time.time_ns())
+        _, events = await finish(venue, rec, tmp_path)
+    perp = events["perp"]
+    assert len(entries(perp, "handover", "book", t_first)) == 2, [e["detail"] for e in perp if e["kind"] != "start"]
+    for kind in ("disconnect", "gap", "resync", "error"):
+        assert not entries(perp, kind, None, t_first), (kind, entries(perp, kind, None, t_first))
+
+
 async def test_recorder_hooks_are_called_on_the_pinned_ccxt(make_venue: Any, tmp_path: Path) -> None:
     """Fails if a ccxt upgrade renames the internals the recorder hooks (see recorder/exchange.py)."""
     async with recording(make_venue, tmp_path) as (_, rec):
