@@ -1,6 +1,7 @@
 """How fast and how evenly `nova serve` plays a recording through Binance's protocol, and in how much memory.
 
-    python bench/serve.py [--data /tmp/nova-serve-bench] [--rebuild]
+    python bench/serve.py [--data /tmp/nova-serve-bench] [--rebuild] [--only pacing,source] [--speeds 1,10]
+                          [--rounds N]
 
 The recording: the real ETHUSDT captures (spot 2024-08-08 23:54 to 00:05 UTC, USDⓈ-M 23:54 to 24:00) played by
 the venue at their own pace and recorded by Nova's recorder (book, bbo, trades) into ``--data``; built once (about
@@ -11,8 +12,11 @@ the venue at their own pace and recorded by Nova's recorder (book, bbo, trades) 
 - ccxt: ``--speed max`` to one ccxt.pro binance client per market calling ``watch_order_book`` (depth only);
 - pacing: ``--speed 1`` (the first minute) and ``--speed 10`` (the whole range) to the bare client, the lateness
   of each message's send against its scheduled wall time, from ``/_venue/status`` (target p99 <= 2 ms);
-- memory: peak RSS of the serving process at ``--speed max`` for the first 60 s, 180 s and the whole range.
-Prints same-run ratios; the last line is one JSON object.
+- memory: peak RSS of the serving process at ``--speed max`` for the first 60 s, 180 s and the whole range;
+- source (only with ``--only``): the pacing figures of DatasetSource in this process, publishing to nothing (the
+  pacer and the loop without sockets or a client).
+Prints same-run ratios; the last line is one JSON object. The served process runs the tree this file is in
+(``PYTHONPATH``), so a copy of an older tree with this file in it benches the older code.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -40,12 +45,14 @@ from nova.venue.recorded import DatasetSource
 from recorder.endpoints import ccxt_options, point_at_venue
 from recorder.recorder import Recorder, RecorderConfig
 
+TREE = Path(__file__).resolve().parents[1]
 ETH = Symbol("ETH", "USDT")
 CAPTURES = REALDATA / "binance"
 SPOT_FILES = ["spot_ethusdt_20240808.gz", "spot_ethusdt_20240809.gz"]
 PERP_FILES = ["usdm_ethusdt_20240808.gz"]
 TABLES = ("book", "bbo", "trades")
 SHORT_S = 60  # paced at 1x: the first minute of the recording
+PARTS = ("decode", "bare", "ccxt", "pacing", "rss")  # what a run measures by default, in this order
 RSS_RANGES_S = (60, 180)  # peak memory for these first seconds of the recording, and for the whole
 PATHS = {"spot": "/stream/ws", "perp": "/fstream/public/ws"}
 STREAMS = {"spot": ["ethusdt@depth@100ms", "ethusdt@bookTicker", "ethusdt@trade"],
@@ -98,6 +105,16 @@ async def _decode(root: Path, date: str) -> dict[str, Any]:
     return {"messages": published, "depth": source.sent, "seconds": took, "loop_cpu_us": cpu / published * 1e6}
 
 
+async def _source_pacing(root: Path, date: str, speed: float, end: str | None) -> dict[str, Any]:
+    """The pacer's lateness with nobody listening: DatasetSource in this process, publishing to nothing."""
+    source = DatasetSource(str(root), date, end=end, speed=speed, autostart=True, snapshot_hold_s=0.0)
+    task = asyncio.create_task(source.run(lambda *_, **__: None))
+    while not source.finished:
+        await asyncio.sleep(0.05)
+    task.cancel()
+    return source.lateness.summary()
+
+
 # ---- a nova serve process --------------------------------------------------------------------------------------
 
 class Served:
@@ -107,7 +124,7 @@ class Served:
         nova = Path(sys.executable).parent / "nova"
         self.proc = subprocess.Popen([str(nova), "serve", "--data", str(root), "--date", date, "--speed", speed,
                                       "--port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+                                     text=True, env={**os.environ, "PYTHONPATH": str(TREE)})
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().split()[-1].strip()
 
@@ -223,7 +240,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="/tmp/nova-serve-bench", help="where the recording is built and kept")
     parser.add_argument("--rebuild", action="store_true", help="record the captures again")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts, of {', '.join(PARTS)}, source (default: all but source)")
+    parser.add_argument("--speeds", default="1,10", help="the paced speeds of pacing and source")
+    parser.add_argument("--rounds", type=int, default=1, help="how many times pacing and source run each speed")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
+    unknown = parts - {*PARTS, "source"}
+    if unknown:
+        parser.error(f"--only: no part named {', '.join(sorted(unknown))}")
+    speeds = args.speeds.split(",")
     root = Path(args.data)
     date = recording(root, args.rebuild)
     probe = DatasetSource(str(root), date)
@@ -231,42 +257,64 @@ def main() -> None:
     last_ns = max(e["ts_recv"] for ledger in probe.ledgers.values() for e in ledger)
     short_end = str(first_ns + SHORT_S * 10**9)
 
-    decode = asyncio.run(_decode(root, date))
-    out: dict[str, Any] = {"decode_msg_s": round(decode["messages"] / decode["seconds"]),
-                           "decode_depth_msg_s": round(decode["depth"] / decode["seconds"]),
-                           "loop_cpu_us_per_msg": round(decode["loop_cpu_us"], 2)}
-    print(f"decode floor (no socket):  {decode['messages']:,} messages ({decode['depth']:,} depth) in "
-          f"{decode['seconds']:.2f} s = {out['decode_msg_s']:,} msg/s; the event loop's CPU "
-          f"{out['loop_cpu_us_per_msg']} µs per message", flush=True)
+    out: dict[str, Any] = {}
+    if "decode" in parts:
+        decode = asyncio.run(_decode(root, date))
+        out.update({"decode_msg_s": round(decode["messages"] / decode["seconds"]),
+                    "decode_depth_msg_s": round(decode["depth"] / decode["seconds"]),
+                    "loop_cpu_us_per_msg": round(decode["loop_cpu_us"], 2)})
+        print(f"decode floor (no socket):  {decode['messages']:,} messages ({decode['depth']:,} depth) in "
+              f"{decode['seconds']:.2f} s = {out['decode_msg_s']:,} msg/s; the event loop's CPU "
+              f"{out['loop_cpu_us_per_msg']} µs per message", flush=True)
 
-    result, rss_long = run(root, date, "max", bare)
-    out["bare_msg_s"] = round(result["frames"] / result["seconds"])
-    out["bare_depth_msg_s"] = round(result["depth"] / result["seconds"])
-    print(f"bare client, --speed max:  {result['frames']:,} frames ({result['depth']:,} depth) in "
-          f"{result['seconds']:.2f} s = {out['bare_msg_s']:,} msg/s ({out['bare_msg_s'] / out['decode_msg_s']:.2f} "
-          f"of decode)", flush=True)
+    rss_long = None
+    if "bare" in parts:
+        result, rss_long = run(root, date, "max", bare)
+        out["bare_msg_s"] = round(result["frames"] / result["seconds"])
+        out["bare_depth_msg_s"] = round(result["depth"] / result["seconds"])
+        of_decode = f" ({out['bare_msg_s'] / out['decode_msg_s']:.2f} of decode)" if "decode_msg_s" in out else ""
+        print(f"bare client, --speed max:  {result['frames']:,} frames ({result['depth']:,} depth) in "
+              f"{result['seconds']:.2f} s = {out['bare_msg_s']:,} msg/s{of_decode}", flush=True)
 
-    result, _ = run(root, date, "max", ccxt_client)
-    out["ccxt_depth_msg_s"] = round(result["depth"] / result["seconds"])
-    print(f"ccxt.pro, --speed max:     {result['depth']:,} depth messages in {result['seconds']:.2f} s = "
-          f"{out['ccxt_depth_msg_s']:,} msg/s ({out['ccxt_depth_msg_s'] / out['bare_depth_msg_s']:.2f} of bare "
-          f"depth); {result['updates']:,} watch_order_book returns", flush=True)
+    if "ccxt" in parts:
+        result, _ = run(root, date, "max", ccxt_client)
+        out["ccxt_depth_msg_s"] = round(result["depth"] / result["seconds"])
+        of_bare = f" ({out['ccxt_depth_msg_s'] / out['bare_depth_msg_s']:.2f} of bare depth)" \
+            if "bare_depth_msg_s" in out else ""
+        print(f"ccxt.pro, --speed max:     {result['depth']:,} depth messages in {result['seconds']:.2f} s = "
+              f"{out['ccxt_depth_msg_s']:,} msg/s{of_bare}; {result['updates']:,} watch_order_book returns",
+              flush=True)
 
-    for speed, extra in (("1", ("--end", short_end)), ("10", ())):
-        result, _ = run(root, date, speed, bare, *extra)
-        late = result["status"]["lateness"]
-        out[f"pacing_x{speed}"] = late
-        print(f"pacing --speed {speed:>2}:          {late['messages']:,} messages, lateness p50 {late['p50_ms']} ms, "
-              f"p99 {late['p99_ms']} ms, max {late['max_ms']} ms (target p99 <= 2 ms)", flush=True)
+    for part in ("source", "pacing"):
+        if part not in parts:
+            continue
+        for round_ in range(args.rounds):
+            for speed in speeds:
+                end = short_end if speed == "1" else None  # 1x: the first minute; faster: the whole range
+                rss_text = ""
+                if part == "source":
+                    late = asyncio.run(_source_pacing(root, date, float(speed), end))
+                else:
+                    result, peak = run(root, date, speed, bare, *(("--end", end) if end else ()))
+                    late = {**result["status"]["lateness"], "peak_rss_mb": round(peak, 1)}
+                    rss_text = f", peak RSS {peak:.0f} MB"
+                out.setdefault(f"{part}_x{speed}", []).append(late)
+                label = "pacing" if part == "pacing" else "source, no socket,"
+                print(f"{label} --speed {speed:>2} ({round_ + 1}/{args.rounds}, load {os.getloadavg()[0]:.2f}): "
+                      f"{late['messages']:,} messages, lateness p50 {late['p50_ms']} ms, p99 {late['p99_ms']} ms, "
+                      f"max {late['max_ms']} ms{rss_text} (target p99 <= 2 ms)", flush=True)
 
-    rss: dict[str, float] = {}
-    for seconds in RSS_RANGES_S:
-        result, peak = run(root, date, "max", bare, "--end", str(first_ns + seconds * 10**9))
-        rss[f"{seconds}s"] = round(peak, 1)
-    rss["whole"] = round(rss_long, 1)
-    out["rss_mb"] = rss
-    print("peak RSS, --speed max:     " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items())
-          + f" (the whole range is {(last_ns - first_ns) / 1e9:.0f} s)", flush=True)
+    if "rss" in parts:
+        rss: dict[str, float] = {}
+        for seconds in RSS_RANGES_S:
+            result, peak = run(root, date, "max", bare, "--end", str(first_ns + seconds * 10**9))
+            rss[f"{seconds}s"] = round(peak, 1)
+        if rss_long is None:
+            _, rss_long = run(root, date, "max", bare)
+        rss["whole"] = round(rss_long, 1)
+        out["rss_mb"] = rss
+        print("peak RSS, --speed max:     " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items())
+              + f" (the whole range is {(last_ns - first_ns) / 1e9:.0f} s)", flush=True)
     print(json.dumps(out))
 
 

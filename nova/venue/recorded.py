@@ -362,9 +362,26 @@ class DatasetSource(FeedSource):
                     n += 1
                     if item is None or item[0].ts_recv >= self.end_ns or self._seek_to is not None:
                         return
-                    await self._paced(publish, item[0], item[1], from_ns, n, pacer)
+                    if not self._played_now(publish, item[0], item[1], from_ns, pacer):
+                        await self._paced(publish, item[0], item[1], from_ns, n, pacer)
         finally:
             entries.close()
+
+    def _played_now(self, publish: Publish, entry: Entry, out: Outgoing | None, from_ns: int, pacer: Pacer) -> bool:
+        """Play a due book diff or quote on the spot, without a coroutine or a loop turn (False: the entry needs
+        ``_paced``: it is not due yet, it may hold or disconnect, or the playback is paused or unpaced)."""
+        if entry.ts_recv < from_ns or entry.table == "events" or not self._resumed.is_set():
+            return False
+        book = entry.table == "book"
+        if (book and entry.row.snapshot) or not pacer.due_now(entry.ts_recv):
+            return False
+        self._warming = False
+        self.playhead_ns = entry.ts_recv
+        if book:
+            self._diff(publish, entry.market, entry.row, out)
+        elif out is not None:
+            self._quote(publish, entry.market, out)
+        return True
 
     async def _paced(self, publish: Publish, entry: Entry, out: Outgoing | None, from_ns: int, n: int,
                      pacer: Pacer) -> None:
@@ -406,11 +423,14 @@ class DatasetSource(FeedSource):
                     return await self._reconnect(market)
             return 0.0
         if out is not None:
-            if out.keys == OPEN_INTEREST:
-                self._open_interest = out.text
-            else:
-                publish(market, self.symbol.stream_id, out.keys, out.text)
+            self._quote(publish, market, out)
         return 0.0
+
+    def _quote(self, publish: Publish, market: Market, out: Outgoing) -> None:
+        if out.keys == OPEN_INTEREST:
+            self._open_interest = out.text
+        else:
+            publish(market, self.symbol.stream_id, out.keys, out.text)
 
     async def _reconnect(self, market: Market) -> float:
         """A recorded disconnect or end of run: close the market's connections and wait for the clients to
@@ -446,12 +466,15 @@ class DatasetSource(FeedSource):
                 waited = loop.time() - began
             self._broken[market] = False
             return waited
+        self._diff(publish, market, m, out)
+        return waited
+
+    def _diff(self, publish: Publish, market: Market, m: BookMessage, out: Outgoing | None) -> None:
         if not m.stale:
             self._apply(market, m)
         if out is not None:
             publish(market, self.symbol.stream_id, out.keys, out.text, out.ids)
             self.sent += 1
-        return waited
 
     def _apply(self, market: Market, m: BookMessage) -> None:
         """The contract's rebuild rule (clear on a snapshot, set price -> amount, remove at 0), applied lazily: the
