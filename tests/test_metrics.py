@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,16 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def scrape_until(base: str, done: Callable[[dict], bool], timeout_s: float = 30.0) -> dict:
+    """The first scrape of ``/metrics`` that ``done`` accepts (the last one if none did by the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = samples(wait_for(base + "/metrics", 200))
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
 def recorder(venue_url: str, data: Path, port: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([*NOVA, "record", *extra, "--venue", venue_url, "--data", str(data), "-q",
                              "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
@@ -75,9 +85,12 @@ def test_metrics_and_health_follow_the_streams(venue_url: str, tmp_path: Path) -
     base = f"http://127.0.0.1:{port}"
     try:
         assert json.loads(wait_for(base + "/health", 200)) == {"status": "ok", "reasons": []}
-        time.sleep(1.5)
-        got = samples(wait_for(base + "/metrics", 200))
         book = (("market", "spot"), ("stream", "book"), ("symbol", "ETH-USDT"))
+        perp = (("market", "perp"), ("stream", "book"), ("symbol", "ETH-USDT"))
+        # the first rows reach the journal a flush after the first messages: wait for them, not for a fixed time
+        got = scrape_until(base, lambda got: got.get(("nova_stream_rows_total", book), 0) > 0
+                           and got.get(("nova_rows_written_total", ()), 0) > 0
+                           and got.get(("nova_stream_messages_total", perp), 0) > 0)
         assert got[("nova_stream_messages_total", book)] > 0
         assert got[("nova_stream_rows_total", book)] > 0
         assert got[("nova_stream_gaps_total", book)] == 0
@@ -87,7 +100,6 @@ def test_metrics_and_health_follow_the_streams(venue_url: str, tmp_path: Path) -
         assert got[("nova_rows_written_total", ())] > 0
         assert got[("nova_healthy", ())] == 1
         assert got[("nova_disk_free_bytes", ())] > 0
-        perp = (("market", "perp"), ("stream", "book"), ("symbol", "ETH-USDT"))
         assert got[("nova_stream_messages_total", perp)] > 0
 
         served = {name for name, _ in got}

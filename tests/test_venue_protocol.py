@@ -452,7 +452,15 @@ async def test_depth_speeds(make_venue, session) -> None:
     # spot @depth is the 1000 ms stream, USDT-M @depth the 250 ms one
     spot_slow = s["ethusdt@depth"]
     assert 2 <= len(spot_slow) <= 4, len(spot_slow)
-    assert all(800 <= b["E"] - a["E"] <= 1300 for a, b in pairwise(spot_slow))
+    # ten 100 ms messages between two 1000 ms ones, counted on the one connection (both come from the same engine
+    # ticks, so this holds on a busy machine too, where the stamps E can bunch up when the engine catches up)
+    between: list[int] = []
+    for _, frame in spot_frames:
+        if frame["stream"] == "ethusdt@depth":
+            between.append(0)
+        elif between:
+            between[-1] += 1
+    assert all(8 <= n <= 10 for n in between[:-1]) and len(between) >= 2, between
     assert gaps(spot_slow) == 0
     assert 8 <= len(p["ethusdt@depth"]) <= 16, len(p["ethusdt@depth"])
     await spot.close()
