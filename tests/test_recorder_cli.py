@@ -229,9 +229,10 @@ def test_signal_stops_cleanly_with_every_message_on_disk(venue_url: str, tmp_pat
 
 
 def test_full_disk_stops_recording_with_one_sentence(tmp_path: Path) -> None:
-    with small_disk(tmp_path) as small:
+    # room for a few rotations before it fills, even when a busy machine finishes the first file late
+    with small_disk(tmp_path, "5m") as small:
         with venue_process("--rate", "20") as url:
-            done = subprocess.run(record_args(url, small, "--rotate", "2s"), capture_output=True, text=True,
+            done = subprocess.run(record_args(url, small, "--rotate", "1s"), capture_output=True, text=True,
                                   env=ENV, timeout=120)
         assert done.returncode != 0, done.stderr
         assert "full" in assert_one_sentence(done.stderr), done.stderr
