@@ -17,6 +17,7 @@ socket read) before it asks again, so ``peak <= bound + OVERSHOOT`` per connecti
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 ROW_BYTES = 128  # what one row of bbo/trades/funding/liquidations holds while buffered (a small Struct)
@@ -34,6 +35,12 @@ class Intake:
         self.pauses = 0  # how often a connection was held back
         self.wake = asyncio.Event()  # set when a flush should not wait for its timer
         self._paused: list[Callable[[], None]] = []
+        self.released_ns = 0  # when held connections last read on (the stall watchdog's silence restarts there)
+
+    @property
+    def holding(self) -> bool:
+        """Connections are held back now: their silence is the recorder's, not the exchange's."""
+        return bool(self._paused)
 
     def gate(self, receive_loop: Callable[[], None]) -> None:
         """Run a connection's next read now, or once the writer has made room (ccxt calls this per message)."""
@@ -70,6 +77,7 @@ class Intake:
         """Every paused connection reads on."""
         if self._paused:
             paused, self._paused = self._paused, []
+            self.released_ns = time.time_ns()
             loop = asyncio.get_running_loop()
             for receive_loop in paused:
                 loop.call_soon(receive_loop)

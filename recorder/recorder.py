@@ -944,6 +944,8 @@ class Recorder:
         stall_ns = int(self.config.stall_s * 1e9)
         while True:
             await asyncio.sleep(min(1.0, self.config.stall_s / 4))
+            if self.intake.holding:
+                continue  # the connections wait for the writer (a rotation's encode, say): silent on our side
             now = time.time_ns()
             for market, session in self.sessions.items():
                 for state in session.states.values():
@@ -951,7 +953,8 @@ class Recorder:
                         if stream not in _WATCHED_FOR_STALLS or stream in state.down or state.retired:
                             continue  # a stream waiting to reconnect is not stalled, it is down
                         key = (market, state.symbol.exchange_id, stream)
-                        last = max(state.stats[stream].last_recv_ns, self._stream_started[key])
+                        last = max(state.stats[stream].last_recv_ns, self._stream_started[key],
+                                   self.intake.released_ns)
                         if now - last > stall_ns:
                             if self.config.listing is not None and self._listing_looked_ns < last + stall_ns:
                                 # A halted or delisted symbol falls silent: ask exchangeInfo before restarting a

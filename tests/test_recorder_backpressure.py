@@ -134,3 +134,37 @@ async def test_stop_ends_the_flusher_even_when_it_is_woken_at_that_moment(turns:
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=3)
     assert done and task.cancelled(), f"the flusher kept running after its cancellation ({len(flushes)} flushes)"
+
+
+async def test_connections_held_for_a_slow_write_are_not_taken_for_stalled(tmp_path: Path, monkeypatch: Any) -> None:
+    """A write that takes longer than the stall limit (a rotation's Parquet encode at a high rate) holds the
+    connections back: their silence is the recorder's own, and the watchdog must not restart them (which would
+    cost every stream a reconnect and a resync)."""
+    realdata_file("usdm_ethusdt_20240808.gz")
+    feed = tmp_path / "feed.txt"
+    total = tiled_perp_feed(feed, 20_000)
+    data = tmp_path / "data"
+    rec = Recorder(RecorderConfig(symbols=[ETH], data=str(data), markets=("perp",), tables=("book",),
+                                  live_spread=False, queue_bytes=BOUND, stall_s=1.0,
+                                  endpoint="http://127.0.0.1:1"))
+    write, calls = rec._write, []
+
+    def one_slow_write(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            time.sleep(rec.config.stall_s * 3)
+        return write(*args)
+
+    monkeypatch.setattr(rec, "_write", one_slow_write)
+    proc, url = start_venue(feed)
+    rec.config.endpoint = url
+    try:
+        await rec.start()
+        stats = rec.sessions["perp"].states["ETHUSDT"].stats["book"]
+        await await_until(lambda: stats.messages >= total, lambda: (stats.messages, total), timeout=120)
+    finally:
+        summary = await rec.stop()
+        stop_venue(proc)
+    assert rec.intake.pauses > 0 and len(calls) > 3
+    assert summary["perp/ETH-USDT/book"]["messages"] == total
+    assert not [e for e in ledger(data, "perp") if e["kind"] in ("gap", "disconnect", "error")]
