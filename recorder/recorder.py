@@ -625,14 +625,8 @@ class Recorder:
         silent): start the new listings that are ours, stop the symbols delisted or not trading, each ledgered.
         The same answer records every instruments change (tick, step, status) of the recorded symbols."""
         assert self.config.listing is not None
-        wake, loop = self._listing_wake, asyncio.get_running_loop()
         while True:
-            timer = loop.call_later(self.config.listing_every_s, wake.set)
-            try:
-                await wake.wait()
-            finally:
-                timer.cancel()
-            wake.clear()
+            await _woken(self._listing_wake, self.config.listing_every_s)
             try:
                 statuses = {market: await self._listed(session) for market, session in self.sessions.items()}
                 found = changes(statuses, self.recording, self.config.listing)
@@ -970,17 +964,8 @@ class Recorder:
     async def _flusher(self) -> None:
         """Flush every ``flush_s``, or as soon as half the intake's bound waits (the writer is then busy all the
         time and the connections read on while it writes: two halves, one filling, one being written)."""
-        wake = self.intake.wake
-        loop = asyncio.get_running_loop()
         while True:
-            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that lands as the event is set
-            # (frequent at saturation), and stop() then waited forever for this task.
-            timer = loop.call_later(self.config.flush_s, wake.set)
-            try:
-                await wake.wait()
-            finally:
-                timer.cancel()
-            wake.clear()
+            await _woken(self.intake.wake, self.config.flush_s)
             await self._flush()
 
     async def _flush(self, final: bool = False) -> None:
@@ -1108,6 +1093,18 @@ class Recorder:
                         "last_event_ns": s.last_event_ms * 1_000_000,
                         "stopped": state.retired}  # a delisted or halted symbol (--all): not expected to move
         return out
+
+
+async def _woken(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed, then clear it. Not asyncio.wait_for: on Python 3.11 it can
+    swallow a cancellation that lands as the event is set (frequent at saturation), and stop() then waited forever
+    for the task."""
+    timer = asyncio.get_running_loop().call_later(seconds, event.set)
+    try:
+        await event.wait()
+    finally:
+        timer.cancel()
+    event.clear()
 
 
 def _reason(exc: BaseException) -> str:

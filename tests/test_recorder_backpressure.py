@@ -32,6 +32,20 @@ def feed_ids(feed: Path) -> list[tuple[int, int]]:
     return ids
 
 
+async def flood(rec: Recorder, feed: Path, total: int) -> dict[str, Any]:
+    """Play the tiled capture at the venue's max speed into ``rec`` until it has every message; its summary."""
+    proc, url = start_venue(feed)
+    rec.config.endpoint = url
+    try:
+        await rec.start()
+        stats = rec.sessions["perp"].states["ETHUSDT"].stats["book"]
+        await await_until(lambda: stats.messages >= total, lambda: (stats.messages, total), timeout=120)
+    finally:
+        summary = await rec.stop()
+        stop_venue(proc)
+    return summary
+
+
 async def test_a_flood_is_read_more_slowly_and_nothing_is_lost(tmp_path: Path, monkeypatch: Any) -> None:
     realdata_file("usdm_ethusdt_20240808.gz")
     feed = tmp_path / "feed.txt"
@@ -50,15 +64,7 @@ async def test_a_flood_is_read_more_slowly_and_nothing_is_lost(tmp_path: Path, m
         return write(*args)
 
     monkeypatch.setattr(rec, "_write", slow_write)
-    proc, url = start_venue(feed)
-    rec.config.endpoint = url
-    try:
-        await rec.start()
-        stats = rec.sessions["perp"].states["ETHUSDT"].stats["book"]
-        await await_until(lambda: stats.messages >= total, lambda: (stats.messages, total), timeout=120)
-    finally:
-        summary = await rec.stop()
-        stop_venue(proc)
+    summary = await flood(rec, feed, total)
     intake = rec.intake
     assert intake.pauses > 0, "the flood outran the writer, so the connection was held back"
     assert intake.peak <= BOUND + OVERSHOOT, f"held {intake.peak} bytes at most, bound {BOUND} (+ one socket read)"
@@ -156,15 +162,7 @@ async def test_connections_held_for_a_slow_write_are_not_taken_for_stalled(tmp_p
         return write(*args)
 
     monkeypatch.setattr(rec, "_write", one_slow_write)
-    proc, url = start_venue(feed)
-    rec.config.endpoint = url
-    try:
-        await rec.start()
-        stats = rec.sessions["perp"].states["ETHUSDT"].stats["book"]
-        await await_until(lambda: stats.messages >= total, lambda: (stats.messages, total), timeout=120)
-    finally:
-        summary = await rec.stop()
-        stop_venue(proc)
+    summary = await flood(rec, feed, total)
     assert rec.intake.pauses > 0 and len(calls) > 3
     assert summary["perp/ETH-USDT/book"]["messages"] == total
     assert not [e for e in ledger(data, "perp") if e["kind"] in ("gap", "disconnect", "error")]
