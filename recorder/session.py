@@ -123,7 +123,11 @@ class MarketSession(TakesFrames):
         for sym in symbols:
             self.add(sym, next_msg.get(sym, 1))
         self._depth_shape = wire.PerpDepthUpdate if market == "perp" else wire.SpotDepthUpdate
-        self._depth_head = msgspec.json.Decoder(wire.PerpDepthHead if market == "perp" else wire.SpotDepthHead).decode
+        self._depth_head: Callable[[str], wire.SpotDepthHead | wire.PerpDepthHead]
+        if market == "perp":
+            self._depth_head = msgspec.json.Decoder(wire.PerpDepthHead).decode
+        else:
+            self._depth_head = msgspec.json.Decoder(wire.SpotDepthHead).decode
 
     def add(self, sym: Symbol, next_msg: int) -> SymbolState:
         """Start keeping a symbol's state (at start, or a listing picked up while running); a symbol stopped
