@@ -54,8 +54,9 @@ DATASET_VERSION = 1
 
 # ---- the dataset --------------------------------------------------------------------------------------------------
 
-def _tile(market: str) -> dict[str, Any]:
-    """One capture through the recorder's sequencer and row builder: the tables of one tile."""
+def _tile(market: str, captures: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One capture (or ``captures``, one after the other) through the recorder's sequencer and row builder: the
+    tables of one tile."""
     import orjson
 
     from recorder.rows import book_batch, table_batch
@@ -66,28 +67,34 @@ def _tile(market: str) -> dict[str, Any]:
 
     bbo: list[BboRow] = []
     trades: list[TradeRow] = []
-    with gzip.open(CAPTURES[market], "rb") as fh:
-        for line in fh:
-            stamp, body = line.split(b" ", 1)
-            ts = int(stamp)
-            obj = orjson.loads(body)
-            d = obj.get("data", obj)
-            if "lastUpdateId" in d:
-                seq.on_snapshot(ts, d.get("E", NULL), d.get("T", NULL), d["lastUpdateId"],
-                                orjson.dumps({"b": d["bids"], "a": d["asks"]}).decode(), 0)
-            elif d.get("e") == "depthUpdate":
-                prev = d.get("pu", NULL) if market == "perp" else NULL
-                seq.on_diff((ts, d["E"], d.get("T", NULL), d["U"], d["u"], prev, orjson.dumps(d).decode()))
-            elif "u" in d and "b" in d and "a" in d:
-                bbo.append(BboRow(ts_recv=ts, ts_event=d["E"] * 10**6 if market == "perp" else None,
-                                  update_id=d["u"], bid_price=float(d["b"]), bid_amount=float(d["B"]),
-                                  ask_price=float(d["a"]), ask_amount=float(d["A"])))
-            elif d.get("e") == "trade":
-                trades.append(TradeRow(ts_recv=ts, ts_event=d["E"] * 10**6, trade_id=d["t"], price=float(d["p"]),
-                                       amount=float(d["q"]), taker_side="sell" if d["m"] else "buy"))
+    for line in _lines(captures or (CAPTURES[market],)):
+        stamp, body = line.split(b" ", 1)
+        ts = int(stamp)
+        obj = orjson.loads(body)
+        d = obj.get("data", obj)
+        if "lastUpdateId" in d:
+            seq.on_snapshot(ts, d.get("E", NULL), d.get("T", NULL), d["lastUpdateId"],
+                            orjson.dumps({"b": d["bids"], "a": d["asks"]}).decode(), 0)
+        elif d.get("e") == "depthUpdate":
+            prev = d.get("pu", NULL) if market == "perp" else NULL
+            seq.on_diff((ts, d["E"], d.get("T", NULL), d["U"], d["u"], prev, orjson.dumps(d).decode()))
+        elif "u" in d and "b" in d and "a" in d:
+            bbo.append(BboRow(ts_recv=ts, ts_event=d["E"] * 10**6 if market == "perp" else None,
+                              update_id=d["u"], bid_price=float(d["b"]), bid_amount=float(d["B"]),
+                              ask_price=float(d["a"]), ask_amount=float(d["A"])))
+        elif d.get("e") == "trade":
+            trades.append(TradeRow(ts_recv=ts, ts_event=d["E"] * 10**6, trade_id=d["t"], price=float(d["p"]),
+                                   amount=float(d["q"]), taker_side="sell" if d["m"] else "buy"))
     seq.on_stop()
     book, _, _ = book_batch(seq.take())
     return {"book": book, "bbo": table_batch("bbo", bbo), "trades": table_batch("trades", trades)}
+
+
+def _lines(paths: tuple[Path, ...]) -> Any:
+    """The lines of the gzip captures ``paths``, one file after the other."""
+    for path in paths:
+        with gzip.open(path, "rb") as fh:
+            yield from fh
 
 
 def _shift(batch: Any, ns: int, ids: int, msgs: int) -> Any:

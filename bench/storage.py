@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench.replay import CAPTURES, build_dataset
+from bench.replay import CAPTURES, REALDATA, _tile, build_dataset
 from nova.core.contract import BOOK, ROW_GROUP_ROWS, parquet_options
 from nova.core.dataset import Dataset
 from replay.reader import COLUMNS
@@ -49,6 +49,7 @@ from replay.reader import COLUMNS
 INTS = ("ts_recv", "ts_event", "ts_trade", "first_id", "last_id", "prev_id", "msg")
 NAMES = tuple(f.name for f in BOOK)
 DELTA = "DELTA_BINARY_PACKED"
+SPOT_NEXT = REALDATA / "spot_ethusdt_20240809.gz"  # continues the spot capture: 5 more minutes of diffs
 
 
 def settings(encodings: dict[str, str], level: int | dict[str, int] = 7, **extra: Any) -> dict[str, Any]:
@@ -83,10 +84,46 @@ class Option:
     row_group: int = ROW_GROUP_ROWS
     order: Callable[[pa.Table], pa.Table] | None = None
     compact: bool = False  # one file per market (nova compact) instead of the rotated files
+    capture_only: bool = False  # too slow for the whole day: sizes and CPU on the capture only
+    integers: bool = False  # the contract change measured, not adopted: price in ticks, amount in lots (int64)
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+UNITS: dict[str, tuple[float, float]] = {}  # market -> (tick size, step size), from the day's instruments table
+INTEGER_BOOK = pa.schema([pa.field(f.name, pa.int64()) if f.name in ("price", "amount") else f for f in BOOK])
+
+
+def integer_units(table: pa.Table, market: str) -> pa.Table:
+    """Price as whole ticks and amount as whole lots (int64), the shape an integer contract would store. The unit
+    is the market's tick or step size unless a value is off that grid (the real spot capture has sizes with a
+    fifth decimal under a 0.0001 step: resting orders from before a step change), then the largest power-of-ten
+    fraction of it that holds every value exactly, as such a contract would have to: same information, no loss."""
+    import numpy as np
+
+    tick, step = UNITS[market]
+    out = table
+    for name, unit in (("price", tick), ("amount", step)):
+        values = table[name].to_numpy(zero_copy_only=False)
+        missing = np.isnan(values)
+        known = np.where(missing, 0.0, values)
+        while True:
+            units = np.round(known / unit)
+            if np.allclose(units * unit, known, rtol=0, atol=unit * 1e-6) or unit < 1e-12:
+                break
+            unit /= 10
+        out = out.set_column(BOOK.get_field_index(name), pa.field(name, pa.int64()),
+                             pa.array(units.astype("int64"), mask=missing))
+    return out
+
+
 BEFORE = settings({n: DELTA for n in INTS})  # the recorder's options before this bench (zstd 7, delta ints)
+
+
+def integer_settings(base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with price PLAIN and amount BYTE_STREAM_SPLIT: the best pair for integer ticks and lots (measured
+    against every pair of dictionary, PLAIN, delta and BYTE_STREAM_SPLIT on the capture)."""
+    return base | {"use_dictionary": [n for n in base["use_dictionary"] if n not in ("price", "amount")],
+                   "column_encoding": base["column_encoding"] | {"price": "PLAIN", "amount": "BYTE_STREAM_SPLIT"}}
 
 
 def options() -> list[Option]:
@@ -133,6 +170,14 @@ def options() -> list[Option]:
                order=within_message(*removals_first, ("outward", "ascending"))),
         Option("chosen, row groups 2^19", chosen, row_group=1 << 19),
         Option("chosen, row groups 2^21", chosen, row_group=1 << 21),
+        Option("chosen, zstd 15 (capture only)", chosen | {"compression_level": 15}, capture_only=True),
+        Option("chosen, zstd 19 (capture only)", chosen | {"compression_level": 19}, capture_only=True),
+        Option("chosen, zstd 22 (capture only)", chosen | {"compression_level": 22}, capture_only=True),
+        Option("chosen, brotli 11 (capture only; Spark cannot read brotli)",
+               chosen | {"compression": "brotli", "compression_level": 11}, capture_only=True),
+        Option("contract change: int64 ticks and lots, dictionaries", chosen, integers=True),
+        Option("contract change: int64 ticks PLAIN, lots BYTE_STREAM_SPLIT", integer_settings(chosen),
+               integers=True),
         Option("compact before: zstd 9", settings(delta, 9), compact=True),
         Option("compact chosen: parquet_options('book', archival=True)", archival, compact=True),
         Option("compact chosen, row groups 2^22", archival | {"max_rows_per_page": 1 << 22}, row_group=1 << 22,
@@ -196,6 +241,17 @@ def perturbed_day(files: dict[str, list[str]], out: Path) -> dict[str, list[str]
     return result
 
 
+def grid(root: Path) -> dict[str, tuple[float, float]]:
+    """Each market's (tick size, step size) as the day's instruments table recorded them."""
+    data = Dataset(str(root))
+    out = {}
+    for partition in data.partitions("instruments"):
+        for path, _ in data.files(partition):
+            row = pq.read_table(path, columns=["tick_size", "step_size"]).to_pylist()[-1]
+            out[partition.market] = (row["tick_size"], row["step_size"])
+    return out
+
+
 def repeated_levels(tile: dict[str, list[pa.Table]]) -> int:
     """Messages of the capture that name one (side, price) twice: reordering rows inside them would change the
     book the rebuild rule gives, so a row order other than the recorded one is only safe while this is 0."""
@@ -220,19 +276,81 @@ def raw_gzip_bytes() -> dict[str, int]:
     return out
 
 
+# ---- where the bytes go ---
+
+def column_bytes(table: pa.Table, options: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """``table`` written in one file with ``options``: per column, (dictionary page bytes, data page bytes)."""
+    import io
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **copy.deepcopy(options))
+    md = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
+    out: dict[str, tuple[int, int]] = {}
+    for g in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            col = md.row_group(g).column(c)
+            dictionary = col.data_page_offset - col.dictionary_page_offset if col.has_dictionary_page else 0
+            old = out.get(col.path_in_schema, (0, 0))
+            out[col.path_in_schema] = (old[0] + dictionary, old[1] + col.total_compressed_size - dictionary)
+    return out
+
+
+def profile(tile: dict[str, list[pa.Table]]) -> None:
+    """Where the capture's bytes go with the recorder's options: per column, the dictionary page and the data
+    pages; then the diffs of ever longer stretches of each capture on their own, which shows what a longer file
+    (a rotation holds 15 minutes) does to the cost per row: the data pages stay, the dictionaries are spread over
+    more rows (the distinct sizes grow more slowly than the rows). Spot's second capture continues its first, so
+    spot is also shown over both: 11 minutes of real diffs, the longest real stretch there is here."""
+    chosen = parquet_options("book")
+    for market, parts in tile.items():
+        table = pa.concat_tables(parts)
+        n = table.num_rows
+        sizes = column_bytes(table, chosen)
+        total = sum(a + b for a, b in sizes.values())
+        print(f"{market}: {n:,} rows, {total / n:.3f} B/row; per column, B/row (dictionary page + data pages):")
+        print("  " + ", ".join(f"{name} {(d + p) / n:.3f}" + (f" ({d / n:.3f} + {p / n:.3f})" if d else "")
+                               for name, (d, p) in sizes.items() if (d + p) / n >= 0.001))
+        by_length(table, (0.25, 0.5, 0.75, 1.0))
+    both = pa.Table.from_batches([_tile("spot", (CAPTURES["spot"], SPOT_NEXT))["book"]])
+    print(f"spot over both captures ({SPOT_NEXT.name} continues the first):")
+    by_length(both, (0.125, 0.25, 0.5, 0.75, 1.0))
+
+
+def by_length(table: pa.Table, shares: tuple[float, ...]) -> None:
+    """The diffs after ``table``'s first snapshot, the first ``share`` of them each written on their own."""
+    chosen = parquet_options("book")
+    snapshot = table["snapshot"].to_numpy(zero_copy_only=False)
+    first = int(snapshot.argmin())
+    recv = table["ts_recv"].cast(pa.int64()).to_numpy()
+    for share in shares:
+        end = first + int((table.num_rows - first) * share)
+        part = table.slice(first, end - first)
+        sizes = column_bytes(part, chosen)
+        rows = part.num_rows
+        total = sum(a + b for a, b in sizes.values())
+        price, amount = sizes["price"], sizes["amount"]
+        print(f"  diffs of the first {(recv[end - 1] - recv[first]) / 60e9:4.1f} min ({rows:,} rows): "
+              f"{total / rows:.3f} B/row; price {price[0] / rows:.3f} + {price[1] / rows:.3f}, "
+              f"amount {amount[0] / rows:.3f} + {amount[1] / rows:.3f} (dictionary + data); "
+              f"{len(pc.unique(part['amount'])):,} distinct sizes")
+
+
 # ---- measuring -----------------------------------------------------------------------------------------------------
 
-def encode(tables: Iterator[pa.Table], target: Path, option: Option) -> float:
+def encode(tables: Iterator[pa.Table], target: Path, option: Option, market: str) -> float:
     """Write ``tables`` as one Parquet file the way nova.core.journal does; returns the CPU seconds spent."""
     cpu = 0.0
     writer = None
     for table in tables:
         if option.order is not None:
             table = option.order(table)
+        if option.integers:
+            table = integer_units(table, market)
         started = time.process_time()
         if writer is None:
             # a copy: pyarrow folds use_byte_stream_split into the column_encoding it is given
-            writer = pq.ParquetWriter(target, BOOK, **copy.deepcopy(option.options))
+            writer = pq.ParquetWriter(target, INTEGER_BOOK if option.integers else BOOK,
+                                      **copy.deepcopy(option.options))
         writer.write_table(table, row_group_size=option.row_group)
         cpu += time.process_time() - started
     if writer is not None:
@@ -263,18 +381,39 @@ def measure(option: Option, files: dict[str, list[str]], tile: dict[str, list[pa
     def tables(paths: list[str]) -> Iterator[pa.Table]:
         return (pq.read_table(p, schema=BOOK) for p in paths)
 
+    def groups(paths: list[str]) -> list[list[str]]:
+        return [paths] if option.compact else [[p] for p in paths]
+
     best_cpu, size, rows = float("inf"), 0, 0
     written: list[Path] = []
-    for _ in range(repeat):
+    day = {} if option.capture_only else files
+    for _ in range(repeat if day else 0):
         cpu, size, written = 0.0, 0, []
-        for market, paths in files.items():
-            groups = [paths] if option.compact else [[p] for p in paths]
-            for i, group in enumerate(groups):
+        for market, paths in day.items():
+            for i, group in enumerate(groups(paths)):
                 target = workdir / f"{market}-{i}.parquet"
-                cpu += encode(tables(group), target, option)
+                cpu += encode(tables(group), target, option, market)
                 size += target.stat().st_size
                 written.append(target)
         best_cpu = min(best_cpu, cpu)
+    perturbed_size = 0
+    for market, paths in ({} if option.capture_only else perturbed or {}).items():
+        for i, group in enumerate(groups(paths)):
+            target = workdir / f"perturbed-{market}-{i}.parquet"
+            encode(tables(group), target, option, market)
+            perturbed_size += target.stat().st_size
+            target.unlink()
+    tile_size = tile_rows = 0
+    tile_cpu = 0.0
+    for market, parts in tile.items():
+        target = workdir / f"tile-{market}.parquet"
+        tile_cpu += encode(iter(parts), target, option, market)
+        tile_size += target.stat().st_size
+        tile_rows += sum(t.num_rows for t in parts)
+        if option.capture_only:
+            written.append(target)
+    if option.capture_only:  # the CPU figures come from the capture
+        best_cpu, rows = tile_cpu, tile_rows
     decode_cpu = float("inf")
     for _ in range(repeat):
         rows, spent = decode(written)
@@ -284,22 +423,11 @@ def measure(option: Option, files: dict[str, list[str]], tile: dict[str, list[pa
                  for i in range(md.num_columns)}
     for path in written:
         path.unlink()
-    perturbed_size = 0
-    for market, paths in (perturbed or {}).items():
-        for i, group in enumerate([paths] if option.compact else [[p] for p in paths]):
-            target = workdir / f"perturbed-{market}-{i}.parquet"
-            encode(tables(group), target, option)
-            perturbed_size += target.stat().st_size
-            target.unlink()
-    tile_size = tile_rows = 0
-    for market, parts in tile.items():
-        target = workdir / f"tile-{market}.parquet"
-        encode(iter(parts), target, option)
-        tile_size += target.stat().st_size
-        tile_rows += sum(t.num_rows for t in parts)
-        target.unlink()
-    return {"option": option.name, "bytes_per_row": size / rows, "capture_bytes_per_row": tile_size / tile_rows,
-            "perturbed_bytes_per_row": perturbed_size / rows if perturbed else None,
+    for market in tile:
+        (workdir / f"tile-{market}.parquet").unlink(missing_ok=True)
+    return {"option": option.name, "bytes_per_row": None if option.capture_only else size / rows,
+            "capture_bytes_per_row": tile_size / tile_rows,
+            "perturbed_bytes_per_row": perturbed_size / rows if perturbed and not option.capture_only else None,
             "encode_cpu_s": best_cpu, "encode_ns_per_row": best_cpu / rows * 1e9,
             "decode_rows_per_cpu_s": rows / decode_cpu, "rows": rows, "price_encodings": encodings["price"],
             "ts_recv_encodings": encodings["ts_recv"]}
@@ -313,11 +441,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="best of this many encodes and decodes")
     parser.add_argument("--only", nargs="*", help="only the options whose names contain one of these")
     parser.add_argument("--no-perturbed", action="store_true", help="skip the day with its tiles made different")
+    parser.add_argument("--profile", action="store_true", help="only where the capture's bytes go (per column, "
+                        "dictionary and data pages, and by length of file), with the recorder's options")
     args = parser.parse_args()
     root = args.dir or Path(tempfile.gettempdir()) / f"nova-bench-{args.hours:g}h"
     info = build_dataset(root, args.hours)
     files = book_files(root, args.files)
     tile = one_tile(files)
+    UNITS.update(grid(root))
+    if args.profile:
+        profile(tile)
+        return
     rows = sum(pq.ParquetFile(p).metadata.num_rows for paths in files.values() for p in paths)
     tile_rows = {m: sum(t.num_rows for t in parts) for m, parts in tile.items()}
     gz = raw_gzip_bytes()
@@ -343,8 +477,9 @@ def main() -> None:
                 results.append({"option": option.name, "error": str(e)})
                 continue
             results.append(r)
-            mixed_up = "" if r["perturbed_bytes_per_row"] is None else f"{r['perturbed_bytes_per_row']:9.3f}"
-            print(f"{option.name:58s} {r['bytes_per_row']:9.3f} {mixed_up:>9s} {r['capture_bytes_per_row']:8.3f} "
+            mixed_up = "-" if r["perturbed_bytes_per_row"] is None else f"{r['perturbed_bytes_per_row']:9.3f}"
+            whole = "-" if r["bytes_per_row"] is None else f"{r['bytes_per_row']:9.3f}"
+            print(f"{option.name:58s} {whole:>9s} {mixed_up:>9s} {r['capture_bytes_per_row']:8.3f} "
                   f"{r['encode_cpu_s']:12.2f} {r['encode_ns_per_row']:7.0f} {r['decode_rows_per_cpu_s'] / 1e6:19.2f}"
                   f"  {r['price_encodings']}", flush=True)
     print(json.dumps({"bench": "storage", "hours": args.hours, "book_rows": rows, "raw_gzip_bytes_per_row": baseline,

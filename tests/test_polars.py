@@ -193,8 +193,10 @@ GRID = [round(3000 + 0.5 * k, 2) for k in range(-12, 13)]
 def generate(root: Path, market: Market, seed: int) -> tuple[list[dict], list[tuple[int, str]]]:
     """A recording of one market across midnight, written by the recorder's writer in rotated files: runs (some
     killed, without a stop), stale diffs before a snapshot and after a gap, gaps, disconnects, errors, empty
-    messages, a price set twice in one message, and diffs held for a snapshot (written after it, received
-    before it). Returns the messages in ``msg`` order and the book stream's ledger."""
+    messages, a price set twice in one message, diffs held for a snapshot (written after it, received before
+    it), and stale snapshots (the recorder never writes one, but the contract allows it in hand-made data, and
+    every reader must skip it like any stale message). Returns the messages in ``msg`` order and the book
+    stream's ledger."""
     rng = random.Random(seed)
     messages: list[dict] = []
     ledger: list[tuple[int, str]] = []
@@ -241,6 +243,8 @@ def generate(root: Path, market: Market, seed: int) -> tuple[list[dict], list[tu
                 live = False
             elif roll < 0.22:
                 ledger.append((t, "error"))  # not a book break
+            elif roll < 0.25:
+                add(t, True, True, snapshot_levels())  # a stale snapshot: skipped, the book goes on without it
             else:
                 add(t, False, not live, diff_levels())
         t += rng.randrange(10**6, 10**8)
@@ -323,6 +327,34 @@ def test_book_at_every_message_is_the_core_book(tmp_path: Path, seed: int, marke
             assert (reason == REASONS[NO_SNAPSHOT]) == (not synced), (t, reason)
     assert seen[True] > 50 and seen[False] > 25, seen  # both verdicts were really put to the test
     assert len({p.date for p in Dataset(tmp_path).partitions("book")}) == 2
+
+
+@pytest.mark.slow  # ~7 s each
+@pytest.mark.parametrize(("seed", "market"), [(3, "spot"), (11, "perp")])
+def test_sql_book_at_every_message_is_the_core_book(tmp_path: Path, seed: int, market: Market) -> None:
+    """``nova sql``'s book_at on the same generated recordings, at whole microseconds (the instants DuckDB
+    holds) on both sides of every message and break: the core's levels and verdict, and the polars answer word
+    for word (reasons included)."""
+    rng = random.Random(seed)
+    messages, ledger = generate(tmp_path, market, seed)
+    assert any(m["snapshot"] and m["stale"] for m in messages), "the readers are put to a stale snapshot"
+    at = {edge for t in instants(messages, ledger, rng) for edge in (t // 1000 * 1000, -(-t // 1000) * 1000)}
+    if int(duckdb.__version__.split(".")[0]) < 2:  # DuckDB 1.x reads the files' times in whole microseconds:
+        # an instant is only put to it where no message or break falls inside the microsecond after it
+        times = [m["ts"] for m in messages] + [ts for ts, _ in ledger]
+        at -= {ts // 1000 * 1000 for ts in times if ts % 1000}
+    con = connect(tmp_path)
+    seen = {True: 0, False: 0}
+    for t, valid, _, levels in expected_books(messages, ledger, sorted(at)):
+        got = con.execute(f"SELECT side, level, price, amount, valid, reason FROM book_at('{market}', 'ETH/USDT', "
+                          f"{ts_sql(t)}, 1000)").fetchall()
+        assert {row[4] for row in got} == {valid}, (t, got, valid)
+        seen[valid] += 1
+        if valid:
+            assert [row[:4] for row in got] == levels, t
+        framed = book_at(tmp_path, "ETH/USDT", market, t).select("side", "level", "price", "amount", "valid", "reason")
+        assert framed.rows() == [tuple(row) for row in got], t
+    assert seen[True] > 50 and seen[False] > 25, seen
 
 
 def test_levels_and_instant_spellings(midnight: Path) -> None:

@@ -254,13 +254,13 @@ FROM judged ORDER BY ts
 
 BOOK_AT = """
 WITH at AS (SELECT unix_micros(TIMESTAMP '{t}') * 1000 AS t),
-     keys AS (SELECT msg, snapshot, ts_recv_ns FROM book
+     keys AS (SELECT msg, snapshot, stale, ts_recv_ns FROM book
               WHERE market = '{market}' AND symbol = 'ETH-USDT' AND date <= DATE '{day}'),
      upto AS (SELECT max(msg) AS m, max(ts_recv_ns) AS last_ns FROM keys, at WHERE ts_recv_ns <= at.t),
      early AS (SELECT min(msg) AS f FROM keys, at, upto WHERE ts_recv_ns > at.t AND msg <= upto.m),
      span AS (SELECT coalesce(f, m + 1) AS end_msg, last_ns FROM upto, early),
      snap AS (SELECT max(msg) AS snap_msg, max_by(ts_recv_ns, msg) AS snap_ns FROM keys, span
-              WHERE snapshot AND msg < end_msg),
+              WHERE snapshot AND NOT stale AND msg < end_msg),
      breaks AS (SELECT count(*) AS n FROM events, snap, at
                 WHERE market = '{market}' AND symbol = 'ETH-USDT' AND stream = 'book'
                   AND kind IN ('gap', 'disconnect', 'start', 'stop') AND ts_recv_ns BETWEEN snap_ns AND at.t),

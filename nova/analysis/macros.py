@@ -85,9 +85,11 @@ HELPERS = [
 ]
 
 MACROS = [
-    # Inside the macros every time is an integer of nanoseconds (epoch_ns of the stored column, exact on every
-    # DuckDB version); they read the tables' stored columns (the _nova_raw_* views), so that a filter on a time
-    # prunes row groups by their statistics, and show times as the views do (TIMESTAMPTZ, microseconds).
+    # Inside the macros every time is an integer of nanoseconds (epoch_ns of the stored column: exact on DuckDB
+    # 2.x; DuckDB 1.x reads the files' times in whole microseconds, so there a row received within the microsecond
+    # after an instant counts as received by it); they read the tables' stored columns (the _nova_raw_* views), so
+    # that a filter on a time prunes row groups by their statistics, and show times as the views do (TIMESTAMPTZ,
+    # microseconds).
     #
     # The grid's instants are step-aligned from t0, so only two kinds of quote can be the last one at or before
     # an instant: the last quote of each step-long bucket (and the last one before t0), and a quote received
@@ -152,20 +154,22 @@ MACROS = [
     # Which messages are in effect at t: those before the first message received after t (``f``). Found with
     # narrow scans that Parquet statistics prune: m = the last message received by t; f is looked for only
     # among messages up to m (normally there is none, and everything up to m counts); the last snapshot by
-    # t. Only the levels of the messages from that snapshot on are then read (row groups pruned on msg).
+    # t. Only the levels of the messages from that snapshot on are then read (row groups pruned on msg). A stale
+    # snapshot (only hand-made data has one) is skipped like every stale message: it anchors nothing. A price
+    # set twice in one message (Binance never does; the contract allows it) takes its later row's amount.
     # Validity: no book break ledgered at or after that snapshot and by t, and t not past the end of a run
     # without a stop (its last book row, unless it has rows after t).
     f"""CREATE MACRO book_at(mkt, sym, t, n) AS TABLE
     WITH keys AS NOT MATERIALIZED (
-               SELECT ts_recv, msg, snapshot FROM {RAW}book
+               SELECT ts_recv, msg, snapshot AND NOT stale AS anchor FROM {RAW}book
                WHERE market = nova_market(mkt) AND symbol = nova_spelled(sym)
                  AND date <= timezone('UTC', t::TIMESTAMPTZ)::DATE),
          upto_t AS (SELECT max(msg) AS m, epoch_ns(max(ts_recv)) AS last_ns FROM keys WHERE ts_recv <= t::TIMESTAMPTZ),
-         snap_t AS (SELECT max(msg) AS s FROM keys WHERE snapshot AND ts_recv <= t::TIMESTAMPTZ),
+         snap_t AS (SELECT max(msg) AS s FROM keys WHERE anchor AND ts_recv <= t::TIMESTAMPTZ),
          early AS (SELECT f FROM (SELECT min(msg) AS f FROM keys, upto_t
                                   WHERE keys.ts_recv > t::TIMESTAMPTZ AND keys.msg <= upto_t.m)
                    WHERE f IS NOT NULL),
-         fixed AS (SELECT max(msg) AS last_msg, max(msg) FILTER (WHERE snapshot) AS snap_msg
+         fixed AS (SELECT max(msg) AS last_msg, max(msg) FILTER (WHERE anchor) AS snap_msg
                    FROM keys JOIN early ON keys.msg < early.f WHERE keys.ts_recv <= t::TIMESTAMPTZ),
          span AS (SELECT CASE WHEN e.any THEN fixed.last_msg ELSE upto_t.m END AS last_msg,
                          CASE WHEN e.any THEN fixed.snap_msg ELSE snap_t.s END AS snap_msg
@@ -198,7 +202,8 @@ MACROS = [
                                 AS reason
                      FROM anchor),
          live AS (SELECT r.side, r.price, r.amount, r.msg,
-                         row_number() OVER (PARTITION BY r.side, r.price ORDER BY r.msg DESC) AS latest
+                         row_number() OVER (PARTITION BY r.side, r.price
+                                            ORDER BY r.msg DESC, r.file_row_number DESC) AS latest
                   FROM {RAW}book r, span, verdict
                   WHERE verdict.valid AND r.market = nova_market(mkt) AND r.symbol = nova_spelled(sym)
                     AND r.date <= timezone('UTC', t::TIMESTAMPTZ)::DATE

@@ -184,9 +184,10 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _reader(files: list[str], union: bool) -> str:
+def _reader(files: list[str], union: bool, row_numbers: bool = False) -> str:
     listing = ", ".join(_literal(p) for p in files)
-    return f"read_parquet([{listing}], hive_partitioning = true{', union_by_name = true' if union else ''})"
+    return (f"read_parquet([{listing}], hive_partitioning = true{', union_by_name = true' if union else ''}"
+            f"{', file_row_number = true' if row_numbers else ''})")
 
 
 def _as_microseconds(con: duckdb.DuckDBPyConnection, files: list[str], union: bool, instants: list[str]) -> str:
@@ -214,7 +215,7 @@ def _create_empty_view(con: duckdb.DuckDBPyConnection, contract: Contract) -> No
     """A recorded table with no file yet (liquidations on a quiet day, a table left out of --tables): no rows,
     rather than a catalog error, with the columns a recording would have."""
     con.execute(f"CREATE VIEW {contract.table} AS SELECT {_typed_columns(contract, 'NULL')} WHERE false")
-    con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT * FROM {contract.table}")
+    con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT *, {RAW_ROW_NUMBER} FROM {contract.table}")
 
 
 def _create_view(con: duckdb.DuckDBPyConnection, contract: Contract, footers: list[Footer]) -> str | None:
@@ -231,7 +232,7 @@ def _create_view(con: duckdb.DuckDBPyConnection, contract: Contract, footers: li
         # Every column and the filter raise, so no projection, filter or aggregate answers without the error.
         con.execute(f"CREATE VIEW {contract.table} AS SELECT {_typed_columns(contract, raise_it)} "
                     f"WHERE {raise_it} IS NULL")
-        con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT * FROM {contract.table}")
+        con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT *, {RAW_ROW_NUMBER} FROM {contract.table}")
         return sentence
     schemas = list(verdicts)  # the distinct schemas
     union = len(schemas) > 1
@@ -241,9 +242,13 @@ def _create_view(con: duckdb.DuckDBPyConnection, contract: Contract, footers: li
     select = _as_microseconds(con, files, union, instants)
     con.execute(f"CREATE VIEW {contract.table} AS SELECT {select} FROM {_reader(files, union)}")
     # the same files with their timestamps as stored, for the macros: a filter on a stored column prunes row
-    # groups by their statistics, one on the converted column cannot (3x slower for book_at on a day)
-    con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT * FROM {_reader(files, union)}")
+    # groups by their statistics, one on the converted column cannot (3x slower for book_at on a day); with each
+    # row's place in its file, which orders the rows of one message (a message is never split across files)
+    con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT * FROM {_reader(files, union, True)}")
     return None
+
+
+RAW_ROW_NUMBER = "NULL::BIGINT AS file_row_number"  # the raw view's row place, for a view without files
 
 
 def raw_name(table: str) -> str:
