@@ -1,6 +1,6 @@
 """Bytes per book row, encode CPU and decode speed of the book table's Parquet options (DESIGN §8: <= 4 B now).
 
-    python bench/storage.py [--hours 6] [--dir DIR] [--files N] [--repeat 2] [--only NAME ...]
+    python bench/storage.py [--hours 6] [--dir DIR] [--files N] [--repeat 2] [--only NAME ...] [--profile]
 
 The data: bench/replay.py's day (the real ETHUSDT captures through the recorder's own code, tiled over
 ``--hours``), its book files as the recorder rotated them (15 minutes each). Every option re-encodes every
@@ -17,8 +17,13 @@ reports:
 - decode: the replay's book columns (replay.reader.COLUMNS) read with pyarrow into numpy, one thread, in
   M rows per CPU-second (the replay's decode floor);
 - ``compact`` rows: one file per market (``nova compact``'s archival settings) instead of 96 rotated files.
+- ``capture only`` rows: options too slow for the whole day (zstd 15-22, brotli), sized and timed on the capture;
+- ``contract change`` rows: what the integer-tick contract the issue offered would store (price in ticks, amount
+  in lots, int64), measured to see whether it pays; not the contract.
 The baseline from the same run: the raw gzip JSON Binance sent for the book (the depth messages and REST
 snapshots of the captures, gzip level 6), per book row, and the capture files as stored (every stream).
+``--profile`` prints only where the capture's bytes go: per column (dictionary page and data pages), and per row
+as the file gets longer (spot also over both real spot captures, 11 minutes).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from nova.core.handoff import put_until_stopped
 from replay.kernel import (
     N_SEGMENTS,
     SEG_BBO_PERP,
@@ -231,13 +232,7 @@ class Prefetch:
         self._thread.start()
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self._queue, item, self._stop)
 
     def _run(self, items: Iterable[Any]) -> None:
         try:

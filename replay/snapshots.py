@@ -43,7 +43,7 @@ from nova.core.errors import NovaError
 from nova.core.markets import MARKETS, Market, Symbol
 from nova.core.spread import NO_ID, PERP, SPOT, SpreadParams
 from nova.core.units import BadValue, is_number, parse_duration
-from nova.core.validity import BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, REASONS
+from nova.core.validity import BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, REASONS, reason
 from replay.api import Progress
 from replay.engine import Engine, ReplayRange
 from replay.kernel import I_KEY, I_LAST_ID, I_SNAPSHOT_KEY, I_VALID, K_LAST_KEY, K_ROWS_SEEN, NO_KEY, SampleBuffer
@@ -131,12 +131,6 @@ class SnapshotSummary:
 
 # ---- validity: the ledger's side ---------------------------------------------------------------------------------
 
-def reason_text(kind: str, ts_ns: int) -> str:
-    """The reason phrase ``book_at`` gives (nova.core.validity.REASONS, then the break and when, to the us)."""
-    moment = dt.datetime.fromtimestamp(ts_ns // 10**9, dt.UTC) + dt.timedelta(microseconds=ts_ns % 10**9 // 1000)
-    return f"{REASONS.get(kind, kind)} ({kind} at {moment:%Y-%m-%d %H:%M:%S.%f} UTC)"
-
-
 class Breaks:
     """One market's book breaks in time order: the ledgered ones, and the end of every run without a ``stop``
     (nova.core.dataset's ``book_spans`` finds those from the files' footers). ``judge`` turns the loop's samples
@@ -152,7 +146,7 @@ class Breaks:
                 found.add((span.end_ns, END_OF_DATA))
         rows = sorted(found)
         self.ts = np.array([ts for ts, _ in rows] + [2**63 - 1], dtype=np.int64)  # a sentinel: no break
-        self.reasons = pa.array([REASONS[NO_SNAPSHOT], *(reason_text(k, ts) for ts, k in rows), self.FALLBACK],
+        self.reasons = pa.array([REASONS[NO_SNAPSHOT], *(reason(k, ts) for ts, k in rows), self.FALLBACK],
                                 pa.string())
 
     def judge(self, ts: np.ndarray, info: np.ndarray) -> tuple[np.ndarray, pa.Array]:

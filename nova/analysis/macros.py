@@ -29,7 +29,7 @@ from __future__ import annotations
 import duckdb
 
 from nova.core.markets import KNOWN_QUOTES, MARKETS
-from nova.core.validity import BOOK_ANCHOR, BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, QUOTE_BREAKS, REASONS
+from nova.core.validity import BOOK_ANCHOR, BOOK_BREAKS, END_OF_DATA, MOMENT, NO_SNAPSHOT, QUOTE_BREAKS, REASONS
 
 
 def _lit(value: str) -> str:
@@ -77,10 +77,10 @@ HELPERS = [
                         FROM nova_recorded)) END""",
     # A time of nanoseconds as the views show times (TIMESTAMPTZ, microseconds, truncated).
     "CREATE MACRO nova_time(ns) AS make_timestamptz(ns // 1000)",
-    # Why a state is not valid: the nova.core.validity phrase of the break, and where it happened.
+    # Why a state is not valid: nova.core.validity.reason in SQL (the phrase of the break, and when it happened).
     f"""CREATE MACRO nova_reason(kind, at_ts) AS
     {_reason_case("kind")} || ' (' || kind || ' at '
-        || strftime(timezone('UTC', at_ts::TIMESTAMPTZ), '%Y-%m-%d %H:%M:%S.%f') || ' UTC)'
+        || strftime(timezone('UTC', at_ts::TIMESTAMPTZ), {_lit(MOMENT)}) || ' UTC)'
     """,
 ]
 

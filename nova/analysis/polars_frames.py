@@ -26,7 +26,7 @@ from nova.core.markets import MARKETS, Symbol
 from nova.core.spread import READING_SCHEMA
 from nova.core.stores import endpoint
 from nova.core.units import parse_date
-from nova.core.validity import BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, REASONS, RUN_START, RUN_STOP
+from nova.core.validity import BOOK_BREAKS, END_OF_DATA, NO_SNAPSHOT, REASONS, RUN_START, RUN_STOP, reason
 
 try:
     import polars as pl
@@ -263,10 +263,4 @@ def _verdict(span: dict[str, Any], t: int) -> dict[str, Any]:
     if not breaks:
         return {"valid": True, "reason": None}
     ts, kind = breaks[0]
-    return {"valid": False, "reason": _reason(kind, ts)}
-
-
-def _reason(kind: str, ts: int) -> str:
-    """The macro's phrase: nova.core.validity's reason and where the break happened (to the microsecond)."""
-    moment = dt.datetime.fromtimestamp(ts // 10**9, dt.UTC) + dt.timedelta(microseconds=ts % 10**9 // 1_000)
-    return f"{REASONS.get(kind, kind)} ({kind} at {moment:%Y-%m-%d %H:%M:%S.%f} UTC)"
+    return {"valid": False, "reason": reason(kind, ts)}

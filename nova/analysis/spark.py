@@ -24,7 +24,6 @@ pyspark is imported only when a session or a read needs it, so this module impor
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from nova.core.contract import PARTITION_KEYS, RECORDED_TABLES, SCHEMAS
-from nova.core.dataset import SPREAD_TABLE, Dataset, Partition
+from nova.core.dataset import SPREAD_TABLE, Dataset
 from nova.core.errors import NovaError
 
 if TYPE_CHECKING:
@@ -196,24 +195,19 @@ def _check_table(table: str) -> None:
         raise NovaError(f"{table!r} is not a table of Nova's dataset; the tables are {', '.join(TABLES)}")
 
 
-def _listing(data: Dataset, table: str) -> tuple[list[Partition], list[str]]:
-    """A table's partitions and its visible files (the dataset's listing: no hidden or replaced file)."""
-    partitions = data.partitions(table)
-    return partitions, [path for p in partitions for path, _ in data.files(p)]
+def _listing(data: Dataset, table: str) -> list[str]:
+    """A table's visible files (the dataset's listing: no hidden or replaced file)."""
+    return [path for path, _ in data.table_files(table)]
 
 
-def _frame(spark: SparkSession, data: Dataset, table: str, partitions: list[Partition], files: list[str]
-           ) -> DataFrame:
+def _frame(spark: SparkSession, data: Dataset, table: str, files: list[str]) -> DataFrame:
     """The table's DataFrame over ``files``, with its times converted."""
     from pyspark.sql import functions as sf
 
     spark.conf.set(NANOS_AS_LONG, "true")  # also on a session the user built: without it no file reads
     schema = read_schema(table)
     if files:
-        base = partitions[0].path  # the table's folder: the partition levels above a partition's folder
-        for _ in PARTITION_KEYS:
-            base = posixpath.dirname(base)
-        raw = spark.read.schema(schema).option("basePath", spark_path(data, base)).parquet(
+        raw = spark.read.schema(schema).option("basePath", spark_path(data, data.table_path(table))).parquet(
             *[spark_path(data, f) for f in files])
     else:
         raw = spark.createDataFrame([], schema)
@@ -236,7 +230,7 @@ def read_table(spark: SparkSession, root: str | os.PathLike[str], table: str) ->
     session (the files do not read without it)."""
     _check_table(table)
     data = open_root(root)
-    return _frame(spark, data, table, *_listing(data, table))
+    return _frame(spark, data, table, _listing(data, table))
 
 
 def register_views(spark: SparkSession, root: str | os.PathLike[str]) -> list[str]:
@@ -245,11 +239,11 @@ def register_views(spark: SparkSession, root: str | os.PathLike[str]) -> list[st
     no file yet is an empty view, as in ``nova sql``. Returns the names of the views that hold files."""
     data = open_root(root)
     listed = {table: _listing(data, table) for table in TABLES}
-    present = [table for table, (_, files) in listed.items() if files]
+    present = [table for table, files in listed.items() if files]
     if not present:
         raise NovaError(f"{root} holds no recording (no {', '.join(TABLES)} Parquet files); record something "
                         "first or point at a recording")
-    for table, (partitions, files) in listed.items():
+    for table, files in listed.items():
         if files or table in RECORDED_TABLES:  # the spread only once replay has written it
-            _frame(spark, data, table, partitions, files).createOrReplaceTempView(table)
+            _frame(spark, data, table, files).createOrReplaceTempView(table)
     return present

@@ -270,11 +270,14 @@ class Dataset:
         return f"Dataset({self.text!r})"
 
     # ---- names ---------------------------------------------------------------------------------------------
+    def table_path(self, table: str) -> str:
+        """A table's folder, above its partition levels (what Spark and hive readers call the base path)."""
+        return f"{self.root.rstrip('/')}/{table}"
+
     def partition(self, table: str, market: str, symbol: Symbol | str, date: str) -> Partition:
         """The partition of a table, market, symbol (a Symbol, or dashed) and UTC date (it may not exist yet)."""
         dashed = symbol.dashed if isinstance(symbol, Symbol) else symbol
-        path = (f"{self.root.rstrip('/')}/{table}/exchange={EXCHANGE}/market={market}/symbol={dashed}/"
-                f"date={date}")
+        path = f"{self.table_path(table)}/exchange={EXCHANGE}/market={market}/symbol={dashed}/date={date}"
         return Partition(table, EXCHANGE, market, dashed, date, path)
 
     def spread_partition(self, symbol: Symbol | str, date: str) -> Partition:

@@ -26,6 +26,7 @@ are held to this module by a test on generated data), ``nova check`` and ``nova 
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,16 @@ REASONS = {
     NO_SNAPSHOT: "no snapshot of this book had been recorded yet",
 }
 """One phrase per reason a state is not valid, shared by every reader that explains itself."""
+
+MOMENT = "%Y-%m-%d %H:%M:%S.%f"
+"""How a reason names the instant of its break: UTC, to the microsecond, as DuckDB shows an instant."""
+
+
+def reason(kind: str, ts_ns: int) -> str:
+    """Why a state is not valid, in the words every reader uses (replay's export, polars, and ``nova sql``'s
+    macros, which build the same text in SQL from REASONS and MOMENT): the phrase, then the break and when."""
+    moment = dt.datetime.fromtimestamp(ts_ns // 10**9, dt.UTC) + dt.timedelta(microseconds=ts_ns % 10**9 // 1000)
+    return f"{REASONS.get(kind, kind)} ({kind} at {moment.strftime(MOMENT)} UTC)"
 
 
 @dataclass(frozen=True)

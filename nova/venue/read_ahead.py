@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from nova.core.handoff import put_until_stopped
 from nova.venue.recorded_text import Outgoing
 from nova.venue.recording import Entry
 
@@ -56,13 +57,7 @@ class ReadAhead:
             self._put(exc)
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self._queue, item, self._stop)
 
     def _take(self, item: Any) -> Item | None:
         if item is None:
