@@ -11,9 +11,10 @@ import signal
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from nova.core.dataset import BadRecorderId, Dataset, file_id, new_file_name
+from nova.core.dataset import BadRecorderId, Dataset, file_id, new_file_name, temp_name
 from nova.core.journal import writer as journal_writer
 from nova.core.limits import USED_WEIGHT_HEADER, depth_weight, weight_limits
 from nova.core.lock import StreamBusy
@@ -22,6 +23,7 @@ from nova.venue import SyntheticSource
 from nova.venue.ratelimit import RateLimits
 from recorder.fleet import listed_symbols, shard, split
 from recorder.recorder import Recorder, RecorderConfig
+from recorder.rows import TradeRow, table_batch
 from tests.helpers import (
     ETH,
     FLUSH_S,
@@ -124,6 +126,28 @@ def test_a_stream_is_claimed_once_and_recovery_touches_only_claimed_streams(tmp_
     finally:
         mine.release()
     assert not data.locked() and not (tmp_path / ".nova-claims").exists(), "the last claim out leaves no trace"
+
+
+def test_recovery_of_a_recorder_killed_while_finishing_a_journal(tmp_path: Path) -> None:
+    """A kill during a rotation's encode leaves the journal and the half-written temporary its rewrite uses
+    (the same name the recovery's rewrite writes and renames): recovery finishes the journal, every row, and
+    does not stumble on the temporary it already replaced (it did: an unexpected FileNotFoundError)."""
+    data = Dataset(tmp_path)
+    partition = data.partition("trades", "spot", "ETH-USDT", "2026-12-06")
+    final = new_file_name(time.time_ns(), "vm")
+    sink = data.open_journal(partition, final)
+    writer = journal_writer(sink, "trades")
+    rows = [TradeRow(ts_recv=10**18 + k, ts_event=None, trade_id=k, price=3000.0, amount=1.0, taker_side="buy")
+            for k in range(5)]
+    writer.write_batch(table_batch("trades", rows))
+    writer.close()
+    sink.close()
+    half = Path(partition.path) / temp_name(final)
+    half.write_bytes(b"PAR1 half a file")
+    done = data.recover([("spot", "ETH-USDT")])
+    assert done == [f"deleted the unfinished file {half}", f"recovered 5 rows into {partition.path}/{final}"]
+    assert sorted(p.name for p in Path(partition.path).iterdir()) == [final]
+    assert pq.read_table(Path(partition.path) / final).column("trade_id").to_pylist() == list(range(5))
 
 
 def test_claims_on_an_object_store_heartbeat_go_stale_and_are_taken_over(s3_root: str) -> None:

@@ -593,6 +593,7 @@ class Dataset:
         done = []
         only = None if streams is None else {(f"market={m}", f"symbol={s}") for m, s in streams}
         selector = pafs.FileSelector(self.root, allow_not_found=True, recursive=True)
+        temporaries, journals = [], []
         for info in self.fs.get_file_info(selector):
             if info.type != pafs.FileType.File:
                 continue
@@ -602,11 +603,17 @@ class Dataset:
             if only is not None and (len(parts) < 6 or (parts[2], parts[3]) not in only):
                 continue
             if is_temporary(name) and not name.startswith(_PROBE):
-                self.fs.delete_file(info.path)
-                done.append(f"deleted the unfinished file {info.path}")
+                temporaries.append(info.path)
             elif is_journal(name) and table in SCHEMAS:
-                rows = self.finish_journal(directory, name, table)
-                done.append(f"recovered {rows} rows into {directory}/{final_name_of_journal(name)}")
+                journals.append((directory, name, table))
+        # The temporaries first: a recorder killed while finishing a journal left both the journal and the
+        # half-written temporary its rewrite uses, under the name that rewrite is about to use again.
+        for path in temporaries:
+            self.fs.delete_file(path)
+            done.append(f"deleted the unfinished file {path}")
+        for directory, name, table in journals:
+            rows = self.finish_journal(directory, name, table)
+            done.append(f"recovered {rows} rows into {directory}/{final_name_of_journal(name)}")
         return done
 
     def remove(self, path: str) -> None:
