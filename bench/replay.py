@@ -54,7 +54,7 @@ DATASET_VERSION = 1
 
 # ---- the dataset --------------------------------------------------------------------------------------------------
 
-def _tile(market: str, captures: tuple[Path, ...] = ()) -> dict[str, Any]:
+def capture_tables(market: str, captures: tuple[Path, ...] = ()) -> dict[str, Any]:
     """One capture (or ``captures``, one after the other) through the recorder's sequencer and row builder: the
     tables of one tile."""
     import orjson
@@ -135,7 +135,7 @@ def build_dataset(root: Path, hours: float) -> dict[str, Any]:
 
         shutil.rmtree(root)
     started = time.perf_counter()
-    tiles = {m: _tile(m) for m in ("spot", "perp")}
+    tiles = {m: capture_tables(m) for m in ("spot", "perp")}
     first = min(int(t[name].column("ts_recv")[0].cast(pa.int64()).as_py()) for t in tiles.values()
                 for name in ("book", "bbo"))
     last = max(int(t[name].column("ts_recv")[-1].cast(pa.int64()).as_py()) for t in tiles.values()

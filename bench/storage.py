@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench.replay import CAPTURES, REALDATA, _tile, build_dataset
+from bench.replay import CAPTURES, REALDATA, build_dataset, capture_tables
 from nova.core.contract import BOOK, ROW_GROUP_ROWS, parquet_options
 from nova.core.dataset import Dataset
 from replay.reader import COLUMNS
@@ -316,7 +316,7 @@ def profile(tile: dict[str, list[pa.Table]]) -> None:
         print("  " + ", ".join(f"{name} {(d + p) / n:.3f}" + (f" ({d / n:.3f} + {p / n:.3f})" if d else "")
                                for name, (d, p) in sizes.items() if (d + p) / n >= 0.001))
         by_length(table, (0.25, 0.5, 0.75, 1.0))
-    both = pa.Table.from_batches([_tile("spot", (CAPTURES["spot"], SPOT_NEXT))["book"]])
+    both = pa.Table.from_batches([capture_tables("spot", (CAPTURES["spot"], SPOT_NEXT))["book"]])
     print(f"spot over both captures ({SPOT_NEXT.name} continues the first):")
     by_length(both, (0.125, 0.25, 0.5, 0.75, 1.0))
 

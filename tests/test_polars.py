@@ -329,15 +329,16 @@ def test_book_at_every_message_is_the_core_book(tmp_path: Path, seed: int, marke
     assert len({p.date for p in Dataset(tmp_path).partitions("book")}) == 2
 
 
-@pytest.mark.slow  # ~5 s each
+@pytest.mark.slow  # ~7 s each
 @pytest.mark.parametrize(("seed", "market"), [(3, "spot"), (11, "perp")])
-def test_sql_book_at_every_message_is_the_core_book(tmp_path: Path, seed: int, market: Market) -> None:
+def test_sql_book_at_around_every_break_is_the_core_book(tmp_path: Path, seed: int, market: Market) -> None:
     """``nova sql``'s book_at on the same generated recordings, at whole microseconds (the instants DuckDB
-    holds) on both sides of every message and break: the core's levels and verdict, and the polars answer word
-    for word (reasons included)."""
+    holds): on both sides of every ledgered break and every stale snapshot, and at 80 of the instants the polars
+    test uses; the core's levels and verdict, and the polars answer word for word (reasons included)."""
     rng = random.Random(seed)
     messages, ledger = generate(tmp_path, market, seed)
     assert any(m["snapshot"] and m["stale"] for m in messages), "the readers are put to a stale snapshot"
+
     def edges(t: int) -> set[int]:
         return {t // 1000 * 1000, -(-t // 1000) * 1000}
 

@@ -184,6 +184,9 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+RAW_ROW_NUMBER = "NULL::BIGINT AS file_row_number"  # the raw views' row place, for a view without files
+
+
 def _reader(files: list[str], union: bool, row_numbers: bool = False) -> str:
     listing = ", ".join(_literal(p) for p in files)
     return (f"read_parquet([{listing}], hive_partitioning = true{', union_by_name = true' if union else ''}"
@@ -244,11 +247,8 @@ def _create_view(con: duckdb.DuckDBPyConnection, contract: Contract, footers: li
     # the same files with their timestamps as stored, for the macros: a filter on a stored column prunes row
     # groups by their statistics, one on the converted column cannot (3x slower for book_at on a day); with each
     # row's place in its file, which orders the rows of one message (a message is never split across files)
-    con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT * FROM {_reader(files, union, True)}")
+    con.execute(f"CREATE VIEW {raw_name(contract.table)} AS SELECT * FROM {_reader(files, union, row_numbers=True)}")
     return None
-
-
-RAW_ROW_NUMBER = "NULL::BIGINT AS file_row_number"  # the raw view's row place, for a view without files
 
 
 def raw_name(table: str) -> str:
